@@ -1,0 +1,3 @@
+"""gptcli: a local-first terminal chatbot."""
+
+__version__ = "0.1.0"

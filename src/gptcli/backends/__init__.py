@@ -1,0 +1,1 @@
+"""Backends turn a conversation into a stream of typed events."""

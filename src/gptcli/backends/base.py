@@ -1,0 +1,123 @@
+"""The backend protocol: messages in, typed events out.
+
+Nothing above a backend sees library-specific objects; a backend reports what
+happened as the events below and raises only :class:`gptcli.errors.GptcliError`.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Literal, Protocol
+
+from gptcli.config import SamplingOptions
+
+Role = Literal["system", "user", "assistant"]
+FinishReason = Literal["stop", "length", "interrupted"]
+
+
+@dataclass(frozen=True)
+class Message:
+    """One turn of a conversation."""
+
+    role: Role
+    content: str
+
+
+@dataclass(frozen=True)
+class Usage:
+    prompt_tokens: int
+    completion_tokens: int
+
+    @property
+    def total_tokens(self) -> int:
+        return self.prompt_tokens + self.completion_tokens
+
+
+@dataclass(frozen=True)
+class Timings:
+    """Wall-clock figures of one reply, in seconds."""
+
+    time_to_first_token: float
+    prompt_seconds: float
+    decode_seconds: float
+    prompt_tokens_evaluated: int
+    cached_tokens: int
+
+    @property
+    def prompt_tokens_per_second(self) -> float:
+        if self.prompt_seconds <= 0:
+            return 0.0
+        return self.prompt_tokens_evaluated / self.prompt_seconds
+
+
+@dataclass(frozen=True)
+class TextDelta:
+    """A piece of the answer, always whole characters."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class Finished:
+    """The last event of every stream."""
+
+    reason: FinishReason
+    usage: Usage
+    timings: Timings
+    seed: int
+    decode_tokens_per_second: float = field(default=0.0)
+
+
+Event = TextDelta | Finished
+
+
+class Cancellation:
+    """A flag a signal handler or another thread sets to stop a reply at the next token."""
+
+    def __init__(self) -> None:
+        self._event = threading.Event()
+
+    def cancel(self) -> None:
+        self._event.set()
+
+    def reset(self) -> None:
+        self._event.clear()
+
+    @property
+    def cancelled(self) -> bool:
+        return self._event.is_set()
+
+
+@dataclass(frozen=True)
+class ModelDetails:
+    """Facts about the loaded model that the user may want to see."""
+
+    name: str
+    path: str
+    architecture: str
+    quantization: str
+    context_size: int
+    trained_context: int | None
+    template_source: str
+
+
+class Backend(Protocol):
+    """A loaded model that can count and answer conversations."""
+
+    @property
+    def details(self) -> ModelDetails: ...
+
+    @property
+    def notices(self) -> Sequence[str]:
+        """Things the user should be told once (fallbacks taken while loading)."""
+        ...
+
+    def count_tokens(self, messages: Sequence[Message]) -> int: ...
+
+    def stream(
+        self, messages: Sequence[Message], options: SamplingOptions, cancel: Cancellation
+    ) -> Iterator[Event]: ...
+
+    def close(self) -> None: ...

@@ -1,0 +1,239 @@
+"""The ``gptcli`` command line: parse, build settings, call the core, map errors to exit codes."""
+
+from __future__ import annotations
+
+import os
+import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Annotated, Any, Optional
+
+import typer
+
+from gptcli import __version__
+from gptcli.errors import ExitStatus, GptcliError
+
+EXIT_STATUS_HELP = (
+    "Exit status: 0 ok; 1 error; 2 usage error or unusable input; 3 model not found or "
+    "unusable; 4 input does not fit the context window; 130 interrupted (Ctrl-C); "
+    "141 stdout closed by its reader (e.g. | head)."
+)
+
+app = typer.Typer(
+    name="gptcli",
+    help="A local-first terminal chatbot: GGUF models run in-process through llama.cpp.",
+    epilog=EXIT_STATUS_HELP,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+# Options shared by `ask` (and the REPL, later): declared once.
+ModelOpt = Annotated[
+    Optional[str],  # noqa: UP045 - typer needs Optional at runtime on 3.10
+    typer.Option("--model", "-m", help="Model alias or path to a .gguf file [env: GPTCLI_MODEL]."),
+]
+SystemOpt = Annotated[Optional[str], typer.Option("--system", "-s", help="System prompt.")]  # noqa: UP045
+TemperatureOpt = Annotated[
+    Optional[float],  # noqa: UP045
+    typer.Option("--temperature", "-t", help="Sampling temperature (0 = always the likeliest)."),
+]
+TopPOpt = Annotated[Optional[float], typer.Option("--top-p", help="Nucleus sampling mass.")]  # noqa: UP045
+TopKOpt = Annotated[Optional[int], typer.Option("--top-k", help="Sample among the K likeliest.")]  # noqa: UP045
+MinPOpt = Annotated[Optional[float], typer.Option("--min-p", help="Drop tokens below this share.")]  # noqa: UP045
+RepeatOpt = Annotated[
+    Optional[float],  # noqa: UP045
+    typer.Option("--repeat-penalty", help="Penalty for repeating recent tokens (1 = off)."),
+]
+MaxTokensOpt = Annotated[
+    Optional[int],  # noqa: UP045
+    typer.Option("--max-tokens", "-n", help="Stop the answer after this many tokens."),
+]
+SeedOpt = Annotated[
+    Optional[int],  # noqa: UP045
+    typer.Option("--seed", help="Random seed; the same seed and options give the same text."),
+]
+StopOpt = Annotated[
+    Optional[list[str]],  # noqa: UP045
+    typer.Option("--stop", help="Stop the answer at this text (repeatable)."),
+]
+CtxOpt = Annotated[
+    Optional[int],  # noqa: UP045
+    typer.Option("--ctx", help="Context window in tokens [default: model's, at most 4096]."),
+]
+ThreadsOpt = Annotated[
+    Optional[int],  # noqa: UP045
+    typer.Option("--threads", help="CPU threads [default: physical cores]."),
+]
+GpuLayersOpt = Annotated[
+    Optional[int],  # noqa: UP045
+    typer.Option(
+        "--gpu-layers",
+        help="Layers to offload to the GPU; -1 = all [default: all with a GPU build, else 0].",
+    ),
+]
+DebugOpt = Annotated[
+    bool, typer.Option("--debug", help="Show llama.cpp's log and tracebacks on errors.")
+]
+
+
+def _version_callback(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            engine = version("llama-cpp-python")
+        except PackageNotFoundError:
+            engine = "not installed"
+        typer.echo(f"gptcli {__version__} (llama-cpp-python {engine})")
+        raise typer.Exit()
+
+
+@app.callback(invoke_without_command=True)
+def root(
+    ctx: typer.Context,
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_version_callback, is_eager=True, help="Show the version."
+        ),
+    ] = False,
+) -> None:
+    """Without a command: answer piped input like `ask`; on a terminal, show this help."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from gptcli.inputs import stdin_is_interactive
+
+    if not stdin_is_interactive(0) or not stdin_is_interactive(1):
+        ctx.invoke(ask)
+        return
+    typer.echo(ctx.get_help())
+
+
+@app.command(epilog=EXIT_STATUS_HELP)
+def ask(
+    prompt: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Argument(
+            help="The question or instruction. Piped stdin is placed before it, separated by "
+            "a '---' line; '-' means stdin only.",
+            show_default=False,
+        ),
+    ] = None,
+    model: ModelOpt = None,
+    system: SystemOpt = None,
+    temperature: TemperatureOpt = None,
+    top_p: TopPOpt = None,
+    top_k: TopKOpt = None,
+    min_p: MinPOpt = None,
+    repeat_penalty: RepeatOpt = None,
+    max_tokens: MaxTokensOpt = None,
+    seed: SeedOpt = None,
+    stop: StopOpt = None,
+    ctx: CtxOpt = None,
+    threads: ThreadsOpt = None,
+    gpu_layers: GpuLayersOpt = None,
+    json_output: Annotated[
+        bool, typer.Option("--json", help="Print one JSON object with text, usage and timings.")
+    ] = False,
+    plain: Annotated[
+        bool, typer.Option("--plain", help="Print the exact text, no Markdown rendering.")
+    ] = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Answer one prompt and exit. Reads stdin when it is not a terminal."""
+    from gptcli.oneshot import OneShot, run_oneshot
+
+    flags: dict[str, Any] = {
+        "model": model,
+        "system": system,
+        "temperature": temperature,
+        "top_p": top_p,
+        "top_k": top_k,
+        "min_p": min_p,
+        "repeat_penalty": repeat_penalty,
+        "max_tokens": max_tokens,
+        "seed": seed,
+        "stop": tuple(stop) if stop else None,
+        "ctx": ctx,
+        "threads": threads,
+        "gpu_layers": gpu_layers,
+    }
+    request = OneShot(prompt=prompt, flags=flags, json_output=json_output, plain=plain, debug=debug)
+    status = run_oneshot(request)
+    if status != ExitStatus.OK:
+        raise typer.Exit(int(status))
+
+
+def _silence_stdout() -> None:
+    """After stdout failed, point it at /dev/null so the interpreter's final flush is quiet."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError, AttributeError):
+        pass
+
+
+@contextmanager
+def _error_boundary(debug: bool) -> Iterator[list[int]]:
+    from gptcli.render import OutputClosed
+
+    result = [0]
+    try:
+        yield result
+    except GptcliError as exc:
+        if debug:
+            raise
+        print(f"gptcli: error: {exc.message}", file=sys.stderr)
+        result[0] = int(exc.exit_code)
+    except OutputClosed:
+        _silence_stdout()
+        result[0] = int(ExitStatus.BROKEN_PIPE)
+    except BrokenPipeError:
+        _silence_stdout()
+        result[0] = int(ExitStatus.BROKEN_PIPE)
+    except KeyboardInterrupt:
+        print(file=sys.stderr)
+        result[0] = int(ExitStatus.INTERRUPTED)
+    except Exception as exc:
+        if debug:
+            raise
+        print(
+            f"gptcli: internal error: {type(exc).__name__}: {exc} (run with --debug for details)",
+            file=sys.stderr,
+        )
+        result[0] = int(ExitStatus.ERROR)
+
+
+def run(argv: list[str]) -> int:
+    """Run the CLI with ``argv``; returns the exit status instead of exiting."""
+    debug = "--debug" in argv
+    with _error_boundary(debug) as result:
+        try:
+            outcome = typer.main.get_command(app).main(
+                args=argv, prog_name="gptcli", standalone_mode=False
+            )
+            result[0] = outcome if isinstance(outcome, int) else 0
+        except typer.Abort:
+            raise KeyboardInterrupt from None
+        except typer.TyperException as exc:  # usage errors, with their own message format
+            show = getattr(exc, "show", None)
+            if callable(show):
+                show()
+            else:
+                print(f"gptcli: error: {exc.format_message()}", file=sys.stderr)
+            result[0] = exc.exit_code
+        except typer.Exit as exc:
+            result[0] = exc.exit_code
+    return result[0]
+
+
+def main() -> None:
+    status = run(sys.argv[1:])
+    try:
+        sys.stdout.flush()
+    except (OSError, ValueError):
+        _silence_stdout()
+    sys.exit(status)

@@ -1,0 +1,194 @@
+"""Typed settings, layered: command-line flags > environment > config file > defaults.
+
+The config file is TOML at ``<config dir>/config.toml``::
+
+    model = "smollm2"            # alias or path of the default model
+    system = "You are terse."    # default system prompt
+    temperature = 0.7
+    top_p = 0.95
+    top_k = 40
+    min_p = 0.05
+    repeat_penalty = 1.0
+    max_tokens = 512
+    seed = 42
+    stop = ["###"]
+    ctx = 4096
+    threads = 4
+    gpu_layers = 0
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import sys
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+from typing import Any
+
+from gptcli.errors import ConfigError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover
+    import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
+
+DEFAULT_MODEL = "smollm2"
+
+
+@dataclass(frozen=True)
+class SamplingOptions:
+    """How tokens are chosen; the same options and seed give the same text."""
+
+    temperature: float = 0.8
+    top_p: float = 0.95
+    top_k: int = 40
+    min_p: float = 0.05
+    repeat_penalty: float = 1.0
+    max_tokens: int | None = None
+    seed: int | None = None
+    stop: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class EngineOptions:
+    """How the model is loaded: context size, CPU threads and GPU offload."""
+
+    ctx: int | None = None
+    threads: int | None = None
+    gpu_layers: int | None = None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything one invocation needs to know before it loads a model."""
+
+    model: str = DEFAULT_MODEL
+    system: str | None = None
+    sampling: SamplingOptions = field(default_factory=SamplingOptions)
+    engine: EngineOptions = field(default_factory=EngineOptions)
+
+
+# key -> (section, accepted Python types, validator description)
+_SAMPLING_KEYS = {f.name for f in fields(SamplingOptions)}
+_ENGINE_KEYS = {f.name for f in fields(EngineOptions)}
+_TOP_KEYS = {"model", "system"}
+KNOWN_KEYS = frozenset(_SAMPLING_KEYS | _ENGINE_KEYS | _TOP_KEYS)
+
+
+def _check_value(key: str, value: Any) -> Any:
+    """Return ``value`` normalised for ``key``, or raise ValueError saying what is wrong."""
+    if value is None:
+        return None
+    if key in ("model", "system"):
+        if not isinstance(value, str):
+            raise ValueError("must be a string")
+        if key == "model" and not value.strip():
+            raise ValueError("must not be empty")
+        return value
+    if key == "stop":
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list | tuple) or not all(isinstance(s, str) and s for s in value):
+            raise ValueError("must be a list of non-empty strings")
+        return tuple(value)
+    if key in ("temperature", "top_p", "min_p", "repeat_penalty"):
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ValueError("must be a number")
+        number = float(value)
+        if not math.isfinite(number) or number < 0:
+            raise ValueError("must be a finite number >= 0")
+        if key in ("top_p", "min_p") and number > 1:
+            raise ValueError("must be between 0 and 1")
+        return number
+    # integers
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("must be an integer")
+    minimum = {"top_k": 0, "max_tokens": 1, "seed": 0, "ctx": 16, "threads": 1, "gpu_layers": -1}
+    if value < minimum[key]:
+        raise ValueError(f"must be >= {minimum[key]}")
+    if key == "seed" and value >= 2**32:
+        raise ValueError("must be < 2**32")
+    return value
+
+
+def _line_of(text: str, key: str) -> int | None:
+    pattern = re.compile(rf"^[ \t]*{re.escape(key)}[ \t]*=", re.MULTILINE)
+    match = pattern.search(text)
+    return text.count("\n", 0, match.start()) + 1 if match else None
+
+
+def _toml_error(message: str, text: str) -> str:
+    """Turn tomllib's "Problem (at line 3, column 7)" into "line 3, column 7: Problem"."""
+    match = re.search(r"\s*\(at line (\d+), column (\d+)\)$", message)
+    if match:
+        return f"line {match[1]}, column {match[2]}: {message[: match.start()]}"
+    match = re.search(r"\s*\(at end of document\)$", message)
+    if match:
+        line = text.count("\n") + (0 if text.endswith("\n") else 1)
+        return f"line {max(line, 1)} (end of file): {message[: match.start()]}"
+    return message
+
+
+def load_config_file(path: Path) -> dict[str, Any]:
+    """Read and validate the config file; a missing file is an empty config."""
+    try:
+        raw = path.read_bytes()
+    except FileNotFoundError:
+        return {}
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: cannot read: {exc.strerror}") from exc
+    try:
+        text = raw.decode("utf-8")
+        data = tomllib.loads(text)
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path}: not UTF-8 text (byte {exc.start})") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path}, {_toml_error(str(exc), text)}") from exc
+    checked: dict[str, Any] = {}
+    for key, value in data.items():
+        line = _line_of(text, key)
+        where = f"config file {path}" + (f", line {line}" if line else "")
+        if key not in KNOWN_KEYS:
+            raise ConfigError(f"{where}: unknown setting {key!r}")
+        try:
+            checked[key] = _check_value(key, value)
+        except ValueError as exc:
+            raise ConfigError(f"{where}: {key} {exc}") from exc
+    return checked
+
+
+def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
+    model = environ.get("GPTCLI_MODEL")
+    return {"model": model} if model else {}
+
+
+def resolve_settings(
+    file_values: Mapping[str, Any],
+    env_values: Mapping[str, Any],
+    flag_values: Mapping[str, Any],
+) -> Settings:
+    """Merge the layers; later layers win, ``None`` in a layer means "not given"."""
+    merged: dict[str, Any] = {}
+    for layer, origin in ((file_values, "config"), (env_values, "environment"), (flag_values, "")):
+        for key, value in layer.items():
+            if value is None:
+                continue
+            try:
+                merged[key] = _check_value(key, value)
+            except ValueError as exc:
+                label = f"--{key.replace('_', '-')}" if not origin else f"{origin} {key}"
+                raise ConfigError(f"{label} {exc}") from exc
+    settings = Settings()
+    sampling = replace(
+        settings.sampling, **{k: v for k, v in merged.items() if k in _SAMPLING_KEYS}
+    )
+    engine = replace(settings.engine, **{k: v for k, v in merged.items() if k in _ENGINE_KEYS})
+    top = {k: v for k, v in merged.items() if k in _TOP_KEYS}
+    return replace(settings, sampling=sampling, engine=engine, **top)
+
+
+def load_settings(config_file: Path, flag_values: Mapping[str, Any]) -> Settings:
+    return resolve_settings(load_config_file(config_file), env_overrides(os.environ), flag_values)

@@ -1,0 +1,60 @@
+"""The error types gptcli raises on purpose, each carrying its exit status.
+
+The CLI layer is the one place that catches them: it prints one line to stderr
+and exits with ``exit_code``. Code below the CLI raises, never prints or exits.
+"""
+
+from __future__ import annotations
+
+from enum import IntEnum
+
+
+class ExitStatus(IntEnum):
+    """Documented exit statuses of the ``gptcli`` command."""
+
+    OK = 0
+    ERROR = 1
+    USAGE = 2
+    MODEL = 3
+    CONTEXT_OVERFLOW = 4
+    BROKEN_PIPE = 141
+    INTERRUPTED = 130
+
+
+class GptcliError(Exception):
+    """A failure with a message meant for the user and an exit status."""
+
+    exit_code: ExitStatus = ExitStatus.ERROR
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class UsageError(GptcliError):
+    """The command line or its input cannot be used as given."""
+
+    exit_code = ExitStatus.USAGE
+
+
+class ConfigError(GptcliError):
+    """The configuration file or an environment variable is invalid."""
+
+    exit_code = ExitStatus.USAGE
+
+
+class ModelError(GptcliError):
+    """The model cannot be found, read, validated or loaded."""
+
+    exit_code = ExitStatus.MODEL
+
+
+class ContextOverflowError(GptcliError):
+    """The input does not fit the model's context window."""
+
+    exit_code = ExitStatus.CONTEXT_OVERFLOW
+
+    def __init__(self, message: str, *, needed: int, available: int) -> None:
+        super().__init__(message)
+        self.needed = needed
+        self.available = available

@@ -1,0 +1,326 @@
+"""Reading and validating GGUF model files without loading weights.
+
+Model files come from the internet and llama.cpp's own parser has had memory
+bugs on crafted headers, so every count, length, dimension and offset is checked
+against the bytes that are really there before native code sees the file. All
+reads are bounded; the only exception that escapes is :class:`ModelError`.
+"""
+
+from __future__ import annotations
+
+import mmap
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gptcli.errors import ModelError
+
+GGUF_MAGIC = b"GGUF"
+MAX_STRING = 64 * 1024 * 1024
+MAX_KEY = 64 * 1024
+MAX_TEMPLATE = 256 * 1024
+MAX_DIMS = 4
+KEEP_ARRAY_ITEMS = 16  # larger arrays are summarised, not kept
+
+# ggml type id -> (name, elements per block, bytes per block)
+GGML_TYPES: dict[int, tuple[str, int, int]] = {
+    0: ("F32", 1, 4),
+    1: ("F16", 1, 2),
+    2: ("Q4_0", 32, 18),
+    3: ("Q4_1", 32, 20),
+    6: ("Q5_0", 32, 22),
+    7: ("Q5_1", 32, 24),
+    8: ("Q8_0", 32, 34),
+    9: ("Q8_1", 32, 36),
+    10: ("Q2_K", 256, 84),
+    11: ("Q3_K", 256, 110),
+    12: ("Q4_K", 256, 144),
+    13: ("Q5_K", 256, 176),
+    14: ("Q6_K", 256, 210),
+    15: ("Q8_K", 256, 292),
+    16: ("IQ2_XXS", 256, 66),
+    17: ("IQ2_XS", 256, 74),
+    18: ("IQ3_XXS", 256, 98),
+    19: ("IQ1_S", 256, 50),
+    20: ("IQ4_NL", 32, 18),
+    21: ("IQ3_S", 256, 110),
+    22: ("IQ2_S", 256, 82),
+    23: ("IQ4_XS", 256, 136),
+    24: ("I8", 1, 1),
+    25: ("I16", 1, 2),
+    26: ("I32", 1, 4),
+    27: ("I64", 1, 8),
+    28: ("F64", 1, 8),
+    29: ("IQ1_M", 256, 56),
+    30: ("BF16", 1, 2),
+    34: ("TQ1_0", 256, 54),
+    35: ("TQ2_0", 256, 66),
+    39: ("MXFP4", 32, 17),
+}
+
+# general.file_type -> the quantisation name people use
+FILE_TYPES: dict[int, str] = {
+    0: "F32",
+    1: "F16",
+    2: "Q4_0",
+    3: "Q4_1",
+    7: "Q8_0",
+    8: "Q5_0",
+    9: "Q5_1",
+    10: "Q2_K",
+    11: "Q3_K_S",
+    12: "Q3_K_M",
+    13: "Q3_K_L",
+    14: "Q4_K_S",
+    15: "Q4_K_M",
+    16: "Q5_K_S",
+    17: "Q5_K_M",
+    18: "Q6_K",
+    19: "IQ2_XXS",
+    20: "IQ2_XS",
+    21: "Q2_K_S",
+    22: "IQ3_XS",
+    23: "IQ3_XXS",
+    24: "IQ1_S",
+    25: "IQ4_NL",
+    26: "IQ3_S",
+    27: "IQ3_M",
+    28: "IQ2_S",
+    29: "IQ2_M",
+    30: "IQ4_XS",
+    31: "IQ1_M",
+    32: "BF16",
+    36: "TQ1_0",
+    37: "TQ2_0",
+    38: "MXFP4_MOE",
+}
+
+# GGUF value type id -> struct format of fixed-size scalars
+_SCALARS: dict[int, str] = {
+    0: "<B",
+    1: "<b",
+    2: "<H",
+    3: "<h",
+    4: "<I",
+    5: "<i",
+    6: "<f",
+    7: "<?",
+    10: "<Q",
+    11: "<q",
+    12: "<d",
+}
+_STRING, _ARRAY = 8, 9
+
+
+@dataclass(frozen=True)
+class ArraySummary:
+    """A metadata array too long to keep: its element type and length."""
+
+    item_type: int
+    length: int
+
+
+@dataclass(frozen=True)
+class TensorInfo:
+    name: str
+    shape: tuple[int, ...]
+    type_name: str
+    offset: int
+    nbytes: int
+
+
+@dataclass(frozen=True)
+class ModelFileInfo:
+    """What a validated GGUF file says about itself."""
+
+    path: Path
+    size: int
+    version: int
+    metadata: dict[str, Any]
+    tensors: list[TensorInfo] = field(repr=False)
+
+    @property
+    def architecture(self) -> str:
+        return str(self.metadata.get("general.architecture", "unknown"))
+
+    @property
+    def name(self) -> str:
+        return str(self.metadata.get("general.name") or self.path.stem)
+
+    @property
+    def quantization(self) -> str:
+        file_type = self.metadata.get("general.file_type")
+        if isinstance(file_type, int) and file_type in FILE_TYPES:
+            return FILE_TYPES[file_type]
+        return "unknown"
+
+    @property
+    def context_length(self) -> int | None:
+        value = self.metadata.get(f"{self.architecture}.context_length")
+        return value if isinstance(value, int) and value > 0 else None
+
+    @property
+    def chat_template(self) -> str | None:
+        value = self.metadata.get("tokenizer.chat_template")
+        return value if isinstance(value, str) and value.strip() else None
+
+    @property
+    def parameter_count(self) -> int:
+        total = 0
+        for tensor in self.tensors:
+            count = 1
+            for dim in tensor.shape:
+                count *= dim
+            total += count
+        return total
+
+
+class _Reader:
+    """Bounded little-endian reads over a memory map; every overrun is a ModelError."""
+
+    def __init__(self, buf: mmap.mmap | bytes, path: Path) -> None:
+        self.buf = buf
+        self.pos = 0
+        self.path = path
+
+    def fail(self, problem: str) -> ModelError:
+        return ModelError(f"{self.path}: not a usable GGUF file: {problem}")
+
+    def remaining(self) -> int:
+        return len(self.buf) - self.pos
+
+    def take(self, fmt: str) -> Any:
+        size = struct.calcsize(fmt)
+        if size > self.remaining():
+            raise self.fail(f"truncated at byte {self.pos} (file is {len(self.buf)} bytes)")
+        value = struct.unpack_from(fmt, self.buf, self.pos)[0]
+        self.pos += size
+        return value
+
+    def string(self, limit: int, what: str) -> str:
+        length = self.take("<Q")
+        if length > limit:
+            raise self.fail(f"{what} at byte {self.pos - 8} claims {length} bytes")
+        if length > self.remaining():
+            raise self.fail(f"{what} at byte {self.pos - 8} runs past the end of the file")
+        raw = bytes(self.buf[self.pos : self.pos + length])
+        self.pos += length
+        return raw.decode("utf-8", errors="replace")
+
+    def value(self, type_id: int, key: str, depth: int = 0) -> Any:
+        if type_id in _SCALARS:
+            return self.take(_SCALARS[type_id])
+        if type_id == _STRING:
+            return self.string(MAX_STRING, f"value of {key!r}")
+        if type_id == _ARRAY and depth == 0:
+            item_type = self.take("<I")
+            length = self.take("<Q")
+            item_size = struct.calcsize(_SCALARS[item_type]) if item_type in _SCALARS else 8
+            if item_type not in _SCALARS and item_type != _STRING:
+                raise self.fail(f"array {key!r} has unsupported item type {item_type}")
+            if length * item_size > self.remaining():
+                raise self.fail(f"array {key!r} claims {length} items, more than the file holds")
+            if item_type in _SCALARS and length > KEEP_ARRAY_ITEMS:
+                self.pos += length * item_size
+                return ArraySummary(item_type, length)
+            items = [self.value(item_type, key, depth + 1) for _ in range(length)]
+            return items if length <= KEEP_ARRAY_ITEMS else ArraySummary(item_type, length)
+        raise self.fail(f"metadata {key!r} has unknown value type {type_id}")
+
+
+def _check_path(path: Path) -> int:
+    try:
+        stat = path.stat()
+    except FileNotFoundError:
+        raise ModelError(f"model file not found: {path}") from None
+    except OSError as exc:
+        raise ModelError(f"cannot access model file {path}: {exc.strerror}") from None
+    if path.is_dir():
+        raise ModelError(f"{path} is a directory, not a GGUF model file")
+    if stat.st_size == 0:
+        raise ModelError(f"{path} is empty (0 bytes), not a GGUF model file")
+    return stat.st_size
+
+
+def read_model_file(path: Path) -> ModelFileInfo:
+    """Validate ``path`` as a GGUF file and return its metadata and tensor table."""
+    size = _check_path(path)
+    try:
+        with (
+            path.open("rb") as handle,
+            mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ) as buf,
+        ):
+            return _parse(_Reader(buf, path), size)
+    except PermissionError:
+        raise ModelError(f"cannot read model file {path}: permission denied") from None
+    except OSError as exc:
+        raise ModelError(f"cannot read model file {path}: {exc.strerror or exc}") from None
+
+
+def _parse(reader: _Reader, size: int) -> ModelFileInfo:
+    path = reader.path
+    magic = bytes(reader.buf[:4])
+    if magic != GGUF_MAGIC:
+        raise ModelError(f"{path} is not a GGUF model file (it starts with {magic!r})")
+    reader.pos = 4
+    version = reader.take("<I")
+    if version not in (2, 3):
+        raise reader.fail(f"unsupported GGUF version {version}")
+    tensor_count = reader.take("<Q")
+    kv_count = reader.take("<Q")
+    if kv_count * 13 > reader.remaining():
+        raise reader.fail(f"header claims {kv_count} metadata entries, more than the file holds")
+    if tensor_count * 24 > reader.remaining():
+        raise reader.fail(f"header claims {tensor_count} tensors, more than the file holds")
+    metadata: dict[str, Any] = {}
+    for _ in range(kv_count):
+        key = reader.string(MAX_KEY, "metadata key")
+        metadata[key] = reader.value(reader.take("<I"), key)
+    template = metadata.get("tokenizer.chat_template")
+    if isinstance(template, str) and len(template) > MAX_TEMPLATE:
+        raise reader.fail(f"chat template is {len(template)} bytes (limit {MAX_TEMPLATE})")
+    alignment = metadata.get("general.alignment", 32)
+    if not isinstance(alignment, int) or alignment <= 0 or alignment & (alignment - 1):
+        raise reader.fail(f"general.alignment {alignment!r} is not a power of two")
+    infos = [_tensor_entry(reader) for _ in range(tensor_count)]
+    data_start = -(-reader.pos // alignment) * alignment
+    tensors: list[TensorInfo] = []
+    for name, shape, type_id, offset in infos:
+        type_name, block, block_bytes = GGML_TYPES[type_id]
+        count = 1
+        for dim in shape:
+            count *= dim
+        if shape[0] % block:
+            raise reader.fail(f"tensor {name!r}: row of {shape[0]} is not a multiple of {block}")
+        nbytes = count // block * block_bytes
+        if offset % alignment:
+            raise reader.fail(f"tensor {name!r}: offset {offset} is not aligned to {alignment}")
+        end = data_start + offset + nbytes
+        if end > size:
+            raise ModelError(
+                f"{path} is truncated or corrupt: tensor {name!r} ends at byte {end}, "
+                f"the file has {size} bytes"
+            )
+        tensors.append(TensorInfo(name, shape, type_name, offset, nbytes))
+    return ModelFileInfo(path, size, version, metadata, tensors)
+
+
+def _tensor_entry(reader: _Reader) -> tuple[str, tuple[int, ...], int, int]:
+    name = reader.string(MAX_KEY, "tensor name")
+    n_dims = reader.take("<I")
+    if not 1 <= n_dims <= MAX_DIMS:
+        raise reader.fail(f"tensor {name!r} has {n_dims} dimensions")
+    shape = tuple(reader.take("<Q") for _ in range(n_dims))
+    count = 1
+    for dim in shape:
+        if dim == 0 or dim >= 2**40:
+            raise reader.fail(f"tensor {name!r} has dimension {dim}")
+        count *= dim
+        if count >= 2**48:
+            raise reader.fail(f"tensor {name!r} claims {count} elements or more")
+    type_id = reader.take("<I")
+    if type_id not in GGML_TYPES:
+        raise reader.fail(f"tensor {name!r} has unknown type {type_id}")
+    offset = reader.take("<Q")
+    return name, shape, type_id, offset

@@ -1,0 +1,48 @@
+"""Where gptcli keeps its files.
+
+``GPTCLI_HOME`` moves all of them under one directory (``config/``, ``data/``,
+``cache/``); otherwise the platform's conventions apply via platformdirs.
+Nothing is created here: callers create what they write, with private modes.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+APP_NAME = "gptcli"
+
+
+@dataclass(frozen=True)
+class AppPaths:
+    """The three directories gptcli uses, resolved once per invocation."""
+
+    config_dir: Path
+    data_dir: Path
+    cache_dir: Path
+
+    @property
+    def config_file(self) -> Path:
+        return self.config_dir / "config.toml"
+
+
+def app_paths(environ: os._Environ[str] | dict[str, str] | None = None) -> AppPaths:
+    env = os.environ if environ is None else environ
+    home = env.get("GPTCLI_HOME")
+    if home:
+        root = Path(home).expanduser()
+        return AppPaths(root / "config", root / "data", root / "cache")
+    import platformdirs
+
+    return AppPaths(
+        Path(platformdirs.user_config_dir(APP_NAME)),
+        Path(platformdirs.user_data_dir(APP_NAME)),
+        Path(platformdirs.user_cache_dir(APP_NAME)),
+    )
+
+
+def ensure_private_dir(path: Path) -> Path:
+    """Create ``path`` (and parents) readable only by the user."""
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    return path

@@ -1,0 +1,53 @@
+"""Turning a stream of token bytes into safe, whole-character text."""
+
+from __future__ import annotations
+
+import codecs
+from collections.abc import Sequence
+
+
+class Utf8Stream:
+    """Decodes bytes fed in arbitrary pieces; a character split across pieces comes out whole."""
+
+    def __init__(self) -> None:
+        self._decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+
+    def feed(self, data: bytes) -> str:
+        return self._decoder.decode(data)
+
+    def flush(self) -> str:
+        return self._decoder.decode(b"", final=True)
+
+
+class StopMatcher:
+    """Holds back text that could be the start of a stop string.
+
+    ``feed`` returns the text that is safe to show and whether a stop string was
+    reached; the stop string itself and anything after it are never shown.
+    """
+
+    def __init__(self, stops: Sequence[str]) -> None:
+        self._stops = tuple(s for s in stops if s)
+        self._pending = ""
+
+    def feed(self, text: str) -> tuple[str, bool]:
+        if not self._stops:
+            return text, False
+        self._pending += text
+        cut = min((i for i in (self._pending.find(s) for s in self._stops) if i >= 0), default=-1)
+        if cut >= 0:
+            out, self._pending = self._pending[:cut], ""
+            return out, True
+        hold = 0
+        for stop in self._stops:
+            for n in range(min(len(stop) - 1, len(self._pending)), 0, -1):
+                if self._pending.endswith(stop[:n]):
+                    hold = max(hold, n)
+                    break
+        out = self._pending[: len(self._pending) - hold]
+        self._pending = self._pending[len(out) :]
+        return out, False
+
+    def flush(self) -> str:
+        out, self._pending = self._pending, ""
+        return out

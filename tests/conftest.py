@@ -1,0 +1,120 @@
+"""Shared fixtures: a private GPTCLI_HOME per test and a runner for the installed script."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+SCRIPT_DIR = Path(sys.executable).parent
+
+
+def gptcli_executable() -> str:
+    found = shutil.which("gptcli", path=str(SCRIPT_DIR)) or shutil.which("gptcli")
+    if found is None:
+        raise RuntimeError("the gptcli console script is not installed")
+    return found
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+    stdout_bytes: bytes
+
+
+@dataclass
+class Gptcli:
+    """Runs the installed console script with a private home and no terminal."""
+
+    home: Path
+    env: dict[str, str]
+
+    def __call__(
+        self,
+        *args: str,
+        input: bytes | str | None = b"",
+        timeout: float = 120,
+        env: dict[str, str] | None = None,
+    ) -> Result:
+        data = input.encode() if isinstance(input, str) else input
+        done = subprocess.run(
+            [gptcli_executable(), *args],
+            input=data,
+            stdin=subprocess.DEVNULL if data is None else None,
+            capture_output=True,
+            timeout=timeout,
+            env={**self.env, **(env or {})},
+            check=False,
+        )
+        return Result(
+            done.returncode,
+            done.stdout.decode("utf-8", errors="replace"),
+            done.stderr.decode("utf-8", errors="replace"),
+            done.stdout,
+        )
+
+
+@pytest.fixture(scope="session")
+def probe_cache(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Run the one-time CPU check once for the whole session, in a home of its own."""
+    home = tmp_path_factory.mktemp("probe-home")
+    env = clean_env(home)
+    subprocess.run(
+        [gptcli_executable(), "ask", "-n", "1", "-t", "0", "Hi"],
+        env=env,
+        capture_output=True,
+        stdin=subprocess.DEVNULL,
+        timeout=300,
+        check=False,
+    )
+    return home / "cache"
+
+
+def clean_env(home: Path) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith("GPTCLI_") and k not in ("NO_COLOR", "FORCE_COLOR")
+    }
+    env["GPTCLI_HOME"] = str(home)
+    env["PYTHONUNBUFFERED"] = "1"
+    return env
+
+
+@pytest.fixture(autouse=True)
+def private_home(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[Path]:
+    home = tmp_path / "home"
+    home.mkdir()
+    monkeypatch.setenv("GPTCLI_HOME", str(home))
+    monkeypatch.delenv("GPTCLI_MODEL", raising=False)
+    monkeypatch.delenv("GPTCLI_CPU_EXTRA_BUFFERS", raising=False)
+    yield home
+
+
+@pytest.fixture
+def gptcli(private_home: Path, probe_cache: Path) -> Gptcli:
+    """The installed script, with the session's CPU-check verdict already in its cache."""
+    if probe_cache.is_dir():
+        shutil.copytree(probe_cache, private_home / "cache", dirs_exist_ok=True)
+    return Gptcli(private_home, clean_env(private_home))
+
+
+@pytest.fixture
+def fresh_gptcli(private_home: Path) -> Gptcli:
+    """The installed script with an empty home: the CPU check runs again."""
+    return Gptcli(private_home, clean_env(private_home))
+
+
+@pytest.fixture(scope="session")
+def bundled_model() -> Path:
+    from gptcli.models import bundled_model_path
+
+    return bundled_model_path()

@@ -1,0 +1,105 @@
+"""Settings precedence and broken config files."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from gptcli.config import Settings, load_config_file, resolve_settings
+from gptcli.errors import ConfigError
+from gptcli.paths import app_paths
+from tests.conftest import Gptcli
+
+
+def test_defaults() -> None:
+    settings = resolve_settings({}, {}, {})
+    assert settings == Settings()
+    assert settings.model == "smollm2"
+
+
+def test_flags_beat_environment_beat_file() -> None:
+    file = {"model": "file.gguf", "temperature": 0.1, "top_k": 5, "ctx": 1024}
+    env = {"model": "env.gguf"}
+    flags = {"model": None, "temperature": 0.9, "top_k": None, "ctx": None, "seed": 3}
+    settings = resolve_settings(file, env, flags)
+    assert settings.model == "env.gguf"
+    assert settings.sampling.temperature == 0.9
+    assert settings.sampling.top_k == 5
+    assert settings.sampling.seed == 3
+    assert settings.engine.ctx == 1024
+    assert resolve_settings(file, env, {"model": "flag.gguf"}).model == "flag.gguf"
+    assert resolve_settings(file, {}, {}).model == "file.gguf"
+
+
+def test_invalid_flag_values_are_named() -> None:
+    with pytest.raises(ConfigError, match="--min-p must be between 0 and 1"):
+        resolve_settings({}, {}, {"min_p": 2.0})
+    with pytest.raises(ConfigError, match="--ctx must be >= 16"):
+        resolve_settings({}, {}, {"ctx": 1})
+
+
+def test_gptcli_home_moves_every_directory(tmp_path: Path) -> None:
+    paths = app_paths({"GPTCLI_HOME": str(tmp_path)})
+    assert paths.config_file == tmp_path / "config" / "config.toml"
+    assert paths.data_dir == tmp_path / "data"
+    assert paths.cache_dir == tmp_path / "cache"
+
+
+def test_config_file_values(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text('model = "x.gguf"\ntemperature = 0\nstop = "###"\nctx = 2048\n')
+    assert load_config_file(path) == {
+        "model": "x.gguf",
+        "temperature": 0.0,
+        "stop": ("###",),
+        "ctx": 2048,
+    }
+    assert load_config_file(tmp_path / "missing.toml") == {}
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ('model = "a"\ntemperature = = 1\n', "line 2"),
+        ('model = "a"\n\ntemperature = "hot"\n', "line 3: temperature must be a number"),
+        ("colour = 1\n", "line 1: unknown setting 'colour'"),
+        ("top_p = 7\n", "top_p must be between 0 and 1"),
+        ("threads = 0\n", "threads must be >= 1"),
+    ],
+)
+def test_broken_config_names_file_and_line(tmp_path: Path, text: str, fragment: str) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_config_file(path)
+    assert str(path) in caught.value.message
+    assert fragment in caught.value.message
+
+
+@pytest.mark.slow
+def test_broken_config_end_to_end(gptcli: Gptcli) -> None:
+    config = gptcli.home / "config" / "config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text("temperature = 0.5\nmodel = [\n")
+    result = gptcli("ask", "hello")
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1
+    assert str(config) in result.stderr
+    assert "line 2" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.slow
+def test_config_file_sets_defaults_end_to_end(gptcli: Gptcli, tmp_path: Path) -> None:
+    config = gptcli.home / "config" / "config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text(f'model = "{tmp_path / "from-config.gguf"}"\n')
+    result = gptcli("ask", "hello")
+    assert result.returncode == 3
+    assert "from-config.gguf" in result.stderr
+    overridden = gptcli(
+        "ask", "-m", "smollm2", "-t", "0", "-n", "30", "Who wrote Romeo and Juliet?"
+    )
+    assert overridden.returncode == 0
+    assert "shakespeare" in overridden.stdout.lower()
