@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from gptcli.backends.base import Backend, Cancellation, Event, Finished, Message, TextDelta
 from gptcli.config import SamplingOptions
+from gptcli.errors import ContextOverflowError
+
+TokenCounter = Callable[[Sequence[Message]], int]
 
 
 @dataclass
@@ -57,3 +60,44 @@ class Conversation:
             self.messages.append(Message("assistant", reply.text))
             raise
         self.messages.append(Message("assistant", reply.text))
+
+    def drop_to_fit(self, next_text: str, count: TokenCounter, budget: int) -> int:
+        """Drop the oldest exchanges until history plus ``next_text`` fits ``budget`` tokens.
+
+        The system prompt and the new message are always kept. Returns how many
+        messages were dropped; raises ContextOverflowError if even those two do not fit.
+        """
+        head = [Message("system", self.system)] if self.system else []
+        latest = Message("user", next_text)
+        kept = list(self.messages)
+        while True:
+            needed = count([*head, *kept, latest])
+            if needed <= budget:
+                break
+            if not kept:
+                raise ContextOverflowError(
+                    f"the message is {needed} tokens with the system prompt, but only {budget} "
+                    "fit the context window with room for the answer",
+                    needed=needed,
+                    available=budget,
+                )
+            kept.pop(0)
+            while kept and kept[0].role != "user":
+                kept.pop(0)
+        dropped = len(self.messages) - len(kept)
+        self.messages = kept
+        return dropped
+
+    def undo(self) -> bool:
+        """Drop the last exchange (the last user message and what followed it)."""
+        for index in range(len(self.messages) - 1, -1, -1):
+            if self.messages[index].role == "user":
+                del self.messages[index:]
+                return True
+        return False
+
+    def last_user_text(self) -> str | None:
+        return next((m.content for m in reversed(self.messages) if m.role == "user"), None)
+
+    def last_answer(self) -> str | None:
+        return next((m.content for m in reversed(self.messages) if m.role == "assistant"), None)

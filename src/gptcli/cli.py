@@ -11,7 +11,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from gptcli import __version__
-from gptcli.errors import ExitStatus, GptcliError
+from gptcli.errors import ExitStatus, GptcliError, UsageError
 
 EXIT_STATUS_HELP = (
     "Exit status: 0 ok; 1 error; 2 usage error or unusable input; 3 model not found or "
@@ -92,7 +92,6 @@ def _version_callback(value: bool) -> None:
 
 @app.callback(invoke_without_command=True)
 def root(
-    ctx: typer.Context,
     version: Annotated[
         bool,
         typer.Option(
@@ -100,15 +99,7 @@ def root(
         ),
     ] = False,
 ) -> None:
-    """Without a command: answer piped input like `ask`; on a terminal, show this help."""
-    if ctx.invoked_subcommand is not None:
-        return
-    from gptcli.inputs import stdin_is_interactive
-
-    if not stdin_is_interactive(0) or not stdin_is_interactive(1):
-        ctx.invoke(ask)
-        return
-    typer.echo(ctx.get_help())
+    """Without a command: the REPL on a terminal, `ask` for pipes (see route)."""
 
 
 @app.command(epilog=EXIT_STATUS_HELP)
@@ -166,6 +157,85 @@ def ask(
         raise typer.Exit(int(status))
 
 
+@app.command(epilog=EXIT_STATUS_HELP)
+def chat(
+    model: ModelOpt = None,
+    system: SystemOpt = None,
+    temperature: TemperatureOpt = None,
+    top_p: TopPOpt = None,
+    top_k: TopKOpt = None,
+    min_p: MinPOpt = None,
+    repeat_penalty: RepeatOpt = None,
+    max_tokens: MaxTokensOpt = None,
+    seed: SeedOpt = None,
+    stop: StopOpt = None,
+    ctx: CtxOpt = None,
+    threads: ThreadsOpt = None,
+    gpu_layers: GpuLayersOpt = None,
+    plain: Annotated[
+        bool, typer.Option("--plain", help="Print answers as exact text, no Markdown.")
+    ] = False,
+    no_history: Annotated[
+        bool,
+        typer.Option(
+            "--no-history", help="Keep no input history on disk [env: GPTCLI_NO_HISTORY=1]."
+        ),
+    ] = False,
+    debug: DebugOpt = False,
+) -> None:
+    """Chat interactively (the default on a terminal). /help inside lists the commands."""
+    from gptcli.config import load_settings
+    from gptcli.inputs import stdin_is_interactive
+    from gptcli.paths import app_paths
+    from gptcli.repl.app import ReplOptions, run_repl
+
+    if not stdin_is_interactive(0) or not stdin_is_interactive(1):
+        raise UsageError("chat needs a terminal; use gptcli ask for pipes and scripts")
+    flags = {
+        "model": model,
+        "system": system,
+        "temperature": temperature,
+        "top_p": top_p,
+        "top_k": top_k,
+        "min_p": min_p,
+        "repeat_penalty": repeat_penalty,
+        "max_tokens": max_tokens,
+        "seed": seed,
+        "stop": tuple(stop) if stop else None,
+        "ctx": ctx,
+        "threads": threads,
+        "gpu_layers": gpu_layers,
+    }
+    paths = app_paths()
+    settings = load_settings(paths.config_file, flags)
+    history = settings.history and not no_history and os.environ.get("GPTCLI_NO_HISTORY") != "1"
+    options = ReplOptions(
+        history=history,
+        plain=plain or bool(os.environ.get("NO_COLOR")) or os.environ.get("TERM") == "dumb",
+        vi_mode=settings.vi_mode,
+        debug=debug,
+    )
+    status = run_repl(settings, paths, options)
+    if status:
+        raise typer.Exit(status)
+
+
+COMMANDS = ("ask", "chat")
+
+
+def route(argv: list[str], interactive: bool) -> list[str]:
+    """Pick the command when none is named.
+
+    ``gptcli`` alone or with options only starts the REPL on a terminal and acts
+    like ``ask`` otherwise; ``gptcli "question"`` is ``gptcli ask "question"``.
+    """
+    if argv and argv[0] in (*COMMANDS, "-h", "--help", "--version"):
+        return argv
+    if not argv or (argv[0].startswith("-") and argv[0] != "-"):
+        return ["chat" if interactive else "ask", *argv]
+    return ["ask", *argv]
+
+
 def _silence_stdout() -> None:
     """After stdout failed, point it at /dev/null so the interpreter's final flush is quiet."""
     try:
@@ -212,8 +282,11 @@ def run(argv: list[str]) -> int:
     debug = "--debug" in argv
     with _error_boundary(debug) as result:
         try:
+            from gptcli.inputs import stdin_is_interactive
+
+            interactive = stdin_is_interactive(0) and stdin_is_interactive(1)
             outcome = typer.main.get_command(app).main(
-                args=argv, prog_name="gptcli", standalone_mode=False
+                args=route(argv, interactive), prog_name="gptcli", standalone_mode=False
             )
             result[0] = outcome if isinstance(outcome, int) else 0
         except typer.Abort:

@@ -15,6 +15,8 @@ The config file is TOML at ``<config dir>/config.toml``::
     ctx = 4096
     threads = 4
     gpu_layers = 0
+    vi_mode = false              # REPL key bindings
+    history = true               # REPL input history file
 """
 
 from __future__ import annotations
@@ -67,6 +69,8 @@ class Settings:
 
     model: str = DEFAULT_MODEL
     system: str | None = None
+    vi_mode: bool = False
+    history: bool = True
     sampling: SamplingOptions = field(default_factory=SamplingOptions)
     engine: EngineOptions = field(default_factory=EngineOptions)
 
@@ -74,7 +78,8 @@ class Settings:
 # key -> (section, accepted Python types, validator description)
 _SAMPLING_KEYS = {f.name for f in fields(SamplingOptions)}
 _ENGINE_KEYS = {f.name for f in fields(EngineOptions)}
-_TOP_KEYS = {"model", "system"}
+_TOP_KEYS = {"model", "system", "vi_mode", "history"}
+_BOOL_KEYS = {"vi_mode", "history"}
 KNOWN_KEYS = frozenset(_SAMPLING_KEYS | _ENGINE_KEYS | _TOP_KEYS)
 
 
@@ -82,6 +87,10 @@ def _check_value(key: str, value: Any) -> Any:
     """Return ``value`` normalised for ``key``, or raise ValueError saying what is wrong."""
     if value is None:
         return None
+    if key in _BOOL_KEYS:
+        if not isinstance(value, bool):
+            raise ValueError("must be true or false")
+        return value
     if key in ("model", "system"):
         if not isinstance(value, str):
             raise ValueError("must be a string")
@@ -112,6 +121,31 @@ def _check_value(key: str, value: Any) -> Any:
     if key == "seed" and value >= 2**32:
         raise ValueError("must be < 2**32")
     return value
+
+
+_FLOAT_KEYS = {"temperature", "top_p", "min_p", "repeat_penalty"}
+
+
+def check_setting(key: str, raw: str) -> Any:
+    """Parse and validate a value typed by the user (the REPL's ``/set``)."""
+    text = raw.strip()
+    if key in ("max_tokens", "seed") and text.lower() in ("none", "off", "default"):
+        return None
+    if key == "stop":
+        if text.startswith("["):
+            import json
+
+            try:
+                return _check_value(key, json.loads(text))
+            except json.JSONDecodeError:
+                raise ValueError('must be a JSON list such as ["###", "END"]') from None
+        return _check_value(key, [text])
+    try:
+        value: Any = float(text) if key in _FLOAT_KEYS else int(text)
+    except ValueError:
+        kind = "a number" if key in _FLOAT_KEYS else "an integer"
+        raise ValueError(f"must be {kind}") from None
+    return _check_value(key, value)
 
 
 def _line_of(text: str, key: str) -> int | None:

@@ -146,7 +146,12 @@ class ModelFileInfo:
 
     @property
     def name(self) -> str:
-        return str(self.metadata.get("general.name") or self.path.stem)
+        """The file's name without .gguf: what users recognise and type."""
+        return self.path.name.removesuffix(".gguf")
+
+    @property
+    def title(self) -> str:
+        return str(self.metadata.get("general.name") or self.name)
 
     @property
     def quantization(self) -> str:

@@ -1,0 +1,1 @@
+"""The interactive REPL: prompt-toolkit input, streamed Markdown answers, slash commands."""
