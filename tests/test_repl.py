@@ -1,0 +1,190 @@
+"""The REPL in a real pseudo-terminal, driven like a user: keys in, screen out."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Gptcli, gptcli_executable
+from tests.terminal import Terminal
+
+pytestmark = pytest.mark.slow
+
+FRANCE = "Name the capital city of France."
+
+
+@pytest.fixture
+def repl(gptcli: Gptcli) -> Iterator[Terminal]:
+    terminal = start(gptcli)
+    yield terminal
+    terminal.close()
+
+
+def start(gptcli: Gptcli, *args: str, rows: int = 30, cols: int = 100) -> Terminal:
+    env = {**gptcli.env, "TERM": "xterm-256color", "EDITOR": "true"}
+    terminal = Terminal([gptcli_executable(), *args], env, rows=rows, cols=cols)
+    terminal.wait_prompt(1)
+    return terminal
+
+
+def answer_after(screen_lines: list[str], prompt: str) -> str:
+    """The text between the prompt line containing ``prompt`` and the next prompt."""
+    starts = [i for i, line in enumerate(screen_lines) if line.startswith(">>>") and prompt in line]
+    assert starts, f"prompt {prompt!r} not found in:\n" + "\n".join(screen_lines)
+    rest = screen_lines[starts[-1] + 1 :]
+    end = next((i for i, line in enumerate(rest) if line.startswith(">>>")), len(rest))
+    return "\n".join(rest[:end])
+
+
+def test_second_answer_depends_on_the_first(gptcli: Gptcli) -> None:
+    term = start(gptcli, "-t", "0", "-n", "60")
+    try:
+        term.type_line(FRANCE)
+        term.wait_prompt(2)
+        follow_up = "What is the population of that city?"
+        term.type_line(follow_up)
+        term.wait_prompt(3)
+        second = answer_after(term.scrollback(), follow_up)
+        assert "Paris" in second
+        term.ctrl("d")
+        assert term.wait_exit() == 0
+    finally:
+        term.close()
+
+
+def test_ctrl_c_stops_the_answer_and_the_next_turn_works(gptcli: Gptcli) -> None:
+    term = start(gptcli, "-t", "0")
+    try:
+        term.type_line("Write a very long essay about the history of the Roman Empire.")
+        term.wait_for(lambda screen: len(screen.split()) > 40)  # it is answering
+        term.ctrl("c")
+        term.wait_text("(interrupted)", timeout=10)
+        term.wait_prompt(2, timeout=10)
+        term.type_line("/stats")
+        term.wait_text("finished: interrupted")
+        term.type_line(FRANCE)
+        term.wait_prompt(4)
+        assert "Paris" in answer_after(term.scrollback(), FRANCE)
+    finally:
+        term.close()
+
+
+def test_slash_commands(gptcli: Gptcli, bundled_model: Path) -> None:
+    term = start(gptcli)
+    try:
+        term.type_line("/help")
+        term.wait_text("/retry")
+        term.type_line("/set temperature 0")
+        term.wait_text("(temperature = 0.0)")
+        term.type_line("/set temperature hot")
+        term.wait_text("temperature must be a number")
+        term.type_line("/sytem")
+        term.wait_text("unknown command /sytem. Did you mean /system?")
+        term.type_line(FRANCE)
+        term.wait_prompt(6)
+        first = answer_after(term.scrollback(), FRANCE)
+        assert "Paris" in first
+        term.type_line("/retry")
+        term.wait_prompt(7)
+        assert answer_after(term.scrollback(), "/retry") == first  # temperature 0
+        term.type_line("/undo")
+        term.wait_text("(dropped the last exchange)")
+        term.type_line("/stats")
+        term.wait_prompt(9)
+        term.type_line(f"/model {bundled_model}")
+        term.wait_text("(now using SmolLM2-135M-Instruct.Q4_1")
+        term.type_line("/model /no/such/model.gguf")
+        term.wait_text("model not changed: model file not found")
+        term.type_line("/show")
+        term.wait_text("quantisation")
+        assert "Q4_1" in term.screen_text()
+        term.type_line("/quit")
+        assert term.wait_exit() == 0
+    finally:
+        term.close()
+
+
+def test_history_survives_restart_and_is_private(gptcli: Gptcli) -> None:
+    term = start(gptcli, "-n", "5")
+    term.type_line("remember this line")
+    term.wait_prompt(2)
+    term.ctrl("d")
+    assert term.wait_exit() == 0
+    history = gptcli.home / "data" / "history"
+    assert history.stat().st_mode & 0o777 == 0o600
+    assert history.parent.stat().st_mode & 0o777 == 0o700
+    again = start(gptcli)
+    try:
+        again.send("\x1b[A")  # Up
+        again.wait_for(lambda _: "remember this line" in again.screen_text())
+    finally:
+        again.close()
+
+
+def test_no_history_option_writes_nothing(gptcli: Gptcli) -> None:
+    term = start(gptcli, "--no-history", "-n", "5")
+    term.type_line("secret line")
+    term.wait_prompt(2)
+    term.ctrl("d")
+    assert term.wait_exit() == 0
+    history = gptcli.home / "data" / "history"
+    assert not history.exists() or "secret" not in history.read_text()
+
+
+def test_multiline_entry_with_triple_quotes(gptcli: Gptcli) -> None:
+    term = start(gptcli, "-n", "5")
+    try:
+        term.type_line('"""')
+        term.type_line("first line")
+        term.send("second line")
+        term.send("\x1b\r")  # Esc Enter adds a line too
+        term.type_line('"""')
+        term.wait_prompt(2)
+        text = (gptcli.home / "data" / "history").read_text()
+        assert '+"""\n+first line\n+second line\n+"""' in text
+    finally:
+        term.close()
+
+
+def test_ctrl_c_twice_on_empty_line_exits_zero(repl: Terminal) -> None:
+    repl.ctrl("c")
+    repl.wait_text("Ctrl-C again or Ctrl-D to exit")
+    repl.ctrl("c")
+    assert repl.wait_exit() == 0
+
+
+def test_tall_reply_leaves_no_duplicated_lines(gptcli: Gptcli) -> None:
+    prompt = "Write a long story about a brave knight and a dragon."
+    args = ("-t", "0", "--seed", "3", "-n", "250")
+    expected = gptcli("ask", "--plain", *args, prompt).stdout
+    term = start(gptcli, *args, rows=12, cols=80)
+    try:
+        term.type_line(prompt)
+        term.wait_prompt(2, timeout=90)
+        shown = answer_after(term.scrollback(), prompt)
+    finally:
+        term.close()
+    assert "(answer cut at 250 tokens)" in shown
+    shown = shown.replace("(answer cut at 250 tokens)", "")
+
+    def words(text: str) -> list[str]:
+        return re.findall(r"[A-Za-z0-9']+", text)
+
+    assert len(words(expected)) > 100
+    assert words(shown) == words(expected)
+
+
+def test_piped_stdin_without_command_does_not_start_the_repl(gptcli: Gptcli) -> None:
+    result = gptcli("-t", "0", "-n", "30", input=FRANCE)
+    assert result.returncode == 0
+    assert "Paris" in result.stdout
+    assert ">>>" not in result.stdout
+
+
+def test_chat_refuses_a_pipe(gptcli: Gptcli) -> None:
+    result = gptcli("chat", input="hello")
+    assert result.returncode == 2
+    assert "needs a terminal" in result.stderr
