@@ -203,3 +203,54 @@ def test_bad_option_is_a_usage_error(gptcli: Gptcli) -> None:
     negative = gptcli("ask", "--top-p", "3", "hi")
     assert negative.returncode == 2
     assert "--top-p" in negative.stderr
+
+
+def _interrupt_after(gptcli: Gptcli, seconds: float, *args: str, stdin: bytes) -> tuple[int, float]:
+    import signal
+    import time
+
+    source = gptcli.home / "stdin.txt"
+    source.write_bytes(stdin)
+    with source.open("rb") as handle:
+        child = subprocess.Popen(
+            [gptcli_executable(), "ask", *args],
+            stdin=handle,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=gptcli.env,
+        )
+    time.sleep(seconds)
+    sent = time.monotonic()
+    child.send_signal(signal.SIGINT)
+    _, stderr = child.communicate(timeout=30)
+    assert b"Traceback" not in stderr
+    return child.returncode, time.monotonic() - sent
+
+
+def test_ctrl_c_during_prompt_processing_returns_promptly(gptcli: Gptcli) -> None:
+    document = ("The quick brown fox jumps over the lazy dog. " * 330).encode()
+    # About 3,300 prompt tokens: several seconds of prefill on a small CPU.
+    status, took = _interrupt_after(gptcli, 1.5, "--ctx", "8192", "Summarise.", stdin=document)
+    assert status == 130
+    assert took < 2.0
+
+
+def test_ctrl_c_during_generation_keeps_the_partial_answer(gptcli: Gptcli) -> None:
+    import signal
+    import time
+
+    child = subprocess.Popen(
+        [gptcli_executable(), "ask", "-n", "2000", "Write a very long story about a dragon."],
+        stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        env=gptcli.env,
+    )
+    assert child.stdout is not None
+    first = child.stdout.read(40)  # it is answering
+    time.sleep(0.3)
+    child.send_signal(signal.SIGINT)
+    rest, stderr = child.communicate(timeout=30)
+    assert child.returncode == 130
+    assert len(first + rest) > 40
+    assert b"Traceback" not in stderr

@@ -17,7 +17,7 @@ def test_readme_opens_with_two_commands() -> None:
     start, test = readme_commands()
     assert start.startswith("python3 -m venv .venv && ")
     assert "pip install ." in start
-    assert ".venv/bin/gptcli" in start
+    assert start.endswith(".venv/bin/gptcli")
     assert test.startswith("python3 -m venv .venv && ")
     assert "pytest" in test
 

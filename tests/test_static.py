@@ -18,12 +18,12 @@ def _run(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 def test_ruff_lint() -> None:
-    done = _run("ruff", "check", "src", "tests")
+    done = _run("ruff", "check", "src", "tests", "bench")
     assert done.returncode == 0, done.stdout + done.stderr
 
 
 def test_ruff_format() -> None:
-    done = _run("ruff", "format", "--check", "src", "tests")
+    done = _run("ruff", "format", "--check", "src", "tests", "bench")
     assert done.returncode == 0, done.stdout + done.stderr
 
 
