@@ -131,3 +131,28 @@ def test_bundled_model_metadata(bundled_model: Path) -> None:
     assert info.context_length == 8192
     assert info.chat_template is not None and "<|im_start|>" in info.chat_template
     assert 130_000_000 < info.parameter_count < 140_000_000
+
+
+def test_metadata_matches_what_llama_cpp_reports(bundled_model: Path) -> None:
+    import ctypes
+
+    import llama_cpp
+
+    info = read_model_file(bundled_model)
+    params = llama_cpp.llama_model_default_params()
+    params.use_extra_bufts = False
+    params.vocab_only = False
+    model = llama_cpp.llama_model_load_from_file(str(bundled_model).encode(), params)
+    assert model
+    try:
+        assert llama_cpp.llama_model_n_params(model) == info.parameter_count
+        assert llama_cpp.llama_model_n_ctx_train(model) == info.context_length
+        buf = ctypes.create_string_buffer(256)
+        for key in ("general.architecture", "general.name", "llama.block_count"):
+            size = llama_cpp.llama_model_meta_val_str(model, key.encode(), buf, len(buf))
+            assert size > 0
+            assert buf.value.decode() == str(info.metadata[key])
+        template = llama_cpp.llama_model_chat_template(model, None)
+        assert template.decode() == info.chat_template
+    finally:
+        llama_cpp.llama_model_free(model)

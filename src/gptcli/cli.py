@@ -67,10 +67,13 @@ ThreadsOpt = Annotated[
     typer.Option("--threads", help="CPU threads [default: physical cores]."),
 ]
 GpuLayersOpt = Annotated[
-    Optional[int],  # noqa: UP045
+    Optional[str],  # noqa: UP045
     typer.Option(
         "--gpu-layers",
-        help="Layers to offload to the GPU; -1 = all [default: all with a GPU build, else 0].",
+        help="Layers to offload to the GPU: 'auto' (all layers when llama.cpp was built with "
+        "CUDA or Metal, else none), 'all' (or -1), or a number; 0 keeps the model on the CPU "
+        "[default: auto].",
+        show_default=False,
     ),
 ]
 DebugOpt = Annotated[
@@ -220,7 +223,15 @@ def chat(
         raise typer.Exit(status)
 
 
-COMMANDS = ("ask", "chat")
+def _register_subcommands() -> None:
+    from gptcli.cli_models import doctor, models_app
+
+    app.add_typer(models_app, name="models")
+    app.command(epilog=EXIT_STATUS_HELP)(doctor)
+
+
+_register_subcommands()
+COMMANDS = ("ask", "chat", "models", "doctor")
 
 
 def route(argv: list[str], interactive: bool) -> list[str]:

@@ -14,7 +14,7 @@ The config file is TOML at ``<config dir>/config.toml``::
     stop = ["###"]
     ctx = 4096
     threads = 4
-    gpu_layers = 0
+    gpu_layers = "auto"          # auto (all with a GPU build, else 0), all, or a number
     vi_mode = false              # REPL key bindings
     history = true               # REPL input history file
 """
@@ -112,6 +112,16 @@ def _check_value(key: str, value: Any) -> Any:
         if key in ("top_p", "min_p") and number > 1:
             raise ValueError("must be between 0 and 1")
         return number
+    if key == "gpu_layers" and isinstance(value, str):
+        word = value.strip().lower()
+        if word == "auto":
+            return None
+        if word == "all":
+            return -1
+        try:
+            value = int(word)
+        except ValueError:
+            raise ValueError("must be auto, all or a number of layers") from None
     # integers
     if isinstance(value, bool) or not isinstance(value, int):
         raise ValueError("must be an integer")
@@ -226,3 +236,33 @@ def resolve_settings(
 
 def load_settings(config_file: Path, flag_values: Mapping[str, Any]) -> Settings:
     return resolve_settings(load_config_file(config_file), env_overrides(os.environ), flag_values)
+
+
+def set_config_value(path: Path, key: str, value: str) -> None:
+    """Set a top-level string setting in the config file, keeping everything else as written."""
+    from gptcli.atomic import write_private_file
+
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        text = ""
+    line = f"{key} = {json_string(value)}"
+    lines = text.splitlines()
+    first_table = next((i for i, ln in enumerate(lines) if ln.lstrip().startswith("[")), len(lines))
+    pattern = re.compile(rf"^[ \t]*{re.escape(key)}[ \t]*=")
+    for index in range(first_table):
+        if pattern.match(lines[index]):
+            lines[index] = line
+            break
+    else:
+        lines.insert(0, line)
+    new_text = "\n".join(lines) + "\n"
+    tomllib.loads(new_text)  # never write a file gptcli itself could not read back
+    write_private_file(path, new_text.encode("utf-8"))
+
+
+def json_string(value: str) -> str:
+    """A TOML basic string (JSON's escaping is valid TOML for these)."""
+    import json
+
+    return json.dumps(value, ensure_ascii=False)

