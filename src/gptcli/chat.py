@@ -46,6 +46,26 @@ class Conversation:
     ) -> Iterator[Event]:
         """Stream the answer to ``text``; ``reply`` holds what was produced, even if interrupted."""
         self.messages.append(Message("user", text))
+        return self._answer(backend, options, cancel, reply, keep_prompt=False)
+
+    def regenerate(
+        self, backend: Backend, options: SamplingOptions, cancel: Cancellation, reply: Reply
+    ) -> Iterator[Event]:
+        """Answer the last user message again, replacing the answer it had."""
+        while self.messages and self.messages[-1].role == "assistant":
+            self.messages.pop()
+        if not self.messages:
+            raise ValueError("there is no message to answer again")
+        return self._answer(backend, options, cancel, reply, keep_prompt=True)
+
+    def _answer(
+        self,
+        backend: Backend,
+        options: SamplingOptions,
+        cancel: Cancellation,
+        reply: Reply,
+        keep_prompt: bool,
+    ) -> Iterator[Event]:
         try:
             for event in backend.stream(self.as_messages(), options, cancel):
                 if isinstance(event, TextDelta):
@@ -55,7 +75,8 @@ class Conversation:
                 yield event
         except BaseException:
             if not reply.text:
-                self.messages.pop()
+                if not keep_prompt:
+                    self.messages.pop()
                 raise
             self.messages.append(Message("assistant", reply.text))
             raise

@@ -134,6 +134,14 @@ def ask(
     plain: Annotated[
         bool, typer.Option("--plain", help="Print the exact text, no Markdown rendering.")
     ] = False,
+    continue_last: Annotated[
+        bool,
+        typer.Option("--continue", "-c", help="Continue the most recent session and save to it."),
+    ] = False,
+    session: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--session", help="Continue this session (created if missing)."),
+    ] = None,
     debug: DebugOpt = False,
 ) -> None:
     """Answer one prompt and exit. Reads stdin when it is not a terminal."""
@@ -154,7 +162,15 @@ def ask(
         "threads": threads,
         "gpu_layers": gpu_layers,
     }
-    request = OneShot(prompt=prompt, flags=flags, json_output=json_output, plain=plain, debug=debug)
+    request = OneShot(
+        prompt=prompt,
+        flags=flags,
+        json_output=json_output,
+        plain=plain,
+        debug=debug,
+        session=session,
+        continue_last=continue_last,
+    )
     status = run_oneshot(request)
     if status != ExitStatus.OK:
         raise typer.Exit(int(status))
@@ -183,6 +199,16 @@ def chat(
         typer.Option(
             "--no-history", help="Keep no input history on disk [env: GPTCLI_NO_HISTORY=1]."
         ),
+    ] = False,
+    resume: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--resume", "-r", help="Resume the session with this name."),
+    ] = None,
+    continue_last: Annotated[
+        bool, typer.Option("--continue", "-c", help="Resume the most recent session.")
+    ] = False,
+    no_save: Annotated[
+        bool, typer.Option("--no-save", help="Incognito: save nothing of this conversation.")
     ] = False,
     debug: DebugOpt = False,
 ) -> None:
@@ -213,7 +239,10 @@ def chat(
     settings = load_settings(paths.config_file, flags)
     history = settings.history and not no_history and os.environ.get("GPTCLI_NO_HISTORY") != "1"
     options = ReplOptions(
-        history=history,
+        history=history and not no_save,
+        save=settings.save and not no_save,
+        resume=resume,
+        continue_last=continue_last,
         plain=plain or bool(os.environ.get("NO_COLOR")) or os.environ.get("TERM") == "dumb",
         vi_mode=settings.vi_mode,
         debug=debug,
@@ -225,13 +254,15 @@ def chat(
 
 def _register_subcommands() -> None:
     from gptcli.cli_models import doctor, models_app
+    from gptcli.cli_sessions import sessions_app
 
     app.add_typer(models_app, name="models")
+    app.add_typer(sessions_app, name="sessions")
     app.command(epilog=EXIT_STATUS_HELP)(doctor)
 
 
 _register_subcommands()
-COMMANDS = ("ask", "chat", "models", "doctor")
+COMMANDS = ("ask", "chat", "models", "sessions", "doctor")
 
 
 def route(argv: list[str], interactive: bool) -> list[str]:

@@ -17,6 +17,7 @@ The config file is TOML at ``<config dir>/config.toml``::
     gpu_layers = "auto"          # auto (all with a GPU build, else 0), all, or a number
     vi_mode = false              # REPL key bindings
     history = true               # REPL input history file
+    save = true                  # save chat sessions (false = incognito)
 """
 
 from __future__ import annotations
@@ -71,6 +72,7 @@ class Settings:
     system: str | None = None
     vi_mode: bool = False
     history: bool = True
+    save: bool = True
     sampling: SamplingOptions = field(default_factory=SamplingOptions)
     engine: EngineOptions = field(default_factory=EngineOptions)
 
@@ -78,8 +80,8 @@ class Settings:
 # key -> (section, accepted Python types, validator description)
 _SAMPLING_KEYS = {f.name for f in fields(SamplingOptions)}
 _ENGINE_KEYS = {f.name for f in fields(EngineOptions)}
-_TOP_KEYS = {"model", "system", "vi_mode", "history"}
-_BOOL_KEYS = {"vi_mode", "history"}
+_TOP_KEYS = {"model", "system", "vi_mode", "history", "save"}
+_BOOL_KEYS = {"vi_mode", "history", "save"}
 KNOWN_KEYS = frozenset(_SAMPLING_KEYS | _ENGINE_KEYS | _TOP_KEYS)
 
 

@@ -7,6 +7,7 @@ import os
 import sys
 from collections.abc import Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import IO, Any
 
 from gptcli.backends.base import Cancellation, Finished
@@ -15,8 +16,10 @@ from gptcli.config import Settings, load_settings
 from gptcli.errors import ExitStatus, UsageError
 from gptcli.inputs import STDIN_ONLY, compose_prompt, read_stdin, stdin_is_interactive
 from gptcli.interrupt import sigint_cancels
-from gptcli.paths import app_paths
+from gptcli.paths import AppPaths, app_paths
 from gptcli.render import GuardedStream, MarkdownRenderer, PlainRenderer, Renderer
+from gptcli.session import SessionRecorder, conversation_of, model_facts
+from gptcli.store import SessionError, SessionStore, check_name, new_session_name
 
 
 @dataclass(frozen=True)
@@ -28,6 +31,8 @@ class OneShot:
     json_output: bool = False
     plain: bool = False
     debug: bool = False
+    session: str | None = None
+    continue_last: bool = False
 
 
 def warn(message: str, kind: str = "note") -> None:
@@ -101,6 +106,30 @@ def _json_result(settings: Settings, model_name: str, reply: Reply) -> dict[str,
     }
 
 
+def _open_session(
+    request: OneShot, settings: Settings, paths: AppPaths
+) -> tuple[Conversation, SessionRecorder | None]:
+    """The conversation `ask` continues, and where to save it (only with -c or --session)."""
+    if not (request.session or request.continue_last):
+        return Conversation(system=settings.system), None
+    store = SessionStore(paths.data_dir)
+    name = request.session or store.most_recent() or new_session_name()
+    check_name(name)
+    session = None
+    if store.exists(name):
+        try:
+            session = store.load(name)
+        except SessionError as exc:
+            warn(exc.message, "warning")
+    recorder = SessionRecorder(store, name, lambda message: warn(message, "warning"))
+    if session is None:
+        if settings.system:
+            recorder.system(settings.system)
+        return Conversation(system=settings.system), recorder
+    system = request.flags.get("system") or session.system or settings.system
+    return conversation_of(session, system), recorder
+
+
 def run_oneshot(request: OneShot, out: IO[str] | None = None) -> ExitStatus:
     from gptcli.backends.loader import open_backend
 
@@ -114,7 +143,9 @@ def run_oneshot(request: OneShot, out: IO[str] | None = None) -> ExitStatus:
         for notice in notices:
             warn(notice)
         stream = GuardedStream(out or sys.stdout)
-        conversation = Conversation(system=settings.system)
+        conversation, recorder = _open_session(request, settings, paths)
+        if recorder is not None:
+            recorder.user(user_text)  # on disk before the answer starts
         reply = Reply()
         renderer = None if request.json_output else _renderer(stream, request.plain)
         with sigint_cancels(cancel):
@@ -127,6 +158,10 @@ def run_oneshot(request: OneShot, out: IO[str] | None = None) -> ExitStatus:
             finally:
                 if renderer is not None:
                     renderer.finish()
+                if recorder is not None and (reply.text or reply.finished):
+                    details = backend.details
+                    facts = model_facts(Path(details.path), details.name, paths.cache_dir)
+                    recorder.answer(reply.text, reply.finished, facts, settings.sampling)
         if request.json_output:
             result = _json_result(settings, backend.details.name, reply)
             stream.write(json.dumps(result, ensure_ascii=False) + "\n")

@@ -5,11 +5,12 @@ from __future__ import annotations
 import base64
 import os
 import sys
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gptcli.backends.base import Cancellation, Finished, TextDelta
+from gptcli.backends.base import Cancellation, Event, Finished, TextDelta
 from gptcli.chat import Conversation, Reply
 from gptcli.config import SamplingOptions, Settings, check_setting
 from gptcli.errors import ContextOverflowError, GptcliError
@@ -18,6 +19,8 @@ from gptcli.paths import AppPaths, ensure_private_dir
 from gptcli.render import MarkdownRenderer, PlainRenderer, Renderer, sanitize
 from gptcli.repl import commands
 from gptcli.repl.keys import repl_key_bindings, unwrap_block
+from gptcli.session import SessionRecorder, conversation_of, model_facts
+from gptcli.store import SessionError, SessionStore, check_name, new_session_name
 
 if TYPE_CHECKING:
     from prompt_toolkit import PromptSession
@@ -37,6 +40,9 @@ class ReplOptions:
     plain: bool = False
     vi_mode: bool = False
     debug: bool = False
+    save: bool = True
+    resume: str | None = None
+    continue_last: bool = False
 
 
 @dataclass
@@ -49,6 +55,8 @@ class ReplState:
     last: Finished | None = None
     context_used: int = 0
     notices: list[str] = field(default_factory=list)
+    session_name: str = ""
+    recorder: SessionRecorder | None = None
 
 
 def history_file(paths: AppPaths) -> Path:
@@ -108,6 +116,9 @@ class Repl:
     def _toolbar(self) -> str:
         details = self.state.backend.details
         parts = [f" {details.name}", f"ctx {self.state.context_used}/{details.context_size}"]
+        if self.state.session_name:
+            saved = "" if self.state.recorder else " (not saved)"
+            parts.append(f"session {self.state.session_name}{saved}")
         if self.state.last is not None:
             parts.append(f"{self.state.last.decode_tokens_per_second:.1f} tok/s")
         parts.append("/help")
@@ -175,12 +186,20 @@ class Repl:
             self._note(
                 f"(context full: dropped the {dropped} oldest messages of this conversation)"
             )
+        if state.recorder is not None:
+            state.recorder.user(text)  # on disk before the answer starts
+        self._stream(lambda c, r: state.conversation.send(text, backend, sampling, c, r))
+
+    def _stream(
+        self, start: Callable[[Cancellation, Reply], Iterator[Event]], retry: bool = False
+    ) -> None:
+        state = self.state
         cancel = Cancellation()
         reply = Reply()
         renderer = self._renderer()
         try:
             with sigint_cancels(cancel):
-                for event in state.conversation.send(text, backend, sampling, cancel, reply):
+                for event in start(cancel, reply):
                     if isinstance(event, TextDelta):
                         renderer.feed(event.text)
         except GptcliError as exc:
@@ -189,6 +208,8 @@ class Repl:
             return
         except KeyboardInterrupt:
             reply.finished = None
+        finally:
+            self._record_answer(reply, retry)
         renderer.finish()
         finished = reply.finished
         if finished is None or finished.reason == "interrupted":
@@ -198,6 +219,81 @@ class Repl:
         if finished is not None:
             state.last = finished
             state.context_used = finished.usage.total_tokens
+
+    def _record_answer(self, reply: Reply, retry: bool) -> None:
+        state = self.state
+        if state.recorder is None or not (reply.text or reply.finished):
+            return
+        details = state.backend.details
+        facts = model_facts(Path(details.path), details.name, self.paths.cache_dir)
+        state.recorder.answer(
+            reply.text, reply.finished, facts, state.settings.sampling, replace_previous=retry
+        )
+
+    # -- sessions ------------------------------------------------------------
+
+    def _store(self) -> SessionStore:
+        return SessionStore(self.paths.data_dir)
+
+    def _recorder(self, name: str) -> SessionRecorder:
+        return SessionRecorder(self._store(), name, lambda message: self._note(message, "red"))
+
+    def _cmd_sessions(self, arg: str) -> None:
+        found = self._store().list()
+        if not found:
+            self._note("no saved sessions yet")
+        for summary in found[:30]:
+            mark = "*" if summary.name == self.state.session_name else " "
+            self.console.print(
+                sanitize(f"{mark} {summary.name:<24} {summary.turns:>3} turns  {summary.title}"),
+                highlight=False,
+                markup=False,
+            )
+
+    def _cmd_save(self, arg: str) -> None:
+        state = self.state
+        if not arg:
+            self._note(f"usage: /save NAME (this session is {state.session_name})")
+            return
+        try:
+            check_name(arg)
+            store = self._store()
+            if store.exists(state.session_name):
+                store.rename(state.session_name, arg)
+            else:
+                recorder = self._recorder(arg)
+                recorder.system(state.conversation.system)
+                for message in state.conversation.messages:
+                    if message.role == "user":
+                        recorder.user(message.content)
+                    else:
+                        recorder.answer(message.content, None, {}, state.settings.sampling)
+        except GptcliError as exc:
+            self._note(exc.message, "red")
+            return
+        state.session_name = arg
+        state.recorder = self._recorder(arg)
+        self._note(f"(session saved as {arg})", "dim")
+
+    _cmd_rename = _cmd_save
+
+    def _cmd_load(self, arg: str) -> None:
+        if not arg:
+            self._note("usage: /load NAME (see /sessions)")
+            return
+        try:
+            session = self._store().load(check_name(arg))
+        except GptcliError as exc:
+            self._note(exc.message, "red")
+            return
+        self.state.conversation = conversation_of(session)
+        self.state.session_name = arg
+        self.state.recorder = self._recorder(arg) if self.options.save else None
+        self.state.context_used = 0
+        self._note(f"(loaded session {arg}: {session.turns} turns)", "dim")
+        for message in session.messages[-2:]:
+            who = "you" if message.role == "user" else "answer"
+            self.console.print(f"[dim]{who}:[/dim] " + sanitize(message.content[:300]))
 
     # -- commands ------------------------------------------------------------
 
@@ -220,6 +316,9 @@ class Repl:
     def _cmd_new(self, arg: str) -> None:
         self.state.conversation = Conversation(system=self.state.conversation.system)
         self.state.context_used = 0
+        self.state.session_name = new_session_name()
+        if self.options.save:
+            self.state.recorder = self._recorder(self.state.session_name)
         self._note("(new conversation)", "dim")
 
     def _cmd_clear(self, arg: str) -> None:
@@ -232,6 +331,8 @@ class Repl:
             self.console.print(shown, highlight=False, markup=False)
             return
         conversation.system = None if arg == "-" else arg
+        if self.state.recorder is not None:
+            self.state.recorder.system(conversation.system)
         self._note("(system prompt cleared)" if arg == "-" else "(system prompt set)", "dim")
 
     def _cmd_set(self, arg: str) -> None:
@@ -291,15 +392,19 @@ class Repl:
         self._note(f"(now using {details.name}, {details.quantization})", "dim")
 
     def _cmd_retry(self, arg: str) -> None:
-        text = self.state.conversation.last_user_text()
-        if text is None:
+        state = self.state
+        if state.conversation.last_user_text() is None:
             self._note("nothing to retry")
             return
-        self.state.conversation.undo()
-        self._send(text)
+        backend, sampling = state.backend, state.settings.sampling
+        self._stream(
+            lambda c, r: state.conversation.regenerate(backend, sampling, c, r), retry=True
+        )
 
     def _cmd_undo(self, arg: str) -> None:
         if self.state.conversation.undo():
+            if self.state.recorder is not None:
+                self.state.recorder.undo()
             self._note("(dropped the last exchange)", "dim")
         else:
             self._note("nothing to undo")
@@ -357,12 +462,32 @@ def run_repl(
     from gptcli.backends.loader import open_backend
 
     console = console or Console(highlight=False)
+    store = SessionStore(paths.data_dir)
+    name = options.resume or (store.most_recent() if options.continue_last else None)
+    conversation = Conversation(system=settings.system)
+    if name is not None:
+        check_name(name)
+        try:
+            session = store.load(name)
+            conversation = conversation_of(session, settings.system)
+            console.print(f"(resumed session {name}: {session.turns} turns)", style="dim")
+        except SessionError as exc:
+            if store.exists(name):
+                raise
+            if "corrupt" in exc.message:
+                console.print(exc.message, style="red", markup=False)
+            console.print(f"(new session {name})", style="dim", markup=False)
     cancel = Cancellation()
     with sigint_cancels(cancel):
         backend, notices = open_backend(settings, paths, cancel, options.debug)
     for notice in notices:
         sys.stderr.write(f"gptcli: note: {notice}\n")
-    state = ReplState(settings, backend, Conversation(system=settings.system))
+    state = ReplState(settings, backend, conversation)
+    state.session_name = name or new_session_name()
+    if options.save:
+        state.recorder = SessionRecorder(
+            store, state.session_name, lambda m: console.print(f"[red]{m}[/red]", markup=True)
+        )
     try:
         return Repl(state, paths, options, console).run()
     finally:
