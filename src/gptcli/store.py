@@ -10,6 +10,7 @@ is read but never written.
 
 from __future__ import annotations
 
+import base64
 import json
 import os
 import re
@@ -36,6 +37,24 @@ class SessionError(GptcliError):
 
 class SessionReadOnly(SessionError):
     """The session was written by a newer gptcli: it may be read, not changed."""
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def pack_text(text: str) -> str | dict[str, str]:
+    """JSON would merge a lone high and low surrogate into one character; keep them apart."""
+    if not _SURROGATE.search(text):
+        return text
+    return {
+        "utf8_surrogatepass_b64": base64.b64encode(text.encode("utf-8", "surrogatepass")).decode()
+    }
+
+
+def unpack_text(value: Any) -> Any:
+    if isinstance(value, dict) and isinstance(value.get("utf8_surrogatepass_b64"), str):
+        return base64.b64decode(value["utf8_surrogatepass_b64"]).decode("utf-8", "surrogatepass")
+    return value
 
 
 def now() -> str:
@@ -70,6 +89,7 @@ class StoredMessage:
     @classmethod
     def from_json(cls, raw: dict[str, Any]) -> StoredMessage:
         known = {k: v for k, v in raw.items() if k in cls.__dataclass_fields__}
+        known["content"] = unpack_text(known.get("content"))
         if not isinstance(known.get("role"), str) or not isinstance(known.get("content"), str):
             raise ValueError("a message lacks its role or content")
         return cls(**known)
@@ -100,12 +120,17 @@ class Session:
         body = {
             "schema": self.schema,
             "name": self.name,
-            "title": self.title,
-            "system": self.system,
+            "title": pack_text(self.title),
+            "system": pack_text(self.system) if self.system is not None else None,
             "created": self.created,
             "updated": self.updated,
             "messages": [
-                {k: v for k, v in asdict(m).items() if v not in (None, [])} for m in self.messages
+                {
+                    k: pack_text(v) if k == "content" else v
+                    for k, v in asdict(m).items()
+                    if v not in (None, [])
+                }
+                for m in self.messages
             ],
         }
         # ensure_ascii keeps lone surrogates and control characters representable.
@@ -121,8 +146,8 @@ class Session:
             raise ValueError("no schema version")
         return cls(
             name=name,
-            title=str(raw.get("title") or ""),
-            system=raw.get("system") if isinstance(raw.get("system"), str) else None,
+            title=str(unpack_text(raw.get("title")) or ""),
+            system=system if isinstance(system := unpack_text(raw.get("system")), str) else None,
             created=str(raw.get("created") or now()),
             updated=str(raw.get("updated") or now()),
             messages=[StoredMessage.from_json(m) for m in raw["messages"]],

@@ -409,6 +409,43 @@ class LlamaBackend:
             else 0.0,
         )
 
+    # -- state snapshots ---------------------------------------------------
+
+    def state_key(self) -> dict[str, object]:
+        """What a saved KV state is only valid for (with the model file's sha256)."""
+        import hashlib
+
+        import llama_cpp
+
+        return {
+            "n_ctx": self._n_ctx,
+            "template_sha256": hashlib.sha256(self._template.text.encode()).hexdigest(),
+            "llama_cpp": getattr(llama_cpp, "__version__", "?"),
+            "gpu_layers": self._gpu_layers,
+        }
+
+    def export_state(self) -> tuple[list[int], bytes]:
+        """The evaluated tokens and llama.cpp's serialised KV cache for them."""
+        lib = self._lib
+        size = lib.llama_state_seq_get_size(self._ctx, 0)
+        buf = (ctypes.c_uint8 * size)()
+        written = lib.llama_state_seq_get_data(self._ctx, buf, size, 0)
+        return list(self._evaluated), bytes(buf[:written])
+
+    def import_state(self, tokens: list[int], state: bytes) -> bool:
+        """Restore a KV cache made by ``export_state``; on any failure start clean."""
+        lib = self._lib
+        vocab = lib.llama_vocab_n_tokens(self._vocab)
+        if len(tokens) > self._n_ctx or any(not 0 <= t < vocab for t in tokens):
+            return False
+        self._forget_from(0)
+        buf = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
+        if lib.llama_state_seq_set_data(self._ctx, buf, len(state), 0) == 0:
+            lib.llama_memory_clear(self._memory, True)
+            return False
+        self._evaluated = list(tokens)
+        return True
+
     def close(self) -> None:
         lib = self._lib
         if self._ctx:

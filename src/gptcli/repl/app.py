@@ -20,6 +20,7 @@ from gptcli.render import MarkdownRenderer, PlainRenderer, Renderer, sanitize
 from gptcli.repl import commands
 from gptcli.repl.keys import repl_key_bindings, unwrap_block
 from gptcli.session import SessionRecorder, conversation_of, model_facts
+from gptcli.snapshot import load_snapshot, save_snapshot
 from gptcli.store import SessionError, SessionStore, check_name, new_session_name
 
 if TYPE_CHECKING:
@@ -232,6 +233,32 @@ class Repl:
 
     # -- sessions ------------------------------------------------------------
 
+    def save_snapshot(self) -> None:
+        """Keep the KV cache beside the session so a resume needs no re-processing."""
+        state = self.state
+        store = self._store()
+        if state.recorder is None or state.recorder.failed:
+            return
+        if not state.session_name or not store.exists(state.session_name):
+            return
+        try:
+            save_snapshot(
+                store.directory / f"{state.session_name}.kv", state.backend, self._model_sha256()
+            )
+        except OSError as exc:
+            self._note(f"(could not save the session's state: {exc.strerror})", "dim")
+
+    def _model_sha256(self) -> str:
+        details = self.state.backend.details
+        facts = model_facts(Path(details.path), details.name, self.paths.cache_dir)
+        return str(facts.get("sha256"))
+
+    def restore_snapshot(self) -> None:
+        path = self._store().directory / f"{self.state.session_name}.kv"
+        restored = load_snapshot(path, self.state.backend, self._model_sha256())
+        if restored:
+            self._note(f"(restored the saved state: {restored} tokens need no processing)", "dim")
+
     def _store(self) -> SessionStore:
         return SessionStore(self.paths.data_dir)
 
@@ -286,11 +313,13 @@ class Repl:
         except GptcliError as exc:
             self._note(exc.message, "red")
             return
+        self.save_snapshot()
         self.state.conversation = conversation_of(session)
         self.state.session_name = arg
         self.state.recorder = self._recorder(arg) if self.options.save else None
         self.state.context_used = 0
         self._note(f"(loaded session {arg}: {session.turns} turns)", "dim")
+        self.restore_snapshot()
         for message in session.messages[-2:]:
             who = "you" if message.role == "user" else "answer"
             self.console.print(f"[dim]{who}:[/dim] " + sanitize(message.content[:300]))
@@ -314,6 +343,7 @@ class Repl:
         self.console.print(commands.help_text(), highlight=False, markup=False)
 
     def _cmd_new(self, arg: str) -> None:
+        self.save_snapshot()
         self.state.conversation = Conversation(system=self.state.conversation.system)
         self.state.context_used = 0
         self.state.session_name = new_session_name()
@@ -488,7 +518,11 @@ def run_repl(
         state.recorder = SessionRecorder(
             store, state.session_name, lambda m: console.print(f"[red]{m}[/red]", markup=True)
         )
+    repl = Repl(state, paths, options, console)
+    if name is not None:
+        repl.restore_snapshot()
     try:
-        return Repl(state, paths, options, console).run()
+        return repl.run()
     finally:
+        repl.save_snapshot()
         state.backend.close()
