@@ -173,7 +173,7 @@ def test_context_overflow_generates_nothing(gptcli: Gptcli) -> None:
     result = gptcli("ask", "--ctx", "256", "Summarise this.", input=long_text)
     assert result.returncode == 4
     assert result.stdout == ""
-    assert "context window holds 256" in result.stderr
+    assert "the input is 2040 tokens but only 224 fit the 256-token context window" in result.stderr
 
 
 def test_version_and_module_entry_point(gptcli: Gptcli) -> None:
@@ -254,3 +254,19 @@ def test_ctrl_c_during_generation_keeps_the_partial_answer(gptcli: Gptcli) -> No
     assert child.returncode == 130
     assert len(first + rest) > 40
     assert b"Traceback" not in stderr
+
+
+def test_every_sampling_option_reaches_the_sampler(gptcli: Gptcli) -> None:
+    base = ("ask", "--seed", "11", "-n", "40", "Write about the sea.")
+    reference = gptcli(*base, "-t", "0.9")
+    assert reference.returncode == 0, reference.stderr
+    variants = [
+        ("--repeat-penalty", "1.5"),
+        ("--top-k", "1"),
+        ("--top-p", "0.05"),
+        ("--min-p", "0.5"),
+    ]
+    for flag, value in variants:
+        changed = gptcli(*base, "-t", "0.9", flag, value)
+        assert changed.returncode == 0, changed.stderr
+        assert changed.stdout != reference.stdout, flag

@@ -10,6 +10,7 @@ from gptcli.config import SamplingOptions
 from gptcli.errors import ContextOverflowError
 
 TokenCounter = Callable[[Sequence[Message]], int]
+SUMMARY_HEADER = "Summary of the earlier part of this conversation (written by the assistant):"
 
 
 @dataclass
@@ -31,9 +32,14 @@ class Conversation:
 
     system: str | None = None
     messages: list[Message] = field(default_factory=list)
+    summary: str | None = None
 
     def as_messages(self) -> list[Message]:
-        head = [Message("system", self.system)] if self.system else []
+        system = self.system
+        if self.summary:
+            note = f"{SUMMARY_HEADER}\n{self.summary}"
+            system = f"{system}\n\n{note}" if system else note
+        head = [Message("system", system)] if system else []
         return head + self.messages
 
     def send(
@@ -88,7 +94,7 @@ class Conversation:
         The system prompt and the new message are always kept. Returns how many
         messages were dropped; raises ContextOverflowError if even those two do not fit.
         """
-        head = [Message("system", self.system)] if self.system else []
+        head = self.as_messages()[: len(self.as_messages()) - len(self.messages)]
         latest = Message("user", next_text)
         kept = list(self.messages)
         while True:
@@ -98,7 +104,8 @@ class Conversation:
             if not kept:
                 raise ContextOverflowError(
                     f"the message is {needed} tokens with the system prompt, but only {budget} "
-                    "fit the context window with room for the answer",
+                    "fit the context window with room for the answer (try a larger --ctx, "
+                    "or --chunked for long documents)",
                     needed=needed,
                     available=budget,
                 )

@@ -6,6 +6,7 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Annotated, Any, Optional
 
 import typer
@@ -15,8 +16,8 @@ from gptcli.errors import ExitStatus, GptcliError, UsageError
 
 EXIT_STATUS_HELP = (
     "Exit status: 0 ok; 1 error; 2 usage error or unusable input; 3 model not found or "
-    "unusable; 4 input does not fit the context window; 130 interrupted (Ctrl-C); "
-    "141 stdout closed by its reader (e.g. | head)."
+    "unusable; 4 input does not fit the context window; 5 the answer does not match --schema; "
+    "130 interrupted (Ctrl-C); 141 stdout closed by its reader (e.g. | head)."
 )
 
 app = typer.Typer(
@@ -142,6 +143,40 @@ def ask(
         Optional[str],  # noqa: UP045
         typer.Option("--session", help="Continue this session (created if missing)."),
     ] = None,
+    on_overflow: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            "--on-overflow",
+            help="When history and input do not fit the context: error (refuse, exit 4), "
+            "truncate (drop the oldest exchanges) or summarize (replace them by a summary) "
+            "[default: error].",
+            show_default=False,
+        ),
+    ] = None,
+    chunked: Annotated[
+        bool,
+        typer.Option(
+            "--chunked",
+            help="For input longer than the context: summarise it part by part, then apply "
+            "the prompt to the whole (progress on stderr).",
+        ),
+    ] = False,
+    files: Annotated[
+        Optional[list[Path]],  # noqa: UP045
+        typer.Option("--file", "-f", help="Attach a text file (repeatable)."),
+    ] = None,
+    schema: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            "--schema",
+            help="Constrain the answer to this JSON schema (a file or inline JSON); the answer "
+            "is validated, exit 5 if it does not conform.",
+        ),
+    ] = None,
+    grammar: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--grammar", help="Constrain the answer with a GBNF grammar (file or text)."),
+    ] = None,
     debug: DebugOpt = False,
 ) -> None:
     """Answer one prompt and exit. Reads stdin when it is not a terminal."""
@@ -170,6 +205,11 @@ def ask(
         debug=debug,
         session=session,
         continue_last=continue_last,
+        on_overflow=on_overflow,
+        chunked=chunked,
+        files=tuple(files or ()),
+        schema=schema,
+        grammar=grammar,
     )
     status = run_oneshot(request)
     if status != ExitStatus.OK:

@@ -18,6 +18,8 @@ The config file is TOML at ``<config dir>/config.toml``::
     vi_mode = false              # REPL key bindings
     history = true               # REPL input history file
     save = true                  # save chat sessions (false = incognito)
+    on_overflow = "truncate"     # error | truncate | summarize (default: error in ask,
+                                 # truncate in the chat)
 """
 
 from __future__ import annotations
@@ -53,6 +55,7 @@ class SamplingOptions:
     max_tokens: int | None = None
     seed: int | None = None
     stop: tuple[str, ...] = ()
+    grammar: str | None = None  # GBNF; from --schema or --grammar, never from the config file
 
 
 @dataclass(frozen=True)
@@ -73,14 +76,15 @@ class Settings:
     vi_mode: bool = False
     history: bool = True
     save: bool = True
+    on_overflow: str | None = None  # error | truncate | summarize; default per command
     sampling: SamplingOptions = field(default_factory=SamplingOptions)
     engine: EngineOptions = field(default_factory=EngineOptions)
 
 
 # key -> (section, accepted Python types, validator description)
-_SAMPLING_KEYS = {f.name for f in fields(SamplingOptions)}
+_SAMPLING_KEYS = {f.name for f in fields(SamplingOptions)} - {"grammar"}
 _ENGINE_KEYS = {f.name for f in fields(EngineOptions)}
-_TOP_KEYS = {"model", "system", "vi_mode", "history", "save"}
+_TOP_KEYS = {"model", "system", "vi_mode", "history", "save", "on_overflow"}
 _BOOL_KEYS = {"vi_mode", "history", "save"}
 KNOWN_KEYS = frozenset(_SAMPLING_KEYS | _ENGINE_KEYS | _TOP_KEYS)
 
@@ -92,6 +96,10 @@ def _check_value(key: str, value: Any) -> Any:
     if key in _BOOL_KEYS:
         if not isinstance(value, bool):
             raise ValueError("must be true or false")
+        return value
+    if key == "on_overflow":
+        if value not in ("error", "truncate", "summarize"):
+            raise ValueError("must be error, truncate or summarize")
         return value
     if key in ("model", "system"):
         if not isinstance(value, str):

@@ -17,6 +17,7 @@ class ExitStatus(IntEnum):
     USAGE = 2
     MODEL = 3
     CONTEXT_OVERFLOW = 4
+    SCHEMA_MISMATCH = 5
     BROKEN_PIPE = 141
     INTERRUPTED = 130
 
@@ -58,3 +59,9 @@ class ContextOverflowError(GptcliError):
         super().__init__(message)
         self.needed = needed
         self.available = available
+
+
+class SchemaMismatchError(GptcliError):
+    """The answer does not validate against the requested JSON schema."""
+
+    exit_code = ExitStatus.SCHEMA_MISMATCH

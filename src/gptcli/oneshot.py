@@ -5,21 +5,31 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
 
-from gptcli.backends.base import Cancellation, Finished
+from gptcli.backends.base import Backend, Cancellation, Event, Finished, TextDelta
 from gptcli.chat import Conversation, Reply
-from gptcli.config import Settings, load_settings
-from gptcli.errors import ExitStatus, UsageError
-from gptcli.inputs import STDIN_ONLY, compose_prompt, read_stdin, stdin_is_interactive
+from gptcli.config import SamplingOptions, Settings, load_settings
+from gptcli.context import (
+    ChunkedPrompt,
+    FitReport,
+    check_policy,
+    chunked_messages,
+    fit_conversation,
+)
+from gptcli.errors import ExitStatus, SchemaMismatchError, UsageError
+from gptcli.inputs import STDIN_ONLY, compose_prompt, decode_input, read_stdin, stdin_is_interactive
 from gptcli.interrupt import sigint_cancels
 from gptcli.paths import AppPaths, app_paths
 from gptcli.render import GuardedStream, MarkdownRenderer, PlainRenderer, Renderer
 from gptcli.session import SessionRecorder, conversation_of, model_facts
 from gptcli.store import SessionError, SessionStore, check_name, new_session_name
+
+MAX_FILE = 64 * 1024 * 1024
+DEFAULT_CHUNKED_TASK = "Summarise this text."
 
 
 @dataclass(frozen=True)
@@ -33,6 +43,11 @@ class OneShot:
     debug: bool = False
     session: str | None = None
     continue_last: bool = False
+    on_overflow: str | None = None
+    chunked: bool = False
+    files: tuple[Path, ...] = field(default_factory=tuple)
+    schema: str | None = None
+    grammar: str | None = None
 
 
 def warn(message: str, kind: str = "note") -> None:
@@ -40,23 +55,48 @@ def warn(message: str, kind: str = "note") -> None:
     sys.stderr.flush()
 
 
-def _read_input(prompt: str | None) -> str:
+def _read_files(paths: tuple[Path, ...]) -> str | None:
+    parts = []
+    for path in paths:
+        try:
+            if path.is_dir():
+                raise UsageError(f"{path} is a directory, not a text file")
+            if path.stat().st_size > MAX_FILE:
+                raise UsageError(f"{path} is larger than {MAX_FILE // 2**20} MiB")
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise UsageError(f"file not found: {path}") from None
+        except OSError as exc:
+            raise UsageError(f"cannot read {path}: {exc.strerror}") from None
+        decoded = decode_input(data, source=str(path))
+        if decoded.warning:
+            warn(decoded.warning, "warning")
+        parts.append(f"=== {path.name} ===\n{decoded.text.rstrip()}")
+    return "\n\n".join(parts) if parts else None
+
+
+def _gather_input(request: OneShot) -> tuple[str | None, str | None]:
+    """(instruction, attached text): the prompt argument, then files and piped stdin."""
+    prompt = None if request.prompt == STDIN_ONLY else request.prompt
+    attached = _read_files(request.files)
     stdin = sys.stdin
     if stdin is None or stdin.closed or stdin_is_interactive(0):
-        if prompt is None or prompt == STDIN_ONLY:
+        if prompt is None and attached is None:
             raise UsageError(
                 "no prompt: give one as an argument, or pipe text on stdin (see gptcli ask --help)"
             )
-        return compose_prompt(prompt, None)
+        return prompt, attached
 
     def hint() -> None:
         if stdin_is_interactive(2):
             warn("waiting for stdin to end (Ctrl-D); use </dev/null to send none")
 
-    piped = read_stdin(stdin.buffer, hint if prompt not in (None, STDIN_ONLY) else None)
+    piped = read_stdin(stdin.buffer, hint if prompt is not None else None)
     if piped.warning:
         warn(piped.warning, "warning")
-    return compose_prompt(prompt, piped.text)
+    if piped.text.strip():
+        attached = f"{attached}\n\n{piped.text}" if attached else piped.text
+    return prompt, attached
 
 
 def _renderer(stream: GuardedStream, plain: bool) -> Renderer:
@@ -72,19 +112,29 @@ def _renderer(stream: GuardedStream, plain: bool) -> Renderer:
     return MarkdownRenderer(Console(file=stream, soft_wrap=False))  # type: ignore[arg-type]
 
 
-def _json_result(settings: Settings, model_name: str, reply: Reply) -> dict[str, Any]:
+def _json_result(
+    sampling: SamplingOptions, backend: Backend, reply: Reply, fit: FitReport | None
+) -> dict[str, Any]:
     finished = reply.finished
     assert finished is not None
     timings = finished.timings
+    window = backend.details.context_size
     return {
         "text": reply.text,
-        "model": model_name,
+        "model": backend.details.name,
         "finish_reason": finished.reason,
         "seed": finished.seed,
         "usage": {
             "prompt_tokens": finished.usage.prompt_tokens,
             "completion_tokens": finished.usage.completion_tokens,
             "total_tokens": finished.usage.total_tokens,
+        },
+        "context": {
+            "window": window,
+            "prompt_tokens": finished.usage.prompt_tokens,
+            "room_for_answer": window - finished.usage.prompt_tokens,
+            "dropped_messages": fit.dropped if fit else 0,
+            "summarized_messages": fit.summarized if fit else 0,
         },
         "timings": {
             "time_to_first_token_s": round(timings.time_to_first_token, 4),
@@ -95,13 +145,14 @@ def _json_result(settings: Settings, model_name: str, reply: Reply) -> dict[str,
             "cached_prompt_tokens": timings.cached_tokens,
         },
         "options": {
-            "temperature": settings.sampling.temperature,
-            "top_p": settings.sampling.top_p,
-            "top_k": settings.sampling.top_k,
-            "min_p": settings.sampling.min_p,
-            "repeat_penalty": settings.sampling.repeat_penalty,
-            "max_tokens": settings.sampling.max_tokens,
-            "stop": list(settings.sampling.stop),
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+            "top_k": sampling.top_k,
+            "min_p": sampling.min_p,
+            "repeat_penalty": sampling.repeat_penalty,
+            "max_tokens": sampling.max_tokens,
+            "stop": list(sampling.stop),
+            "constrained": sampling.grammar is not None,
         },
     }
 
@@ -130,12 +181,30 @@ def _open_session(
     return conversation_of(session, system), recorder
 
 
+def _constraints(request: OneShot) -> tuple[dict[str, Any] | None, str | None]:
+    from gptcli.structured import load_grammar, load_schema, schema_grammar
+
+    if request.schema and request.grammar:
+        raise UsageError("--schema and --grammar cannot be combined")
+    if request.schema:
+        schema = load_schema(request.schema)
+        return schema, schema_grammar(schema)
+    if request.grammar:
+        return None, load_grammar(request.grammar)
+    return None, None
+
+
 def run_oneshot(request: OneShot, out: IO[str] | None = None) -> ExitStatus:
     from gptcli.backends.loader import open_backend
 
     paths = app_paths()
     settings = load_settings(paths.config_file, request.flags)
-    user_text = _read_input(request.prompt)
+    policy = check_policy(request.on_overflow or settings.on_overflow or "error")
+    if request.chunked and (request.session or request.continue_last):
+        raise UsageError("--chunked cannot be combined with sessions (-c, --session)")
+    schema, grammar = _constraints(request)
+    sampling = replace(settings.sampling, grammar=grammar)
+    instruction, attached = _gather_input(request)
     cancel = Cancellation()
     with sigint_cancels(cancel):
         backend, notices = open_backend(settings, paths, cancel, debug=request.debug)
@@ -144,33 +213,92 @@ def run_oneshot(request: OneShot, out: IO[str] | None = None) -> ExitStatus:
             warn(notice)
         stream = GuardedStream(out or sys.stdout)
         conversation, recorder = _open_session(request, settings, paths)
-        if recorder is not None:
-            recorder.user(user_text)  # on disk before the answer starts
         reply = Reply()
-        renderer = None if request.json_output else _renderer(stream, request.plain)
+        fit: FitReport | None = None
+        chunked: ChunkedPrompt | None = None
         with sigint_cancels(cancel):
-            try:
-                for event in conversation.send(
-                    user_text, backend, settings.sampling, cancel, reply
-                ):
-                    if renderer is not None and not isinstance(event, Finished):
-                        renderer.feed(event.text)
-            finally:
-                if renderer is not None:
-                    renderer.finish()
-                if recorder is not None and (reply.text or reply.finished):
-                    details = backend.details
-                    facts = model_facts(Path(details.path), details.name, paths.cache_dir)
-                    recorder.answer(reply.text, reply.finished, facts, settings.sampling)
-        if request.json_output:
-            result = _json_result(settings, backend.details.name, reply)
-            stream.write(json.dumps(result, ensure_ascii=False) + "\n")
-            stream.flush()
-        finished = reply.finished
-        if finished is not None and finished.reason == "interrupted":
-            return ExitStatus.INTERRUPTED
-        if finished is not None and finished.reason == "length" and stdin_is_interactive(2):
-            warn(f"the answer was cut at {finished.usage.completion_tokens} tokens (--max-tokens)")
-        return ExitStatus.OK
+            if request.chunked:
+                progress = warn if stdin_is_interactive(2) or request.debug else None
+                chunked = chunked_messages(
+                    attached or "",
+                    instruction or DEFAULT_CHUNKED_TASK,
+                    backend,
+                    sampling,
+                    cancel,
+                    lambda line: progress(line) if progress else None,
+                )
+                events: Iterator[Event] = backend.stream(chunked.messages, sampling, cancel)
+            else:
+                user_text = compose_prompt(instruction, attached)
+                fit = fit_conversation(conversation, user_text, backend, policy, sampling, cancel)
+                if fit.notice():
+                    warn(str(fit.notice()))
+                if recorder is not None:
+                    recorder.user(user_text)  # on disk before the answer starts
+                events = conversation.send(user_text, backend, sampling, cancel, reply)
+            _show(events, reply, request, stream, schema is not None or grammar is not None)
+            if recorder is not None and (reply.text or reply.finished):
+                details = backend.details
+                facts = model_facts(Path(details.path), details.name, paths.cache_dir)
+                recorder.answer(reply.text, reply.finished, facts, sampling)
+        extra = {"chunked": _chunk_report(chunked)} if chunked is not None else {}
+        return _finish(request, reply, schema, sampling, backend, fit, stream, extra)
     finally:
         backend.close()
+
+
+def _show(
+    events: Iterator[Event], reply: Reply, request: OneShot, stream: GuardedStream, held: bool
+) -> None:
+    """Stream the answer to the terminal or pipe (unless it must be validated or is JSON)."""
+    renderer = None if request.json_output or held else _renderer(stream, request.plain)
+    try:
+        for event in events:
+            if isinstance(event, TextDelta):
+                if request.chunked:
+                    reply.text += event.text
+                if renderer is not None:
+                    renderer.feed(event.text)
+            elif isinstance(event, Finished) and request.chunked:
+                reply.finished = event
+    finally:
+        if renderer is not None:
+            renderer.finish()
+
+
+def _chunk_report(chunked: ChunkedPrompt) -> dict[str, Any]:
+    return {"input_tokens": chunked.input_tokens, "parts": chunked.parts, "notes": chunked.notes}
+
+
+def _finish(
+    request: OneShot,
+    reply: Reply,
+    schema: dict[str, Any] | None,
+    sampling: SamplingOptions,
+    backend: Backend,
+    fit: FitReport | None,
+    stream: GuardedStream,
+    extra: dict[str, Any],
+) -> ExitStatus:
+    from gptcli.structured import validate_answer
+
+    finished = reply.finished
+    if finished is not None and finished.reason == "interrupted":
+        return ExitStatus.INTERRUPTED
+    if schema is not None:
+        if finished is not None and finished.reason == "length":
+            raise SchemaMismatchError(
+                f"the answer was cut at {finished.usage.completion_tokens} tokens before its JSON "
+                "was complete (raise --max-tokens)"
+            )
+        validate_answer(reply.text, schema)
+    if request.json_output:
+        result = {**_json_result(sampling, backend, reply, fit), **extra}
+        stream.write(json.dumps(result, ensure_ascii=False))
+        stream.write("\n")
+    elif sampling.grammar is not None:
+        stream.write(reply.text.rstrip("\n") + "\n")
+    stream.flush()
+    if finished is not None and finished.reason == "length" and stdin_is_interactive(2):
+        warn(f"the answer was cut at {finished.usage.completion_tokens} tokens (--max-tokens)")
+    return ExitStatus.OK

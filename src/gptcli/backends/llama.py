@@ -32,7 +32,7 @@ from gptcli.backends.base import (
     Usage,
 )
 from gptcli.config import SamplingOptions
-from gptcli.errors import ContextOverflowError, GptcliError, ModelError
+from gptcli.errors import ContextOverflowError, GptcliError, ModelError, UsageError
 from gptcli.modelfile import ModelFileInfo, read_model_file
 from gptcli.template import CHATML_TEMPLATE, ChatTemplate, PromptPiece, TemplateError
 from gptcli.textstream import StopMatcher, Utf8Stream
@@ -299,10 +299,17 @@ class LlamaBackend:
     def _sampler(self, options: SamplingOptions, seed: int) -> Any:
         lib = self._lib
         chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
+        if options.grammar:
+            grammar = lib.llama_sampler_init_grammar(self._vocab, options.grammar.encode(), b"root")
+            if not grammar:
+                lib.llama_sampler_free(chain)
+                raise UsageError("the grammar does not parse (run with --debug for details)")
+            lib.llama_sampler_chain_add(chain, grammar)
         if options.repeat_penalty != 1.0:
-            lib.llama_sampler_chain_add(
-                chain, lib.llama_sampler_init_penalties(64, options.repeat_penalty, 0.0, 0.0)
-            )
+            args: tuple[float, ...] = (64, options.repeat_penalty, 0.0, 0.0)
+            if len(lib.llama_sampler_init_penalties.argtypes) == 5:  # builds that take n_vocab
+                args = (lib.llama_vocab_n_tokens(self._vocab), *args)
+            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_penalties(*args))
         if options.temperature <= 0:
             lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_greedy())
             return chain

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 from gptcli.backends.base import Cancellation, Event, Finished, TextDelta
 from gptcli.chat import Conversation, Reply
 from gptcli.config import SamplingOptions, Settings, check_setting
+from gptcli.context import check_policy, fit_conversation
 from gptcli.errors import ContextOverflowError, GptcliError
 from gptcli.interrupt import sigint_cancels
 from gptcli.paths import AppPaths, ensure_private_dir
@@ -87,6 +88,7 @@ class Repl:
         self.console = console
         self._session = self._make_session(pt_input, pt_output)
         self._prefill = ""
+        self.schema: dict[str, object] | None = None
 
     # -- input ---------------------------------------------------------------
 
@@ -169,24 +171,28 @@ class Repl:
         return MarkdownRenderer(self.console)
 
     def _note(self, message: str, style: str = "yellow") -> None:
-        self.console.print(f"[{style}]{message}[/{style}]", highlight=False, markup=True)
+        from rich.text import Text
+
+        # Never markup: notes quote paths, names and model text.
+        self.console.print(Text(sanitize(message), style=style))
 
     def _send(self, text: str) -> None:
         state = self.state
         backend = state.backend
         sampling = state.settings.sampling
-        budget = backend.details.context_size - (
-            sampling.max_tokens or min(1024, backend.details.context_size // 4)
-        )
+        policy = check_policy(state.settings.on_overflow or "truncate")
+        cancel = Cancellation()
         try:
-            dropped = state.conversation.drop_to_fit(text, backend.count_tokens, budget)
+            with sigint_cancels(cancel):
+                fit = fit_conversation(state.conversation, text, backend, policy, sampling, cancel)
         except ContextOverflowError as exc:
             self._note(f"not sent: {exc.message}", "red")
             return
-        if dropped:
-            self._note(
-                f"(context full: dropped the {dropped} oldest messages of this conversation)"
-            )
+        except KeyboardInterrupt:
+            self._note("(interrupted while summarising; not sent)", "dim")
+            return
+        if fit.notice():
+            self._note(f"({fit.notice()})")
         if state.recorder is not None:
             state.recorder.user(text)  # on disk before the answer starts
         self._stream(lambda c, r: state.conversation.send(text, backend, sampling, c, r))
@@ -213,6 +219,13 @@ class Repl:
             self._record_answer(reply, retry)
         renderer.finish()
         finished = reply.finished
+        if self.schema is not None and finished is not None and finished.reason == "stop":
+            from gptcli.structured import validate_answer
+
+            try:
+                validate_answer(reply.text, self.schema)
+            except GptcliError as exc:
+                self._note(exc.message, "red")
         if finished is None or finished.reason == "interrupted":
             self._note("(interrupted)", "dim")
         elif finished.reason == "length":
@@ -368,6 +381,18 @@ class Repl:
     def _cmd_set(self, arg: str) -> None:
         name, _, raw = arg.partition(" ")
         name = name.replace("-", "_")
+        if name == "on_overflow":
+            try:
+                policy = check_policy(raw.strip())
+            except GptcliError as exc:
+                self._note(exc.message, "red")
+                return
+            self.state.settings = replace(self.state.settings, on_overflow=policy)
+            self._note(f"(on_overflow = {policy})", "dim")
+            return
+        if name == "schema":
+            self._set_schema(raw.strip())
+            return
         if name not in commands.SETTABLE or not raw.strip():
             self._note(f"usage: /set NAME VALUE, NAME one of {', '.join(commands.SETTABLE)}")
             return
@@ -380,6 +405,22 @@ class Repl:
         self.state.settings = replace(self.state.settings, sampling=sampling)
         self._note(f"({name} = {value!r})", "dim")
 
+    def _set_schema(self, raw: str) -> None:
+        from gptcli.structured import load_schema, schema_grammar
+
+        grammar = None
+        self.schema = None
+        if raw and raw not in ("off", "none"):
+            try:
+                self.schema = load_schema(raw)
+                grammar = schema_grammar(self.schema)
+            except GptcliError as exc:
+                self._note(exc.message, "red")
+                return
+        sampling = replace(self.state.settings.sampling, grammar=grammar)
+        self.state.settings = replace(self.state.settings, sampling=sampling)
+        self._note("(answers follow the schema)" if grammar else "(no schema)", "dim")
+
     def _cmd_show(self, arg: str) -> None:
         details = self.state.backend.details
         sampling: SamplingOptions = self.state.settings.sampling
@@ -390,7 +431,9 @@ class Repl:
             ("quantisation", details.quantization),
             ("context", f"{details.context_size} (trained {details.trained_context or '?'})"),
             ("template", details.template_source),
-            *((key, repr(value)) for key, value in vars(sampling).items()),
+            ("on_overflow", self.state.settings.on_overflow or "truncate"),
+            *((key, repr(value)) for key, value in vars(sampling).items() if key != "grammar"),
+            ("schema", "on" if sampling.grammar else "off"),
         ]
         width = max(len(k) for k, _ in rows)
         for key, value in rows:

@@ -24,7 +24,12 @@ COMMANDS: tuple[Command, ...] = (
     Command("new", "", "start a fresh conversation"),
     Command("clear", "", "clear the screen"),
     Command("system", "[TEXT]", "show the system prompt, or set it to TEXT ('-' clears it)"),
-    Command("set", "NAME VALUE", "set a sampling option (temperature, top_p, max_tokens, ...)"),
+    Command(
+        "set",
+        "NAME VALUE",
+        "set temperature, top_p, top_k, min_p, repeat_penalty, max_tokens, seed, stop, "
+        "on_overflow (error|truncate|summarize) or schema (FILE|JSON|off)",
+    ),
     Command("show", "", "show the sampling options and facts about the model"),
     Command("model", "NAME|PATH", "switch to another model, keeping the conversation"),
     Command("retry", "", "answer the last prompt again"),
@@ -43,6 +48,8 @@ SETTABLE = (
     "max_tokens",
     "seed",
     "stop",
+    "on_overflow",
+    "schema",
 )
 
 

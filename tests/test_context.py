@@ -1,0 +1,164 @@
+"""Overflow policies and long-document splitting, with a scripted backend."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from gptcli.backends.base import Cancellation, Event, Message, ModelDetails
+from gptcli.chat import SUMMARY_HEADER, Conversation
+from gptcli.config import SamplingOptions
+from gptcli.context import chunked_messages, fit_conversation, split_text
+from gptcli.errors import ContextOverflowError
+from tests.fakes import ScriptedBackend
+
+OPTIONS = SamplingOptions(max_tokens=10)
+
+
+@dataclass
+class WindowBackend(ScriptedBackend):
+    """Counts a token per word, in a small window; answers summaries with 'SUMMARY'."""
+
+    window: int = 100
+
+    @property
+    def details(self) -> ModelDetails:
+        return ModelDetails("fake", "/dev/null", "fake", "F32", self.window, self.window, "none")
+
+    def stream(
+        self, messages: Sequence[Message], options: SamplingOptions, cancel: Cancellation
+    ) -> Iterator[Event]:
+        if not self.replies:
+            self.replies.append(["SUMMARY of earlier talk"])
+        return super().stream(messages, options, cancel)
+
+
+def long_conversation() -> Conversation:
+    conversation = Conversation(system="Be kind.")
+    for n in range(6):
+        conversation.messages += [
+            Message("user", f"question {n} " + "word " * 8),
+            Message("assistant", f"answer {n} " + "word " * 8),
+        ]
+    return conversation
+
+
+def test_error_policy_refuses_and_changes_nothing() -> None:
+    conversation = long_conversation()
+    before = list(conversation.messages)
+    with pytest.raises(ContextOverflowError, match="only 90 fit the 100-token context"):
+        fit_conversation(
+            conversation, "new " * 10, WindowBackend([]), "error", OPTIONS, Cancellation()
+        )
+    assert conversation.messages == before
+
+
+def test_truncate_drops_oldest_exchanges_keeps_system_and_latest() -> None:
+    conversation = long_conversation()
+    backend = WindowBackend([])
+    report = fit_conversation(
+        conversation, "latest " * 10, backend, "truncate", OPTIONS, Cancellation()
+    )
+    assert report.dropped > 0 and report.dropped % 2 == 0
+    assert conversation.system == "Be kind."
+    assert conversation.messages[0].role == "user"
+    assert conversation.messages[-1].content.startswith("answer 5")  # the newest are kept
+    assert report.prompt_tokens <= 90
+    assert report.notice() == f"context full: the {report.dropped} oldest messages were dropped"
+
+
+def test_summarize_replaces_oldest_with_a_marked_summary() -> None:
+    conversation = long_conversation()
+    backend = WindowBackend([])
+    report = fit_conversation(
+        conversation, "latest " * 10, backend, "summarize", OPTIONS, Cancellation()
+    )
+    assert report.summarized > 0
+    assert conversation.summary == "SUMMARY of earlier talk"
+    system = conversation.as_messages()[0]
+    assert system.role == "system"
+    assert system.content.startswith("Be kind.")
+    assert SUMMARY_HEADER in system.content
+    assert report.prompt_tokens <= 90
+    asked = " ".join(m.content for m in backend.seen[0])
+    assert "question 0" in asked  # the model summarised the oldest exchange
+
+
+def test_a_message_too_long_alone_is_refused_under_every_policy() -> None:
+    for policy in ("error", "truncate", "summarize"):
+        with pytest.raises(ContextOverflowError):
+            fit_conversation(
+                long_conversation(),
+                "huge " * 200,
+                WindowBackend([]),
+                policy,
+                OPTIONS,
+                Cancellation(),
+            )
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    turns=st.lists(st.tuples(st.integers(1, 30), st.integers(1, 30)), max_size=12),
+    latest=st.integers(1, 60),
+)
+def test_truncation_invariants(turns: list[tuple[int, int]], latest: int) -> None:
+    conversation = Conversation(system="sys")
+    for question, answer in turns:
+        conversation.messages += [
+            Message("user", "q " * question),
+            Message("assistant", "a " * answer),
+        ]
+    original = list(conversation.messages)
+    text = "new " * latest
+    backend = WindowBackend([], window=120)
+    try:
+        report = fit_conversation(conversation, text, backend, "truncate", OPTIONS, Cancellation())
+    except ContextOverflowError:
+        assert backend.count_tokens([Message("system", "sys"), Message("user", text)]) > 110
+        return
+    kept = conversation.messages
+    assert kept == original[len(original) - len(kept) :]  # a suffix: newest kept, in order
+    assert not kept or kept[0].role == "user"  # whole exchanges only
+    assert report.prompt_tokens <= 110
+    assert conversation.system == "sys"
+
+
+def test_split_text_prefers_paragraphs_then_sentences() -> None:
+    def count(text: str) -> int:
+        return len(text.split())
+
+    text = "one two three.\n\nfour five six seven. eight nine ten eleven.\n\ntwelve"
+    chunks = split_text(text, count, limit=5)
+    assert chunks[0] == "one two three."
+    assert all(count(c) <= 5 for c in chunks)
+    assert " ".join(" ".join(chunks).split()) == " ".join(text.split())
+    overlapping = split_text("a b. c d. e f. g h.", count, limit=4, overlap=2)
+    assert overlapping == ["a b. c d.", "c d. e f.", "e f. g h."]
+
+
+def test_chunked_messages_map_reduce() -> None:
+    document = "\n\n".join(f"Paragraph {n} " + "filler " * 20 for n in range(30))
+    backend = WindowBackend([], window=200)
+    progress: list[str] = []
+    chunked = chunked_messages(
+        document,
+        "List the facts.",
+        backend,
+        SamplingOptions(max_tokens=20),
+        Cancellation(),
+        progress.append,
+    )
+    messages = chunked.messages
+    assert chunked.parts == len(progress) > 1
+    assert len(messages) == 1
+    assert messages[0].content.endswith("---\n\nList the facts.")
+    assert "Notes on consecutive parts" in messages[0].content
+    assert chunked.notes is not None and "Part 1: SUMMARY" in chunked.notes
+    assert progress and progress[0].startswith("summarising part 1 of ")
+    asked = [m.content for call in backend.seen for m in call]
+    assert any("Paragraph 0" in a for a in asked) and any("Paragraph 29" in a for a in asked)

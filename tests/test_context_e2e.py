@@ -1,0 +1,242 @@
+"""Context policies, long documents, files and structured output through the real script."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from gptcli.store import SessionStore, StoredMessage
+from tests.conftest import Gptcli
+
+pytestmark = pytest.mark.slow
+SECRET = "The secret word is banana. What is the secret word?"
+
+
+def long_session(home: Path) -> None:
+    store = SessionStore(home / "data")
+
+    def fill(session: object) -> None:
+        from gptcli.store import Session
+
+        assert isinstance(session, Session)
+        for n in range(8):
+            session.messages.append(StoredMessage("user", f"Tell me about town number {n}."))
+            session.messages.append(
+                StoredMessage("assistant", f"Town {n} has a market, a river and a mill. " * 6)
+            )
+
+    store.update("long", fill, create=True)
+
+
+@pytest.mark.parametrize("policy", ["error", "truncate", "summarize"])
+def test_overflow_policies(gptcli: Gptcli, policy: str) -> None:
+    long_session(gptcli.home)
+    result = gptcli(
+        "ask",
+        "--session",
+        "long",
+        "--ctx",
+        "512",
+        "-n",
+        "40",
+        "-t",
+        "0",
+        "--json",
+        "--on-overflow",
+        policy,
+        SECRET,
+    )
+    if policy == "error":
+        assert result.returncode == 4
+        assert result.stdout == ""
+        assert "fit the 512-token context window" in result.stderr
+        return
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    context = data["context"]
+    assert context["window"] == 512
+    assert context["prompt_tokens"] + context["room_for_answer"] == 512
+    assert context["room_for_answer"] >= 40
+    if policy == "truncate":
+        assert context["dropped_messages"] > 0
+        assert "oldest messages were dropped" in result.stderr
+        assert "banana" in data["text"].lower()  # the latest message is always kept
+    else:
+        assert context["summarized_messages"] > 0
+        assert "replaced by a summary" in result.stderr
+    saved = json.loads((gptcli.home / "data" / "sessions" / "long.json").read_text())
+    assert len(saved["messages"]) == 18  # the file keeps everything; only the prompt shrank
+
+
+def test_long_stdin_is_refused_by_default(gptcli: Gptcli) -> None:
+    document = "Every sentence here is filler for the test. " * 800
+    result = gptcli("ask", "Summarise.", input=document)
+    assert result.returncode == 4
+    assert result.stdout == ""
+    assert "--chunked" in result.stderr
+
+
+def chronicle(sections: int = 40) -> str:
+    """About 47,000 tokens of varied filler, one fact at the start and one at the end."""
+    import random
+
+    rng = random.Random(1)
+    subjects = [
+        "The village council",
+        "A local farmer",
+        "The river",
+        "The old mill",
+        "A travelling merchant",
+        "The school teacher",
+        "The harvest festival",
+        "The northern road",
+        "A flock of geese",
+        "The blacksmith",
+    ]
+    verbs = [
+        "discussed",
+        "repaired",
+        "described",
+        "visited",
+        "measured",
+        "painted",
+        "ignored",
+        "celebrated",
+        "crossed",
+        "counted",
+    ]
+    objects = [
+        "the wooden bridge",
+        "the autumn market",
+        "the stone wall",
+        "the apple orchard",
+        "the church bell",
+        "the wheat fields",
+        "the town square",
+        "the fishing boats",
+        "the winter stores",
+        "the hill path",
+    ]
+
+    def paragraph() -> str:
+        return " ".join(
+            f"{rng.choice(subjects)} {rng.choice(verbs)} {rng.choice(objects)} "
+            f"on day {rng.randint(1, 300)}."
+            for _ in range(6)
+        )
+
+    parts = []
+    for number in range(1, sections + 1):
+        body = "\n\n".join(paragraph() for _ in range(14))
+        if number == 1:
+            body = "The lighthouse keeper of the village is named Oswald Fairweather.\n\n" + body
+        if number == sections:
+            body += "\n\nAt the very end, the treasure was found buried under the great oak tree."
+        parts.append(f"Section {number}\n\n{body}")
+    return "\n\n".join(parts)
+
+
+def test_long_document_chunked(gptcli: Gptcli, tmp_path: Path) -> None:
+    document = tmp_path / "chronicle.txt"
+    document.write_text(chronicle())
+    result = gptcli(
+        "ask",
+        "--chunked",
+        "-t",
+        "0",
+        "--json",
+        "--file",
+        str(document),
+        "Who is the lighthouse keeper, and where was the treasure found?",
+        timeout=900,
+    )
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    report = data["chunked"]
+    assert report["input_tokens"] > 40_000
+    assert report["parts"] >= 10
+    notes = report["notes"].lower()
+    # Facts from the first and the last section survive the map-reduce into the final prompt.
+    assert "oswald" in notes
+    assert "oak" in notes
+    assert data["text"].strip()
+    print(json.dumps({k: v for k, v in report.items() if k != "notes"}), data["text"])
+
+
+def test_files_are_attached_and_binary_files_refused(gptcli: Gptcli, tmp_path: Path) -> None:
+    note = tmp_path / "note.txt"
+    note.write_text("The secret word is banana.\n")
+    result = gptcli("ask", "-t", "0", "-n", "30", "--file", str(note), "What is the secret word?")
+    assert result.returncode == 0, result.stderr
+    assert "banana" in result.stdout.lower()
+    binary = tmp_path / "image.png"
+    binary.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR")
+    refused = gptcli("ask", "--file", str(binary), "Describe it.")
+    assert refused.returncode == 2
+    assert f"{binary} contains a NUL byte" in refused.stderr
+    missing = gptcli("ask", "--file", str(tmp_path / "nope.txt"), "Describe it.")
+    assert missing.returncode == 2
+    assert "file not found" in missing.stderr
+
+
+SCHEMAS = {
+    "object": {
+        "type": "object",
+        "properties": {"city": {"type": "string"}, "country": {"type": "string"}},
+        "required": ["city", "country"],
+    },
+    "enum": {
+        "type": "object",
+        "properties": {"answer": {"enum": ["yes", "no"]}},
+        "required": ["answer"],
+    },
+    "array": {
+        "type": "array",
+        "items": {"type": "string", "maxLength": 24},
+        "minItems": 2,
+        "maxItems": 4,
+    },
+}
+
+
+@pytest.mark.parametrize("kind", sorted(SCHEMAS))
+def test_schema_output_parses_and_validates(gptcli: Gptcli, kind: str, tmp_path: Path) -> None:
+    from jsonschema import validate
+
+    schema_file = tmp_path / "schema.json"
+    schema_file.write_text(json.dumps(SCHEMAS[kind]))
+    prompts = {
+        "object": "Name the capital city of France, with its country.",
+        "enum": "Is Paris in France?",
+        "array": "List some fruits.",
+    }
+    result = gptcli("ask", "-t", "0", "-n", "120", "--schema", str(schema_file), prompts[kind])
+    assert result.returncode == 0, result.stderr
+    validate(json.loads(result.stdout), SCHEMAS[kind])
+
+
+def test_invalid_schema_and_grammar_are_usage_errors(gptcli: Gptcli, tmp_path: Path) -> None:
+    bad = gptcli("ask", "--schema", '{"type": "nonsense"}', "hi")
+    assert bad.returncode == 2
+    assert "invalid JSON schema" in bad.stderr
+    not_json = gptcli("ask", "--schema", "{nope", "hi")
+    assert not_json.returncode == 2
+    grammar = tmp_path / "yesno.gbnf"
+    grammar.write_text('root ::= "yes" | "no"\n')
+    answer = gptcli("ask", "-t", "0", "--grammar", str(grammar), "Is Paris in France?")
+    assert answer.returncode == 0, answer.stderr
+    assert answer.stdout.strip() in ("yes", "no")
+    broken = gptcli("ask", "--grammar", "root ::= (", "hi")
+    assert broken.returncode == 2
+
+
+def test_schema_answer_cut_by_the_limit_is_reported(gptcli: Gptcli) -> None:
+    schema = (
+        '{"type": "object", "properties": {"story": {"type": "string"}}, "required": ["story"]}'
+    )
+    result = gptcli("ask", "-t", "0", "-n", "8", "--schema", schema, "Write a long story.")
+    assert result.returncode == 5
+    assert result.stdout == ""
+    assert "cut at 8 tokens before its JSON was complete" in result.stderr
