@@ -12,6 +12,7 @@ from typing import Annotated, Any, Optional
 import typer
 
 from gptcli import __version__
+from gptcli.completion_values import model_names, role_names, session_names
 from gptcli.errors import ExitStatus, GptcliError, UsageError
 
 EXIT_STATUS_HELP = (
@@ -33,7 +34,12 @@ app = typer.Typer(
 # Options shared by `ask` (and the REPL, later): declared once.
 ModelOpt = Annotated[
     Optional[str],  # noqa: UP045 - typer needs Optional at runtime on 3.10
-    typer.Option("--model", "-m", help="Model alias or path to a .gguf file [env: GPTCLI_MODEL]."),
+    typer.Option(
+        "--model",
+        "-m",
+        help="Model alias, path to a .gguf file, or owner/repo[:QUANT] [env: GPTCLI_MODEL].",
+        autocompletion=model_names,
+    ),
 ]
 SystemOpt = Annotated[Optional[str], typer.Option("--system", "-s", help="System prompt.")]  # noqa: UP045
 TemperatureOpt = Annotated[
@@ -76,6 +82,19 @@ GpuLayersOpt = Annotated[
         "[default: auto].",
         show_default=False,
     ),
+]
+RoleOpt = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option(
+        "--role",
+        "-r",
+        help="Use a role: its system prompt and default options.",
+        autocompletion=role_names,
+    ),
+]
+VarOpt = Annotated[
+    Optional[list[str]],  # noqa: UP045
+    typer.Option("--var", help="Fill a {placeholder} of the role: KEY=VALUE (repeatable)."),
 ]
 DebugOpt = Annotated[
     bool, typer.Option("--debug", help="Show llama.cpp's log and tracebacks on errors.")
@@ -141,7 +160,11 @@ def ask(
     ] = False,
     session: Annotated[
         Optional[str],  # noqa: UP045
-        typer.Option("--session", help="Continue this session (created if missing)."),
+        typer.Option(
+            "--session",
+            help="Continue this session (created if missing).",
+            autocompletion=session_names,
+        ),
     ] = None,
     on_overflow: Annotated[
         Optional[str],  # noqa: UP045
@@ -177,6 +200,17 @@ def ask(
         Optional[str],  # noqa: UP045
         typer.Option("--grammar", help="Constrain the answer with a GBNF grammar (file or text)."),
     ] = None,
+    role: RoleOpt = None,
+    var: VarOpt = None,
+    jsonl: Annotated[
+        bool,
+        typer.Option(
+            "--jsonl", help="Stream JSON events, one per line: start, delta..., usage, end."
+        ),
+    ] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Nothing on stderr but errors.")
+    ] = False,
     debug: DebugOpt = False,
 ) -> None:
     """Answer one prompt and exit. Reads stdin when it is not a terminal."""
@@ -210,6 +244,10 @@ def ask(
         files=tuple(files or ()),
         schema=schema,
         grammar=grammar,
+        role=role,
+        variables=tuple(var or ()),
+        jsonl=jsonl,
+        quiet=quiet,
     )
     status = run_oneshot(request)
     if status != ExitStatus.OK:
@@ -242,7 +280,9 @@ def chat(
     ] = False,
     resume: Annotated[
         Optional[str],  # noqa: UP045
-        typer.Option("--resume", "-r", help="Resume the session with this name."),
+        typer.Option(
+            "--resume", help="Resume the session with this name.", autocompletion=session_names
+        ),
     ] = None,
     continue_last: Annotated[
         bool, typer.Option("--continue", "-c", help="Resume the most recent session.")
@@ -250,6 +290,8 @@ def chat(
     no_save: Annotated[
         bool, typer.Option("--no-save", help="Incognito: save nothing of this conversation.")
     ] = False,
+    role: RoleOpt = None,
+    var: VarOpt = None,
     debug: DebugOpt = False,
 ) -> None:
     """Chat interactively (the default on a terminal). /help inside lists the commands."""
@@ -275,8 +317,10 @@ def chat(
         "threads": threads,
         "gpu_layers": gpu_layers,
     }
+    from gptcli.roles import role_layer
+
     paths = app_paths()
-    settings = load_settings(paths.config_file, flags)
+    settings = load_settings(paths.config_file, flags, role_layer(paths.config_dir, role, var))
     history = settings.history and not no_history and os.environ.get("GPTCLI_NO_HISTORY") != "1"
     options = ReplOptions(
         history=history and not no_save,
@@ -293,16 +337,20 @@ def chat(
 
 
 def _register_subcommands() -> None:
+    from gptcli.cli_extra import cmd, completions_app, roles_app
     from gptcli.cli_models import doctor, models_app
     from gptcli.cli_sessions import sessions_app
 
     app.add_typer(models_app, name="models")
     app.add_typer(sessions_app, name="sessions")
+    app.add_typer(roles_app, name="roles")
+    app.add_typer(completions_app, name="completions")
+    app.command()(cmd)
     app.command(epilog=EXIT_STATUS_HELP)(doctor)
 
 
 _register_subcommands()
-COMMANDS = ("ask", "chat", "models", "sessions", "doctor")
+COMMANDS = ("ask", "chat", "models", "sessions", "roles", "cmd", "completions", "doctor")
 
 
 def route(argv: list[str], interactive: bool) -> list[str]:
@@ -362,6 +410,11 @@ def _error_boundary(debug: bool) -> Iterator[list[int]]:
 def run(argv: list[str]) -> int:
     """Run the CLI with ``argv``; returns the exit status instead of exiting."""
     debug = "--debug" in argv
+    if os.environ.get("_GPTCLI_COMPLETE"):
+        # A completion request from the scripts in completions/: Typer answers it.
+        from typer._completion_classes import completion_init
+
+        completion_init()
     with _error_boundary(debug) as result:
         try:
             from gptcli.inputs import stdin_is_interactive

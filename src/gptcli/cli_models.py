@@ -11,6 +11,7 @@ from typing import Annotated, Any
 
 import typer
 
+from gptcli.completion_values import model_names
 from gptcli.errors import ExitStatus, ModelError, UsageError
 
 models_app = typer.Typer(
@@ -87,7 +88,10 @@ def list_models(json_output: JsonOpt = False) -> None:
 
 @models_app.command("info")
 def info(
-    name: Annotated[str, typer.Argument(help="Alias, path or Hugging Face reference.")],
+    name: Annotated[
+        str,
+        typer.Argument(help="Alias, path or Hugging Face reference.", autocompletion=model_names),
+    ],
     sha: Annotated[bool, typer.Option("--sha", help="Also compute the file's sha256.")] = False,
     template: Annotated[
         bool, typer.Option("--template", help="Show the start of the chat template.")
@@ -164,7 +168,7 @@ def add(
 
 @models_app.command("rm")
 def remove(
-    alias: Annotated[str, typer.Argument(help="A registered alias.")],
+    alias: Annotated[str, typer.Argument(help="A registered alias.", autocompletion=model_names)],
     delete_file: Annotated[
         bool,
         typer.Option("--delete-file", help="Also delete a file gptcli did not download."),
@@ -184,7 +188,9 @@ def remove(
 
 
 @models_app.command("default")
-def default(name: Annotated[str, typer.Argument(help="Alias or path.")]) -> None:
+def default(
+    name: Annotated[str, typer.Argument(help="Alias or path.", autocompletion=model_names)],
+) -> None:
     """Make a model the default (writes `model = …` in the config file)."""
     from gptcli.config import set_config_value
     from gptcli.modelfile import read_model_file

@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING, Annotated
 
 import typer
 
+from gptcli.completion_values import session_names
 from gptcli.errors import UsageError
 
 if TYPE_CHECKING:
@@ -19,7 +20,10 @@ sessions_app = typer.Typer(
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-NameArg = Annotated[str, typer.Argument(help="Session name (see gptcli sessions list).")]
+NameArg = Annotated[
+    str,
+    typer.Argument(help="Session name (see gptcli sessions list).", autocompletion=session_names),
+]
 
 
 def _store() -> SessionStore:

@@ -223,10 +223,17 @@ def resolve_settings(
     file_values: Mapping[str, Any],
     env_values: Mapping[str, Any],
     flag_values: Mapping[str, Any],
+    role_values: Mapping[str, Any] | None = None,
 ) -> Settings:
-    """Merge the layers; later layers win, ``None`` in a layer means "not given"."""
+    """Merge the layers (flags > role > environment > file > defaults); ``None`` is "not given"."""
     merged: dict[str, Any] = {}
-    for layer, origin in ((file_values, "config"), (env_values, "environment"), (flag_values, "")):
+    layers = (
+        (file_values, "config"),
+        (env_values, "environment"),
+        (role_values or {}, "role"),
+        (flag_values, ""),
+    )
+    for layer, origin in layers:
         for key, value in layer.items():
             if value is None:
                 continue
@@ -244,8 +251,12 @@ def resolve_settings(
     return replace(settings, sampling=sampling, engine=engine, **top)
 
 
-def load_settings(config_file: Path, flag_values: Mapping[str, Any]) -> Settings:
-    return resolve_settings(load_config_file(config_file), env_overrides(os.environ), flag_values)
+def load_settings(
+    config_file: Path, flag_values: Mapping[str, Any], role_values: Mapping[str, Any] | None = None
+) -> Settings:
+    return resolve_settings(
+        load_config_file(config_file), env_overrides(os.environ), flag_values, role_values
+    )
 
 
 def set_config_value(path: Path, key: str, value: str) -> None:

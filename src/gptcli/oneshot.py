@@ -6,6 +6,7 @@ import json
 import os
 import sys
 from collections.abc import Iterator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import IO, Any
@@ -25,6 +26,7 @@ from gptcli.inputs import STDIN_ONLY, compose_prompt, decode_input, read_stdin, 
 from gptcli.interrupt import sigint_cancels
 from gptcli.paths import AppPaths, app_paths
 from gptcli.render import GuardedStream, MarkdownRenderer, PlainRenderer, Renderer
+from gptcli.roles import role_layer
 from gptcli.session import SessionRecorder, conversation_of, model_facts
 from gptcli.store import SessionError, SessionStore, check_name, new_session_name
 
@@ -48,9 +50,19 @@ class OneShot:
     files: tuple[Path, ...] = field(default_factory=tuple)
     schema: str | None = None
     grammar: str | None = None
+    role: str | None = None
+    variables: tuple[str, ...] = ()
+    jsonl: bool = False
+    quiet: bool = False
+
+
+_quiet: ContextVar[bool] = ContextVar("quiet", default=False)
 
 
 def warn(message: str, kind: str = "note") -> None:
+    """A note or warning on stderr (errors go through the CLI's error boundary instead)."""
+    if _quiet.get():
+        return
     sys.stderr.write(f"gptcli: {kind}: {message}\n")
     sys.stderr.flush()
 
@@ -197,8 +209,12 @@ def _constraints(request: OneShot) -> tuple[dict[str, Any] | None, str | None]:
 def run_oneshot(request: OneShot, out: IO[str] | None = None) -> ExitStatus:
     from gptcli.backends.loader import open_backend
 
+    _quiet.set(request.quiet)
+    if request.jsonl and (request.json_output or request.schema or request.grammar):
+        raise UsageError("--jsonl cannot be combined with --json, --schema or --grammar")
     paths = app_paths()
-    settings = load_settings(paths.config_file, request.flags)
+    roles = role_layer(paths.config_dir, request.role, list(request.variables))
+    settings = load_settings(paths.config_file, request.flags, roles)
     policy = check_policy(request.on_overflow or settings.on_overflow or "error")
     if request.chunked and (request.session or request.continue_last):
         raise UsageError("--chunked cannot be combined with sessions (-c, --session)")
@@ -236,7 +252,8 @@ def run_oneshot(request: OneShot, out: IO[str] | None = None) -> ExitStatus:
                 if recorder is not None:
                     recorder.user(user_text)  # on disk before the answer starts
                 events = conversation.send(user_text, backend, sampling, cancel, reply)
-            _show(events, reply, request, stream, schema is not None or grammar is not None)
+            held = schema is not None or grammar is not None
+            _show(events, reply, request, stream, held, backend.details.name)
             if recorder is not None and (reply.text or reply.finished):
                 details = backend.details
                 facts = model_facts(Path(details.path), details.name, paths.cache_dir)
@@ -247,11 +264,51 @@ def run_oneshot(request: OneShot, out: IO[str] | None = None) -> ExitStatus:
         backend.close()
 
 
+class JsonLines:
+    """A Renderer that writes one JSON event per line: start, delta..., usage, end."""
+
+    def __init__(self, stream: GuardedStream, model: str) -> None:
+        self._stream = stream
+        self._emit({"type": "start", "model": model})
+
+    def _emit(self, event: dict[str, Any]) -> None:
+        self._stream.write(json.dumps(event, ensure_ascii=False) + "\n")
+        self._stream.flush()
+
+    def feed(self, text: str) -> None:
+        self._emit({"type": "delta", "text": text})
+
+    def finished(self, event: Finished) -> None:
+        timings = event.timings
+        self._emit(
+            {
+                "type": "usage",
+                "prompt_tokens": event.usage.prompt_tokens,
+                "completion_tokens": event.usage.completion_tokens,
+                "time_to_first_token_s": round(timings.time_to_first_token, 4),
+                "tokens_per_s": round(event.decode_tokens_per_second, 2),
+            }
+        )
+        self._emit({"type": "end", "finish_reason": event.reason, "seed": event.seed})
+
+    def finish(self) -> None:
+        pass
+
+
 def _show(
-    events: Iterator[Event], reply: Reply, request: OneShot, stream: GuardedStream, held: bool
+    events: Iterator[Event],
+    reply: Reply,
+    request: OneShot,
+    stream: GuardedStream,
+    held: bool,
+    model: str,
 ) -> None:
     """Stream the answer to the terminal or pipe (unless it must be validated or is JSON)."""
-    renderer = None if request.json_output or held else _renderer(stream, request.plain)
+    renderer: Renderer | None = None
+    if request.jsonl:
+        renderer = JsonLines(stream, model)
+    elif not (request.json_output or held):
+        renderer = _renderer(stream, request.plain)
     try:
         for event in events:
             if isinstance(event, TextDelta):
@@ -259,8 +316,11 @@ def _show(
                     reply.text += event.text
                 if renderer is not None:
                     renderer.feed(event.text)
-            elif isinstance(event, Finished) and request.chunked:
-                reply.finished = event
+            elif isinstance(event, Finished):
+                if request.chunked:
+                    reply.finished = event
+                if isinstance(renderer, JsonLines):
+                    renderer.finished(event)
     finally:
         if renderer is not None:
             renderer.finish()

@@ -464,6 +464,28 @@ class Repl:
         details = backend.details
         self._note(f"(now using {details.name}, {details.quantization})", "dim")
 
+    def _cmd_role(self, arg: str) -> None:
+        from gptcli.roles import role_layer
+
+        name, *pairs = arg.split()
+        if not name:
+            self._note("usage: /role NAME [KEY=VALUE...] (gptcli roles list shows them)")
+            return
+        try:
+            layer = role_layer(self.paths.config_dir, name, pairs)
+            options = {k: v for k, v in layer.items() if k in vars(self.state.settings.sampling)}
+        except GptcliError as exc:
+            self._note(exc.message, "red")
+            return
+        sampling = replace(self.state.settings.sampling, **options)
+        self.state.settings = replace(self.state.settings, sampling=sampling)
+        self.state.conversation.system = str(layer["system"])
+        if self.state.recorder is not None:
+            self.state.recorder.system(self.state.conversation.system)
+        if "model" in layer and layer["model"] != self.state.settings.model:
+            self._cmd_model(str(layer["model"]))
+        self._note(f"(role {name}: system prompt and options set)", "dim")
+
     def _cmd_retry(self, arg: str) -> None:
         state = self.state
         if state.conversation.last_user_text() is None:

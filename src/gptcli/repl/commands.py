@@ -32,11 +32,16 @@ COMMANDS: tuple[Command, ...] = (
     ),
     Command("show", "", "show the sampling options and facts about the model"),
     Command("model", "NAME|PATH", "switch to another model, keeping the conversation"),
+    Command("role", "NAME [KEY=VALUE...]", "use a role: its system prompt and options"),
     Command("retry", "", "answer the last prompt again"),
     Command("undo", "", "drop the last exchange"),
     Command("edit", "", "edit the last prompt and send it again"),
     Command("copy", "", "copy the last answer to the clipboard (OSC 52)"),
     Command("stats", "", "context used, speed and time to first token of the last answer"),
+    Command("save", "NAME", "name this session (it is saved as you go)"),
+    Command("rename", "NAME", "rename this session"),
+    Command("load", "NAME", "continue a saved session"),
+    Command("sessions", "", "list saved sessions"),
 )
 NAMES = tuple(c.name for c in COMMANDS)
 SETTABLE = (
