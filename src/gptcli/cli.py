@@ -18,7 +18,8 @@ from gptcli.errors import ExitStatus, GptcliError, UsageError
 EXIT_STATUS_HELP = (
     "Exit status: 0 ok; 1 error; 2 usage error or unusable input; 3 model not found or "
     "unusable; 4 input does not fit the context window; 5 the answer does not match --schema; "
-    "130 interrupted (Ctrl-C); 141 stdout closed by its reader (e.g. | head)."
+    "6 a model server could not be reached or answered with an error; 130 interrupted "
+    "(Ctrl-C); 141 stdout closed by its reader (e.g. | head)."
 )
 
 app = typer.Typer(
@@ -82,6 +83,22 @@ GpuLayersOpt = Annotated[
         "[default: auto].",
         show_default=False,
     ),
+]
+ProfileOpt = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option("--profile", "-p", help="Use a [profiles.NAME] table of the config file."),
+]
+BackendOpt = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option("--backend", help="local (llama.cpp in this process) or openai (a server)."),
+]
+BaseUrlOpt = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option("--base-url", help="An OpenAI-compatible server, e.g. http://host:8080/v1."),
+]
+ApiKeyEnvOpt = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option("--api-key-env", help="Read the server's API key from this variable."),
 ]
 RoleOpt = Annotated[
     Optional[str],  # noqa: UP045
@@ -200,6 +217,10 @@ def ask(
         Optional[str],  # noqa: UP045
         typer.Option("--grammar", help="Constrain the answer with a GBNF grammar (file or text)."),
     ] = None,
+    profile: ProfileOpt = None,
+    backend: BackendOpt = None,
+    base_url: BaseUrlOpt = None,
+    api_key_env: ApiKeyEnvOpt = None,
     role: RoleOpt = None,
     var: VarOpt = None,
     jsonl: Annotated[
@@ -230,6 +251,10 @@ def ask(
         "ctx": ctx,
         "threads": threads,
         "gpu_layers": gpu_layers,
+        "profile": profile,
+        "backend": backend or ("openai" if base_url else None),
+        "base_url": base_url,
+        "api_key_env": api_key_env,
     }
     request = OneShot(
         prompt=prompt,
@@ -290,6 +315,10 @@ def chat(
     no_save: Annotated[
         bool, typer.Option("--no-save", help="Incognito: save nothing of this conversation.")
     ] = False,
+    profile: ProfileOpt = None,
+    backend: BackendOpt = None,
+    base_url: BaseUrlOpt = None,
+    api_key_env: ApiKeyEnvOpt = None,
     role: RoleOpt = None,
     var: VarOpt = None,
     debug: DebugOpt = False,
@@ -316,6 +345,10 @@ def chat(
         "ctx": ctx,
         "threads": threads,
         "gpu_layers": gpu_layers,
+        "profile": profile,
+        "backend": backend or ("openai" if base_url else None),
+        "base_url": base_url,
+        "api_key_env": api_key_env,
     }
     from gptcli.roles import role_layer
 

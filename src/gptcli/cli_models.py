@@ -45,13 +45,22 @@ def _human_size(size: int) -> str:
 
 
 @models_app.command("list")
-def list_models(json_output: JsonOpt = False) -> None:
-    """Bundled, registered and downloaded models."""
+def list_models(
+    json_output: JsonOpt = False,
+    profile: Annotated[
+        str | None,
+        typer.Option("--profile", "-p", help="List the models of this profile's server."),
+    ] = None,
+) -> None:
+    """Bundled, registered and downloaded models (or a server's, with --profile)."""
     from gptcli.modelfile import read_model_file
     from gptcli.models import BUNDLED_ALIAS, bundled_model_path
     from gptcli.registry import ModelRegistry
 
     paths = _paths()
+    if profile is not None:
+        _list_served(paths, profile, json_output)
+        return
     found: list[tuple[str, Path, str]] = []
     with contextlib.suppress(ModelError):
         found.append((BUNDLED_ALIAS, bundled_model_path(), "bundled"))
@@ -84,6 +93,27 @@ def list_models(json_output: JsonOpt = False) -> None:
         for r in records
     ]
     _table(["alias", "arch", "quant", "size", "source", "file"], rows)
+
+
+def _list_served(paths: Any, profile: str, json_output: bool) -> None:
+    from gptcli.backends.openai import OpenAIBackend, RemoteOptions
+    from gptcli.config import load_settings
+
+    settings = load_settings(paths.config_file, {"profile": profile})
+    if settings.backend != "openai" or not settings.base_url:
+        raise UsageError(f"profile {profile!r} names no server (backend = openai, base_url)")
+    backend = OpenAIBackend(
+        RemoteOptions(settings.base_url, settings.model, settings.api_key_env, settings.timeout)
+    )
+    try:
+        served = backend.list_models()
+    finally:
+        backend.close()
+    if json_output:
+        typer.echo(json.dumps([{"id": m, "profile": profile} for m in served], indent=1))
+        return
+    for model in served:
+        typer.echo(model)
 
 
 @models_app.command("info")

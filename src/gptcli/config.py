@@ -56,6 +56,7 @@ class SamplingOptions:
     seed: int | None = None
     stop: tuple[str, ...] = ()
     grammar: str | None = None  # GBNF; from --schema or --grammar, never from the config file
+    schema: dict[str, Any] | None = None  # the JSON schema behind `grammar`, for remote servers
 
 
 @dataclass(frozen=True)
@@ -77,14 +78,31 @@ class Settings:
     history: bool = True
     save: bool = True
     on_overflow: str | None = None  # error | truncate | summarize; default per command
+    backend: str = "local"  # local | openai
+    base_url: str | None = None
+    api_key_env: str | None = None
+    timeout: float = 60.0  # seconds to connect, and between streamed chunks
+    profile: str | None = None
     sampling: SamplingOptions = field(default_factory=SamplingOptions)
     engine: EngineOptions = field(default_factory=EngineOptions)
 
 
 # key -> (section, accepted Python types, validator description)
-_SAMPLING_KEYS = {f.name for f in fields(SamplingOptions)} - {"grammar"}
+_SAMPLING_KEYS = {f.name for f in fields(SamplingOptions)} - {"grammar", "schema"}
 _ENGINE_KEYS = {f.name for f in fields(EngineOptions)}
-_TOP_KEYS = {"model", "system", "vi_mode", "history", "save", "on_overflow"}
+_TOP_KEYS = {
+    "model",
+    "system",
+    "vi_mode",
+    "history",
+    "save",
+    "on_overflow",
+    "backend",
+    "base_url",
+    "api_key_env",
+    "timeout",
+    "profile",
+}
 _BOOL_KEYS = {"vi_mode", "history", "save"}
 KNOWN_KEYS = frozenset(_SAMPLING_KEYS | _ENGINE_KEYS | _TOP_KEYS)
 
@@ -97,6 +115,22 @@ def _check_value(key: str, value: Any) -> Any:
         if not isinstance(value, bool):
             raise ValueError("must be true or false")
         return value
+    if key == "backend":
+        if value not in ("local", "openai"):
+            raise ValueError("must be local or openai")
+        return value
+    if key in ("base_url", "api_key_env", "profile"):
+        if not isinstance(value, str) or not value.strip():
+            raise ValueError("must be a non-empty string")
+        if key == "base_url" and not value.startswith(("http://", "https://")):
+            raise ValueError("must start with http:// or https://")
+        if key == "api_key_env" and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
+            raise ValueError("must be the name of an environment variable")
+        return value.rstrip("/") if key == "base_url" else value
+    if key == "timeout":
+        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 3600:
+            raise ValueError("must be a number of seconds between 0 and 3600")
+        return float(value)
     if key == "on_overflow":
         if value not in ("error", "truncate", "summarize"):
             raise ValueError("must be error, truncate or summarize")
@@ -205,6 +239,9 @@ def load_config_file(path: Path) -> dict[str, Any]:
     for key, value in data.items():
         line = _line_of(text, key)
         where = f"config file {path}" + (f", line {line}" if line else "")
+        if key == "profiles" and isinstance(value, dict):
+            checked["profiles"] = _check_profiles(value, path)
+            continue
         if key not in KNOWN_KEYS:
             raise ConfigError(f"{where}: unknown setting {key!r}")
         try:
@@ -212,6 +249,24 @@ def load_config_file(path: Path) -> dict[str, Any]:
         except ValueError as exc:
             raise ConfigError(f"{where}: {key} {exc}") from exc
     return checked
+
+
+def _check_profiles(raw: dict[str, Any], path: Path) -> dict[str, dict[str, Any]]:
+    profiles: dict[str, dict[str, Any]] = {}
+    for name, table in raw.items():
+        where = f"config file {path}, profile {name!r}"
+        if not isinstance(table, dict):
+            raise ConfigError(f"{where}: must be a table [profiles.{name}]")
+        values: dict[str, Any] = {"backend": "openai"}
+        for key, value in table.items():
+            if key not in KNOWN_KEYS or key == "profile":
+                raise ConfigError(f"{where}: unknown setting {key!r}")
+            try:
+                values[key] = _check_value(key, value)
+            except ValueError as exc:
+                raise ConfigError(f"{where}: {key} {exc}") from exc
+        profiles[name] = values
+    return profiles
 
 
 def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
@@ -225,11 +280,22 @@ def resolve_settings(
     flag_values: Mapping[str, Any],
     role_values: Mapping[str, Any] | None = None,
 ) -> Settings:
-    """Merge the layers (flags > role > environment > file > defaults); ``None`` is "not given"."""
+    """Merge the layers: flags > role > profile > environment > file > defaults.
+
+    ``None`` in a layer means "not given"; the profile is the config file's
+    ``[profiles.NAME]`` chosen by ``profile`` (flag or file).
+    """
     merged: dict[str, Any] = {}
+    profiles: Mapping[str, Any] = file_values.get("profiles") or {}
+    chosen = flag_values.get("profile") or file_values.get("profile")
+    if chosen is not None and chosen not in profiles:
+        known = ", ".join(sorted(profiles)) or "none defined"
+        raise ConfigError(f"no profile {chosen!r} in the config file (profiles: {known})")
+    profile_values = {**profiles.get(chosen, {}), "profile": chosen} if chosen else {}
     layers = (
-        (file_values, "config"),
+        ({k: v for k, v in file_values.items() if k != "profiles"}, "config"),
         (env_values, "environment"),
+        (profile_values, "profile"),
         (role_values or {}, "role"),
         (flag_values, ""),
     )

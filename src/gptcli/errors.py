@@ -18,6 +18,7 @@ class ExitStatus(IntEnum):
     MODEL = 3
     CONTEXT_OVERFLOW = 4
     SCHEMA_MISMATCH = 5
+    REMOTE = 6
     BROKEN_PIPE = 141
     INTERRUPTED = 130
 
@@ -65,3 +66,9 @@ class SchemaMismatchError(GptcliError):
     """The answer does not validate against the requested JSON schema."""
 
     exit_code = ExitStatus.SCHEMA_MISMATCH
+
+
+class RemoteError(GptcliError):
+    """A model server could not be reached or answered with an error."""
+
+    exit_code = ExitStatus.REMOTE

@@ -27,7 +27,7 @@ from gptcli.interrupt import sigint_cancels
 from gptcli.paths import AppPaths, app_paths
 from gptcli.render import GuardedStream, MarkdownRenderer, PlainRenderer, Renderer
 from gptcli.roles import role_layer
-from gptcli.session import SessionRecorder, conversation_of, model_facts
+from gptcli.session import SessionRecorder, answer_facts, conversation_of
 from gptcli.store import SessionError, SessionStore, check_name, new_session_name
 
 MAX_FILE = 64 * 1024 * 1024
@@ -219,7 +219,7 @@ def run_oneshot(request: OneShot, out: IO[str] | None = None) -> ExitStatus:
     if request.chunked and (request.session or request.continue_last):
         raise UsageError("--chunked cannot be combined with sessions (-c, --session)")
     schema, grammar = _constraints(request)
-    sampling = replace(settings.sampling, grammar=grammar)
+    sampling = replace(settings.sampling, grammar=grammar, schema=schema)
     instruction, attached = _gather_input(request)
     cancel = Cancellation()
     with sigint_cancels(cancel):
@@ -253,11 +253,13 @@ def run_oneshot(request: OneShot, out: IO[str] | None = None) -> ExitStatus:
                     recorder.user(user_text)  # on disk before the answer starts
                 events = conversation.send(user_text, backend, sampling, cancel, reply)
             held = schema is not None or grammar is not None
-            _show(events, reply, request, stream, held, backend.details.name)
-            if recorder is not None and (reply.text or reply.finished):
-                details = backend.details
-                facts = model_facts(Path(details.path), details.name, paths.cache_dir)
-                recorder.answer(reply.text, reply.finished, facts, sampling)
+            try:
+                _show(events, reply, request, stream, held, backend.details.name)
+            finally:
+                # Also after a failure mid-answer: the part received is kept, marked.
+                if recorder is not None and (reply.text or reply.finished):
+                    facts = answer_facts(backend, paths.cache_dir)
+                    recorder.answer(reply.text, reply.finished, facts, sampling)
         extra = {"chunked": _chunk_report(chunked)} if chunked is not None else {}
         return _finish(request, reply, schema, sampling, backend, fit, stream, extra)
     finally:

@@ -98,7 +98,7 @@ class SessionRecorder:
             }
             if finished
             else None,
-            backend="local",
+            backend=str(model.get("backend", "local")),
         )
 
         def change(session: Session) -> None:
@@ -134,3 +134,12 @@ def model_facts(path: Path, name: str, cache_dir: Path) -> dict[str, Any]:
     except OSError:
         digest = None
     return {"name": name, "file": path.name, "sha256": digest}
+
+
+def answer_facts(backend: object, cache_dir: Path) -> dict[str, Any]:
+    """What produced an answer: the model file and its sha256, or the server and profile."""
+    facts = getattr(backend, "facts", None)
+    if callable(facts):
+        return dict(facts())
+    details = backend.details  # type: ignore[attr-defined]
+    return model_facts(Path(details.path), details.name, cache_dir)

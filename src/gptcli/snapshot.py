@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from gptcli.atomic import write_private_file
 
@@ -21,6 +21,7 @@ MAX_HEADER = 4 * 1024 * 1024
 MAX_STATE = 16 * 1024**3
 
 
+@runtime_checkable
 class Snapshotting(Protocol):
     def state_key(self) -> dict[str, object]: ...
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Literal, Protocol
 
@@ -66,7 +67,7 @@ class Finished:
     reason: FinishReason
     usage: Usage
     timings: Timings
-    seed: int
+    seed: int | None  # None when a server chose it and did not say
     decode_tokens_per_second: float = field(default=0.0)
 
 
@@ -74,13 +75,30 @@ Event = TextDelta | Finished
 
 
 class Cancellation:
-    """A flag a signal handler or another thread sets to stop a reply at the next token."""
+    """A flag a signal handler or another thread sets to stop a reply at the next token.
+
+    Code blocked in a network read can ask to be woken instead: inside
+    ``interrupting()``, a cancel from the main thread's signal handler raises
+    KeyboardInterrupt there, which that code turns into an interrupted reply.
+    """
 
     def __init__(self) -> None:
         self._event = threading.Event()
+        self._raise = False
 
     def cancel(self) -> None:
         self._event.set()
+        if self._raise and threading.current_thread() is threading.main_thread():
+            self._raise = False
+            raise KeyboardInterrupt
+
+    @contextmanager
+    def interrupting(self) -> Iterator[None]:
+        self._raise = True
+        try:
+            yield
+        finally:
+            self._raise = False
 
     def reset(self) -> None:
         self._event.clear()

@@ -10,7 +10,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gptcli.backends.base import Cancellation, Event, Finished, TextDelta
+from gptcli.backends.base import Backend, Cancellation, Event, Finished, TextDelta
 from gptcli.chat import Conversation, Reply
 from gptcli.config import SamplingOptions, Settings, check_setting
 from gptcli.context import check_policy, fit_conversation
@@ -20,8 +20,8 @@ from gptcli.paths import AppPaths, ensure_private_dir
 from gptcli.render import MarkdownRenderer, PlainRenderer, Renderer, sanitize
 from gptcli.repl import commands
 from gptcli.repl.keys import repl_key_bindings, unwrap_block
-from gptcli.session import SessionRecorder, conversation_of, model_facts
-from gptcli.snapshot import load_snapshot, save_snapshot
+from gptcli.session import SessionRecorder, answer_facts, conversation_of, model_facts
+from gptcli.snapshot import Snapshotting, load_snapshot, save_snapshot
 from gptcli.store import SessionError, SessionStore, check_name, new_session_name
 
 if TYPE_CHECKING:
@@ -30,8 +30,6 @@ if TYPE_CHECKING:
     from prompt_toolkit.input import Input
     from prompt_toolkit.output import Output
     from rich.console import Console
-
-    from gptcli.backends.llama import LlamaBackend
 
 
 @dataclass(frozen=True)
@@ -52,7 +50,7 @@ class ReplState:
     """What the REPL knows between turns."""
 
     settings: Settings
-    backend: LlamaBackend
+    backend: Backend
     conversation: Conversation
     last: Finished | None = None
     context_used: int = 0
@@ -238,8 +236,7 @@ class Repl:
         state = self.state
         if state.recorder is None or not (reply.text or reply.finished):
             return
-        details = state.backend.details
-        facts = model_facts(Path(details.path), details.name, self.paths.cache_dir)
+        facts = answer_facts(state.backend, self.paths.cache_dir)
         state.recorder.answer(
             reply.text, reply.finished, facts, state.settings.sampling, replace_previous=retry
         )
@@ -251,6 +248,8 @@ class Repl:
         state = self.state
         store = self._store()
         if state.recorder is None or state.recorder.failed:
+            return
+        if not isinstance(state.backend, Snapshotting):
             return
         if not state.session_name or not store.exists(state.session_name):
             return
@@ -268,6 +267,8 @@ class Repl:
 
     def restore_snapshot(self) -> None:
         path = self._store().directory / f"{self.state.session_name}.kv"
+        if not isinstance(self.state.backend, Snapshotting):
+            return
         restored = load_snapshot(path, self.state.backend, self._model_sha256())
         if restored:
             self._note(f"(restored the saved state: {restored} tokens need no processing)", "dim")

@@ -1,0 +1,98 @@
+"""Small real HTTP servers on 127.0.0.1 that misbehave the ways model servers do."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+
+def sse(text: str) -> bytes:
+    chunk = {"choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]}
+    return f"data: {json.dumps(chunk)}\n\n".encode()
+
+
+@dataclass
+class Script:
+    """What the server does for each POST, in order (the last one repeats)."""
+
+    steps: list[str]
+    retry_after: str = "1"
+    echo: str = ""
+    requests: list[tuple[float, dict[str, str]]] = field(default_factory=list)
+
+
+def _handler(script: Script) -> type[BaseHTTPRequestHandler]:
+    class Handler(BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+        def _plain(self, status: int, body: str, headers: dict[str, str] | None = None) -> None:
+            data = body.encode()
+            self.send_response(status)
+            for key, value in (headers or {}).items():
+                self.send_header(key, value)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def _chunk(self, data: bytes) -> None:
+            self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+            self.wfile.flush()
+
+        def do_GET(self) -> None:
+            self._plain(200, json.dumps({"object": "list", "data": [{"id": "fake"}]}))
+
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length", "0"))
+            self.rfile.read(length)
+            script.requests.append((time.monotonic(), dict(self.headers)))
+            step = script.steps[min(len(script.requests) - 1, len(script.steps) - 1)]
+            if step == "stall":
+                time.sleep(30)
+                return
+            if step in ("401", "404", "500"):
+                self._plain(int(step), json.dumps({"error": f"nope {script.echo}"}))
+                return
+            if step == "429":
+                self._plain(429, '{"error": "slow down"}', {"Retry-After": script.retry_after})
+                return
+            self.send_response(200)
+            self.send_header("Content-Type", "text/event-stream")
+            self.send_header("Transfer-Encoding", "chunked")
+            self.end_headers()
+            if step == "malformed":
+                self._chunk(b"data: {not json\n\n")
+                self._chunk(b"")
+                return
+            for piece in ("Hello", " wor", "ld"):
+                self._chunk(sse(piece))
+                if step == "cut" and piece == " wor":
+                    self.close_connection = True
+                    self.connection.shutdown(2)  # mid-stream, no terminator
+                    return
+            self._chunk(b"data: [DONE]\n\n")
+            self._chunk(b"")
+
+    return Handler
+
+
+class FakeServer:
+    def __init__(self, script: Script) -> None:
+        self.script = script
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), _handler(script))
+        self.server.daemon_threads = True
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
