@@ -270,3 +270,20 @@ def test_every_sampling_option_reaches_the_sampler(gptcli: Gptcli) -> None:
         changed = gptcli(*base, "-t", "0.9", flag, value)
         assert changed.returncode == 0, changed.stderr
         assert changed.stdout != reference.stdout, flag
+
+
+@pytest.mark.parametrize("setting", [{"NO_COLOR": "1"}, {"TERM": "dumb"}, {}])
+def test_terminal_output_plain_when_asked(gptcli: Gptcli, setting: dict[str, str]) -> None:
+    from tests.terminal import Terminal
+
+    env = {**gptcli.env, "TERM": "xterm-256color", **setting}
+    prompt = "Write a markdown list of three fruits with **bold** names."
+    term = Terminal([gptcli_executable(), "ask", "-t", "0", "-n", "60", prompt], env)
+    try:
+        assert term.wait_exit(timeout=60) == 0
+    finally:
+        term.close()
+    if setting:
+        assert b"\x1b" not in term.raw  # exact text, no escape sequences at all
+    else:
+        assert b"\x1b[" in term.raw  # rendered Markdown on a capable terminal

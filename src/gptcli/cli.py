@@ -6,6 +6,7 @@ import os
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from pathlib import Path
 from typing import Annotated, Any, Optional
 
@@ -232,6 +233,10 @@ def ask(
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="Nothing on stderr but errors.")
     ] = False,
+    ignore_eos: Annotated[
+        bool,
+        typer.Option("--ignore-eos", help="Generate past the end of the answer (benchmarks)."),
+    ] = False,
     debug: DebugOpt = False,
 ) -> None:
     """Answer one prompt and exit. Reads stdin when it is not a terminal."""
@@ -273,6 +278,7 @@ def ask(
         variables=tuple(var or ()),
         jsonl=jsonl,
         quiet=quiet,
+        ignore_eos=ignore_eos,
     )
     status = run_oneshot(request)
     if status != ExitStatus.OK:
@@ -321,6 +327,10 @@ def chat(
     api_key_env: ApiKeyEnvOpt = None,
     role: RoleOpt = None,
     var: VarOpt = None,
+    ignore_eos: Annotated[
+        bool,
+        typer.Option("--ignore-eos", help="Generate past the end of answers (benchmarks)."),
+    ] = False,
     debug: DebugOpt = False,
 ) -> None:
     """Chat interactively (the default on a terminal). /help inside lists the commands."""
@@ -354,6 +364,8 @@ def chat(
 
     paths = app_paths()
     settings = load_settings(paths.config_file, flags, role_layer(paths.config_dir, role, var))
+    if ignore_eos:
+        settings = replace(settings, sampling=replace(settings.sampling, ignore_eos=True))
     history = settings.history and not no_history and os.environ.get("GPTCLI_NO_HISTORY") != "1"
     options = ReplOptions(
         history=history and not no_save,

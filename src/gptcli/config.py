@@ -57,6 +57,7 @@ class SamplingOptions:
     stop: tuple[str, ...] = ()
     grammar: str | None = None  # GBNF; from --schema or --grammar, never from the config file
     schema: dict[str, Any] | None = None  # the JSON schema behind `grammar`, for remote servers
+    ignore_eos: bool = False  # keep generating past end-of-turn (benchmarks)
 
 
 @dataclass(frozen=True)
@@ -88,7 +89,7 @@ class Settings:
 
 
 # key -> (section, accepted Python types, validator description)
-_SAMPLING_KEYS = {f.name for f in fields(SamplingOptions)} - {"grammar", "schema"}
+_SAMPLING_KEYS = {f.name for f in fields(SamplingOptions)} - {"grammar", "schema", "ignore_eos"}
 _ENGINE_KEYS = {f.name for f in fields(EngineOptions)}
 _TOP_KEYS = {
     "model",

@@ -54,6 +54,7 @@ class OneShot:
     variables: tuple[str, ...] = ()
     jsonl: bool = False
     quiet: bool = False
+    ignore_eos: bool = False
 
 
 _quiet: ContextVar[bool] = ContextVar("quiet", default=False)
@@ -219,7 +220,9 @@ def run_oneshot(request: OneShot, out: IO[str] | None = None) -> ExitStatus:
     if request.chunked and (request.session or request.continue_last):
         raise UsageError("--chunked cannot be combined with sessions (-c, --session)")
     schema, grammar = _constraints(request)
-    sampling = replace(settings.sampling, grammar=grammar, schema=schema)
+    sampling = replace(
+        settings.sampling, grammar=grammar, schema=schema, ignore_eos=request.ignore_eos
+    )
     instruction, attached = _gather_input(request)
     cancel = Cancellation()
     with sigint_cancels(cancel):

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import errno
 import re
+import time
 from typing import IO, TYPE_CHECKING, Protocol
 
 from gptcli.errors import GptcliError
@@ -157,6 +158,7 @@ class MarkdownRenderer:
         self._committed = 0
         self._previous: str | None = None
         self._live: Live | None = None
+        self._drawn_at = 0.0
 
     def _lines(self, markdown: str) -> list[list[Segment]]:
         from rich.markdown import Markdown
@@ -202,19 +204,25 @@ class MarkdownRenderer:
             self._show_tail(tail)
 
     def _show_tail(self, tail: str) -> None:
+        # Redrawn from this thread, at most `fps` times a second: a background refresh
+        # thread would compete with llama.cpp's threads for the CPU (on a busy 2-core
+        # machine that slowed decoding many times over).
         from rich.live import Live
 
+        now = time.monotonic()
         if self._live is None:
             self._live = Live(
                 _Tail(tail, self._code_theme),
                 console=self._console,
-                refresh_per_second=self._fps,
+                auto_refresh=False,
                 transient=True,
                 vertical_overflow="crop",
             )
-            self._live.start()
-        else:
-            self._live.update(_Tail(tail, self._code_theme), refresh=False)
+            self._live.start(refresh=True)
+            self._drawn_at = now
+        elif now - self._drawn_at >= 1 / self._fps:
+            self._live.update(_Tail(tail, self._code_theme), refresh=True)
+            self._drawn_at = now
 
     def _stop_live(self) -> None:
         if self._live is not None:

@@ -363,11 +363,13 @@ class LlamaBackend:
                     reason = "length"
                     break
                 token = lib.llama_sampler_sample(sampler, self._ctx, -1)
-                if lib.llama_vocab_is_eog(self._vocab, token):
+                end_of_turn = lib.llama_vocab_is_eog(self._vocab, token)
+                if end_of_turn and not options.ignore_eos:
                     reason = "stop"
                     break
                 produced += 1
-                text, stopped = stops.feed(utf8.feed(self._piece(token)))
+                piece = b"" if end_of_turn else self._piece(token)
+                text, stopped = stops.feed(utf8.feed(piece))
                 if at_start and text:
                     text = text.lstrip()
                     at_start = not text
