@@ -133,9 +133,9 @@ def native_bench(binaries: Path, model: str, threads: int, repeats: int) -> dict
         str(repeats),
         "-o",
         "json",
-        "--no-repack",
-        "1",
-    ]  # extra buffer types off: the AMX kernels crash here
+        "--repack",
+        "0",
+    ]  # extra buffer types off, as gptcli runs here: the AMX kernels crash on this CPU
     done = subprocess.run(command, capture_output=True, text=True, check=True)
     figures: dict[str, float] = {}
     for row in json.loads(done.stdout):
@@ -156,7 +156,8 @@ def ask_json(args: list[str], stdin: str | None = None) -> dict[str, Any]:
 
 
 def gptcli_engine(threads: int, repeats: int) -> dict[str, float]:
-    prompt = " ".join(f"word{n}" for n in range(250))  # about 512 tokens with the template
+    prompt = "the " * 473  # one token each: 512 prompt tokens with the chat template
+    prompt_tokens = 0
     prefill: list[float] = []
     ttft: list[float] = []
     tg128: list[float] = []
@@ -164,6 +165,7 @@ def gptcli_engine(threads: int, repeats: int) -> dict[str, float]:
     common = ["--threads", str(threads), "-t", "0", "--ctx", "2048"]
     for _ in range(repeats):
         data = ask_json([*common, "-n", "1", "Repeat the words."], stdin=prompt)
+        prompt_tokens = data["usage"]["prompt_tokens"]
         prefill.append(data["timings"]["prompt_tokens_per_s"])
         ttft.append(data["timings"]["time_to_first_token_s"])
         for count, bucket in ((128, tg128), (1024, tg1024)):
@@ -174,6 +176,7 @@ def gptcli_engine(threads: int, repeats: int) -> dict[str, float]:
         "tg128": statistics.median(tg128),
         "tg1024": statistics.median(tg1024),
         "ttft_s": statistics.median(ttft),
+        "prompt_tokens": prompt_tokens,
     }
 
 
@@ -240,6 +243,7 @@ def main() -> None:
         "threads": args.threads,
         "native": native,
         "gptcli": engine,
+        "gptcli_prompt_tokens": engine.pop("prompt_tokens"),
         "repl_tg1024": repl,
         "ratios": {
             "prefill pp512": engine["pp512"] / native["pp512"],
