@@ -193,3 +193,24 @@ def test_decode_input() -> None:
     assert bad.warning is not None and "offset 2" in bad.warning
     with pytest.raises(UsageError, match="offset 1"):
         decode_input(b"a\x00b")
+
+
+@pytest.mark.parametrize(
+    ("template", "problem"),
+    [
+        (
+            "{% for i in range(100000) %}{% for j in range(100000) %}x{% endfor %}{% endfor %}",
+            "longer than",
+        ),
+        ("{{ 'x' * 1000000000 }}", "oversized value"),
+        ("{{ 10 ** 100000000 }}", "huge power"),
+        ("{% for i in range(99999) %}{{ 'y' * 999 }}{% endfor %}", "more than"),
+    ],
+)
+def test_template_time_and_size_bombs_are_stopped(template: str, problem: str) -> None:
+    import time
+
+    started = time.perf_counter()
+    with pytest.raises(TemplateError, match=problem):
+        ChatTemplate("bomb", template).render([Message("user", "hi")])
+    assert time.perf_counter() - started < 5

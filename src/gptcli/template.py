@@ -10,7 +10,8 @@ differently.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -38,6 +39,55 @@ class TemplateError(Exception):
     """The template failed to compile or render."""
 
 
+RENDER_SECONDS = 2.0
+MAX_RENDERED = 8 * 1024 * 1024
+
+
+def _budgeted_environment() -> Any:
+    """Jinja's immutable sandbox, with `*` and `**` unable to build huge values."""
+    from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+    class Budgeted(ImmutableSandboxedEnvironment):
+        intercepted_binops = frozenset(["*", "**"])
+
+        def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+            if operator == "**" and isinstance(right, int) and abs(right) > 64:
+                raise TemplateError("chat template raises a number to a huge power")
+            if operator == "*":
+                sizes = [len(v) for v in (left, right) if isinstance(v, str | list | tuple)]
+                counts = [v for v in (left, right) if isinstance(v, int)]
+                if sizes and counts and sizes[0] * max(counts[0], 0) > MAX_RENDERED:
+                    raise TemplateError("chat template builds an oversized value")
+            return super().call_binop(context, operator, left, right)
+
+    return Budgeted(trim_blocks=True, lstrip_blocks=True)
+
+
+@contextmanager
+def _time_budget(seconds: float) -> Iterator[None]:
+    """Stop a template that runs too long (main thread on Unix; elsewhere unbounded)."""
+    import signal
+    import threading
+
+    if (
+        not hasattr(signal, "setitimer")
+        or threading.current_thread() is not threading.main_thread()
+    ):
+        yield
+        return
+
+    def expired(signum: int, frame: Any) -> None:
+        raise TemplateError(f"chat template took longer than {seconds:.0f} s to render")
+
+    previous = signal.signal(signal.SIGALRM, expired)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+
+
 def _raise_exception(message: str) -> None:
     raise TemplateError(message)
 
@@ -56,9 +106,7 @@ class ChatTemplate:
     eos_token: str = ""
 
     def __post_init__(self) -> None:
-        from jinja2.sandbox import ImmutableSandboxedEnvironment
-
-        env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+        env = _budgeted_environment()
         env.globals["raise_exception"] = _raise_exception
         env.globals["strftime_now"] = _strftime_now
         try:
@@ -75,9 +123,15 @@ class ChatTemplate:
             "tools": None,
         }
         try:
-            return self._compiled.render(**context)
+            with _time_budget(RENDER_SECONDS):
+                rendered = str(self._compiled.render(**context))
+        except TemplateError:
+            raise
         except Exception as exc:  # a template may raise anything; it is untrusted code
             raise TemplateError(f"chat template failed: {exc}") from exc
+        if len(rendered) > MAX_RENDERED:
+            raise TemplateError(f"chat template produced more than {MAX_RENDERED} characters")
+        return rendered
 
     def render(
         self, messages: Sequence[Message], add_generation_prompt: bool = True
