@@ -26,3 +26,17 @@ def test_ci_runs_the_readme_test_command() -> None:
     _, test = readme_commands()
     ci = (ROOT / ".ci" / "run").read_text().splitlines()
     assert test in ci
+
+
+def test_readme_config_examples_load(tmp_path: Path) -> None:
+    from gptcli.config import load_config_file, resolve_settings
+
+    blocks = re.findall(r"```toml\n(.*?)```", (ROOT / "README.md").read_text(), re.DOTALL)
+    assert len(blocks) >= 2
+    for number, block in enumerate(blocks):
+        path = tmp_path / f"example{number}.toml"
+        path.write_text(block)
+        values = load_config_file(path)  # raises on anything gptcli would refuse
+        assert values
+        for name in values.get("profiles", {}):
+            assert resolve_settings(values, {}, {"profile": name}).backend == "openai"
