@@ -131,6 +131,16 @@ def _version_callback(value: bool) -> None:
         raise typer.Exit()
 
 
+def setting_flags(**given: Any) -> dict[str, Any]:
+    """The command-line layer of the settings (None = not given)."""
+    stop = given.get("stop")
+    return {
+        **given,
+        "stop": tuple(stop) if stop else None,
+        "backend": given.get("backend") or ("openai" if given.get("base_url") else None),
+    }
+
+
 @app.callback(invoke_without_command=True)
 def root(
     version: Annotated[
@@ -242,25 +252,25 @@ def ask(
     """Answer one prompt and exit. Reads stdin when it is not a terminal."""
     from gptcli.oneshot import OneShot, run_oneshot
 
-    flags: dict[str, Any] = {
-        "model": model,
-        "system": system,
-        "temperature": temperature,
-        "top_p": top_p,
-        "top_k": top_k,
-        "min_p": min_p,
-        "repeat_penalty": repeat_penalty,
-        "max_tokens": max_tokens,
-        "seed": seed,
-        "stop": tuple(stop) if stop else None,
-        "ctx": ctx,
-        "threads": threads,
-        "gpu_layers": gpu_layers,
-        "profile": profile,
-        "backend": backend or ("openai" if base_url else None),
-        "base_url": base_url,
-        "api_key_env": api_key_env,
-    }
+    flags = setting_flags(
+        model=model,
+        system=system,
+        temperature=temperature,
+        top_p=top_p,
+        top_k=top_k,
+        min_p=min_p,
+        repeat_penalty=repeat_penalty,
+        max_tokens=max_tokens,
+        seed=seed,
+        stop=stop,
+        ctx=ctx,
+        threads=threads,
+        gpu_layers=gpu_layers,
+        profile=profile,
+        backend=backend,
+        base_url=base_url,
+        api_key_env=api_key_env,
+    )
     request = OneShot(
         prompt=prompt,
         flags=flags,
@@ -341,25 +351,25 @@ def chat(
 
     if not stdin_is_interactive(0) or not stdin_is_interactive(1):
         raise UsageError("chat needs a terminal; use gptcli ask for pipes and scripts")
-    flags = {
-        "model": model,
-        "system": system,
-        "temperature": temperature,
-        "top_p": top_p,
-        "top_k": top_k,
-        "min_p": min_p,
-        "repeat_penalty": repeat_penalty,
-        "max_tokens": max_tokens,
-        "seed": seed,
-        "stop": tuple(stop) if stop else None,
-        "ctx": ctx,
-        "threads": threads,
-        "gpu_layers": gpu_layers,
-        "profile": profile,
-        "backend": backend or ("openai" if base_url else None),
-        "base_url": base_url,
-        "api_key_env": api_key_env,
-    }
+    flags = setting_flags(
+        model=model,
+        system=system,
+        temperature=temperature,
+        top_p=top_p,
+        top_k=top_k,
+        min_p=min_p,
+        repeat_penalty=repeat_penalty,
+        max_tokens=max_tokens,
+        seed=seed,
+        stop=stop,
+        ctx=ctx,
+        threads=threads,
+        gpu_layers=gpu_layers,
+        profile=profile,
+        backend=backend,
+        base_url=base_url,
+        api_key_env=api_key_env,
+    )
     from gptcli.roles import role_layer
 
     paths = app_paths()

@@ -86,6 +86,10 @@ def _init_library(debug: bool) -> Any:
     return llama_cpp
 
 
+def _chatml(bos: str, eos: str) -> ChatTemplate:
+    return ChatTemplate("built-in ChatML (fallback)", CHATML_TEMPLATE, bos, eos)
+
+
 class LlamaBackend:
     """A GGUF model loaded in this process, answering conversations as event streams."""
 
@@ -201,7 +205,7 @@ class LlamaBackend:
                 self._notices.append(f"{exc}; using the ChatML template instead")
         else:
             self._notices.append("the model file has no chat template; using ChatML")
-        return ChatTemplate("built-in ChatML (fallback)", CHATML_TEMPLATE, bos, eos)
+        return _chatml(bos, eos)
 
     def tokenize(self, text: str, special: bool) -> list[int]:
         data = text.encode("utf-8", errors="surrogatepass")
@@ -242,12 +246,7 @@ class LlamaBackend:
             if self._template.source.startswith("built-in"):
                 raise GptcliError(str(exc)) from exc
             self._notices.append(f"{exc}; using the ChatML template instead")
-            self._template = ChatTemplate(
-                "built-in ChatML (fallback)",
-                CHATML_TEMPLATE,
-                self._template.bos_token,
-                self._template.eos_token,
-            )
+            self._template = _chatml(self._template.bos_token, self._template.eos_token)
             pieces = self._template.render(messages)
         return self._pieces_to_tokens(pieces)
 

@@ -6,7 +6,7 @@ import base64
 import os
 import sys
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -54,7 +54,6 @@ class ReplState:
     conversation: Conversation
     last: Finished | None = None
     context_used: int = 0
-    notices: list[str] = field(default_factory=list)
     session_name: str = ""
     recorder: SessionRecorder | None = None
 
