@@ -61,11 +61,11 @@ def cpu_flags() -> frozenset[str]:
 
 def build_fingerprint(quantization: str) -> str:
     """Identifies the native build, the CPU's feature set and the weight type."""
-    import llama_cpp
+    from gptcli.backends import native
 
-    parts = [getattr(llama_cpp, "__version__", "?"), quantization]
-    lib_dir = Path(llama_cpp.__file__).parent / "lib"
-    if lib_dir.is_dir():
+    parts = [native.engine_version(), quantization]
+    lib_dir = native.library_dir()
+    if lib_dir is not None:
         for lib in sorted(lib_dir.iterdir()):
             stat = lib.stat()
             parts.append(f"{lib.name}:{stat.st_size}:{int(stat.st_mtime)}")

@@ -51,7 +51,9 @@ def _backends(system_info: str) -> list[str]:
 def _engine_checks() -> list[Check]:
     try:
         engine_version = version("llama-cpp-python")
-        import llama_cpp
+        from gptcli.backends import native
+
+        llama_cpp = native.bindings()
     except (PackageNotFoundError, ImportError, OSError) as exc:
         return [Check("llama-cpp-python", f"not usable: {exc}", ok=False)]
     info = llama_cpp.llama_print_system_info().decode("utf-8", errors="replace").strip()

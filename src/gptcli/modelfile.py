@@ -181,6 +181,9 @@ class ModelFileInfo:
         return total
 
 
+_U64 = struct.Struct("<Q")
+
+
 class _Reader:
     """Bounded little-endian reads over a memory map; every overrun is a ModelError."""
 
@@ -213,6 +216,18 @@ class _Reader:
         self.pos += length
         return raw.decode("utf-8", errors="replace")
 
+    def skip_strings(self, count: int, key: str) -> None:
+        """Step over ``count`` length-prefixed strings (a vocabulary: tens of thousands)."""
+        buf, pos, unpack = self.buf, self.pos, _U64.unpack_from
+        try:
+            for _ in range(count):
+                pos += 8 + unpack(buf, pos)[0]
+        except struct.error:
+            pos = len(buf) + 1
+        if pos > len(buf):
+            raise self.fail(f"array {key!r} runs past the end of the file")
+        self.pos = pos
+
     def value(self, type_id: int, key: str, depth: int = 0) -> Any:
         if type_id in _SCALARS:
             return self.take(_SCALARS[type_id])
@@ -226,8 +241,11 @@ class _Reader:
                 raise self.fail(f"array {key!r} has unsupported item type {item_type}")
             if length * item_size > self.remaining():
                 raise self.fail(f"array {key!r} claims {length} items, more than the file holds")
-            if item_type in _SCALARS and length > KEEP_ARRAY_ITEMS:
-                self.pos += length * item_size
+            if length > KEEP_ARRAY_ITEMS:
+                if item_type in _SCALARS:
+                    self.pos += length * item_size
+                else:
+                    self.skip_strings(length, key)
                 return ArraySummary(item_type, length)
             items = [self.value(item_type, key, depth + 1) for _ in range(length)]
             return items if length <= KEEP_ARRAY_ITEMS else ArraySummary(item_type, length)

@@ -51,7 +51,9 @@ def load_schema(value: str) -> dict[str, Any]:
 
 
 def schema_grammar(schema: dict[str, Any]) -> str:
-    from llama_cpp.llama_grammar import json_schema_to_gbnf
+    from gptcli.backends import native
+
+    json_schema_to_gbnf = native.submodule("llama_grammar").json_schema_to_gbnf
 
     try:
         grammar = str(json_schema_to_gbnf(json.dumps(schema)))

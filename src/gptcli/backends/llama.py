@@ -11,7 +11,6 @@ a conversation only processes its new tokens.
 from __future__ import annotations
 
 import ctypes
-import logging
 import os
 import secrets
 import time
@@ -20,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gptcli.backends import native
 from gptcli.backends.base import (
     Cancellation,
     Event,
@@ -39,7 +39,6 @@ from gptcli.textstream import StopMatcher, Utf8Stream
 
 DEFAULT_CONTEXT = 4096
 ALL_LAYERS = 0x7FFFFFFF
-_backend_ready = False
 
 
 @dataclass(frozen=True)
@@ -74,18 +73,6 @@ def physical_cores() -> int:
     return max(1, (os.cpu_count() or 2) // 2) if (os.cpu_count() or 1) > 1 else 1
 
 
-def _init_library(debug: bool) -> Any:
-    global _backend_ready
-    import llama_cpp
-
-    # llama-cpp-python forwards native logs to stderr unless its logger is raised.
-    logging.getLogger("llama-cpp-python").setLevel(logging.DEBUG if debug else logging.CRITICAL + 1)
-    if not _backend_ready:
-        llama_cpp.llama_backend_init()
-        _backend_ready = True
-    return llama_cpp
-
-
 def _chatml(bos: str, eos: str) -> ChatTemplate:
     return ChatTemplate("built-in ChatML (fallback)", CHATML_TEMPLATE, bos, eos)
 
@@ -100,7 +87,7 @@ class LlamaBackend:
         info: ModelFileInfo | None = None,
     ) -> None:
         self._info = info or read_model_file(options.path)
-        self._lib = lib = _init_library(options.debug)
+        self._lib = lib = native.bindings(options.debug)
         self._notices: list[str] = []
         self._model: Any = None
         self._ctx: Any = None
@@ -379,6 +366,8 @@ class LlamaBackend:
                 if stopped:
                     reason = "stop"
                     break
+                if limit is not None and produced >= limit:
+                    break  # the last token is evaluated with the next prompt, if any
                 if len(self._evaluated) >= self._n_ctx:
                     reason = "length"
                     break
@@ -423,12 +412,10 @@ class LlamaBackend:
         """What a saved KV state is only valid for (with the model file's sha256)."""
         import hashlib
 
-        import llama_cpp
-
         return {
             "n_ctx": self._n_ctx,
             "template_sha256": hashlib.sha256(self._template.text.encode()).hexdigest(),
-            "llama_cpp": getattr(llama_cpp, "__version__", "?"),
+            "llama_cpp": native.engine_version(),
             "gpu_layers": self._gpu_layers,
         }
 
@@ -462,3 +449,4 @@ class LlamaBackend:
         if self._model:
             lib.llama_model_free(self._model)
             self._model = None
+            native.release_freed_memory()

@@ -1,0 +1,108 @@
+"""llama.cpp's C API, through llama-cpp-python's ctypes bindings alone.
+
+``import llama_cpp`` runs the package's ``__init__``, which imports the
+high-level ``Llama`` class and with it numpy, jinja2 and the chat-format tables
+(about 70 ms of every start-up here). gptcli uses none of them: it drives the C
+API through ``llama_cpp.llama_cpp`` and, for ``--schema``, the pure-Python
+``llama_cpp.llama_grammar``. Those modules are imported under a package object
+that is created but not executed, which is then taken out of ``sys.modules``
+again, so a later plain ``import llama_cpp`` (by a plugin, say) runs the package
+normally and finds the bindings already loaded: the shared library is loaded
+once either way.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import importlib
+import importlib.util
+import logging
+import sys
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+PACKAGE = "llama_cpp"
+_log_callback: Any = None
+_log_to_stderr = False
+_ready = False
+
+
+def submodule(name: str) -> ModuleType:
+    """``llama_cpp.<name>`` without running ``llama_cpp/__init__.py``."""
+    qualified = f"{PACKAGE}.{name}"
+    loaded = sys.modules.get(qualified)
+    if loaded is not None:
+        return loaded
+    if PACKAGE in sys.modules:
+        return importlib.import_module(qualified)
+    spec = importlib.util.find_spec(PACKAGE)
+    if spec is None or spec.submodule_search_locations is None:
+        raise ImportError("llama-cpp-python is not installed")
+    package = importlib.util.module_from_spec(spec)
+    sys.modules[PACKAGE] = package
+    try:
+        return importlib.import_module(qualified)
+    finally:
+        if sys.modules.get(PACKAGE) is package:
+            del sys.modules[PACKAGE]
+
+
+def library_dir() -> Path | None:
+    """Where the installed llama-cpp-python keeps its shared libraries."""
+    spec = importlib.util.find_spec(PACKAGE)
+    if spec is None or not spec.submodule_search_locations:
+        return None
+    lib = Path(next(iter(spec.submodule_search_locations))) / "lib"
+    return lib if lib.is_dir() else None
+
+
+def engine_version() -> str:
+    try:
+        return version("llama-cpp-python")
+    except PackageNotFoundError:
+        return "?"
+
+
+def bindings(debug: bool = False) -> Any:
+    """The ctypes bindings, with llama.cpp initialised and its logs routed.
+
+    Native logs go to stderr only with ``debug``; otherwise they are dropped, so
+    stdout and stderr stay clean for scripts.
+    """
+    global _log_callback, _log_to_stderr, _ready
+    lib = submodule("llama_cpp")
+    _log_to_stderr = debug
+    # Should the full package be imported later, its own log callback replaces
+    # this one and obeys this logger's level.
+    logging.getLogger("llama-cpp-python").setLevel(logging.DEBUG if debug else logging.CRITICAL + 1)
+    if _log_callback is None:
+
+        @lib.llama_log_callback  # type: ignore[untyped-decorator]
+        def on_log(level: int, text: bytes, user_data: ctypes.c_void_p) -> None:
+            if _log_to_stderr and text:
+                sys.stderr.write(text.decode("utf-8", errors="replace"))
+                sys.stderr.flush()
+
+        _log_callback = on_log
+        lib.llama_log_set(on_log, ctypes.c_void_p(0))
+    if not _ready:
+        lib.llama_backend_init()
+        _ready = True
+    return lib
+
+
+def release_freed_memory() -> None:
+    """Hand memory freed by a closed model back to the operating system.
+
+    glibc keeps freed heap memory for reuse, and after a model is freed that is
+    several megabytes a time: a chat that switched models a dozen times grew by
+    about 2 MiB per switch. ``malloc_trim`` returns it; elsewhere this does nothing.
+    """
+    try:
+        trim = ctypes.CDLL(None).malloc_trim
+    except (AttributeError, OSError):
+        return
+    trim.argtypes = [ctypes.c_size_t]
+    trim(0)

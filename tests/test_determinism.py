@@ -1,0 +1,128 @@
+"""Same seed, same text: across processes, and before and after engine changes.
+
+``tests/golden_outputs.json`` holds answers recorded with an earlier engine on a
+known build and CPU. When the engine changes (a faster decode loop, lazier
+imports), these tests prove the text did not. Floating-point results depend on
+the llama.cpp build and the CPU's instruction set, so the recorded answers are
+compared only where both match the recording; re-record elsewhere with
+
+    .venv/bin/python -m tests.test_determinism --record
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import sys
+from importlib.metadata import version
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import Gptcli
+
+GOLDEN = Path(__file__).with_name("golden_outputs.json")
+COMMON = ["--threads", "2", "--plain", "-q"]
+CLI_CASES: list[list[str]] = [
+    ["-t", "0", "-n", "24", "Name the capital city of France."],
+    ["--seed", "7", "-t", "0.8", "-n", "48", "Tell me a short story about a fox."],
+    ["--seed", "123", "-t", "1.1", "--top-k", "0", "--repeat-penalty", "1.3", "-n", "48",
+     "Write a haiku about rain."],
+    ["--seed", "5", "-t", "0.7", "-n", "40", "-s", "You are a pirate.",
+     "Who wrote Romeo and Juliet?"],
+]  # fmt: skip
+CONVERSATION: list[tuple[str, int, float]] = [
+    ("Who wrote Romeo and Juliet?", 11, 0.0),
+    ("Tell me one more play by the same author.", 12, 0.7),
+    ("Summarise our conversation in one sentence.", 13, 0.9),
+]
+
+
+def environment() -> str:
+    """The build and CPU that decide the floating-point results."""
+    from gptcli.cpuprobe import cpu_flags
+
+    flags = hashlib.sha256(" ".join(sorted(cpu_flags())).encode()).hexdigest()[:16]
+    return f"llama-cpp-python {version('llama-cpp-python')}, cpu {flags}"
+
+
+def converse(model: Path) -> list[str]:
+    """Three turns in one process, so the later turns reuse the KV cache."""
+    from gptcli.backends.base import Cancellation, TextDelta
+    from gptcli.backends.llama import LlamaBackend, LoadOptions
+    from gptcli.chat import Conversation, Reply
+    from gptcli.config import SamplingOptions
+
+    backend = LlamaBackend(LoadOptions(model, threads=2, extra_buffers=False))
+    try:
+        conversation = Conversation(system="You are a helpful assistant.")
+        answers = []
+        for text, seed, temperature in CONVERSATION:
+            options = SamplingOptions(temperature=temperature, seed=seed, max_tokens=40)
+            reply = Reply()
+            for event in conversation.send(text, backend, options, Cancellation(), reply):
+                assert not isinstance(event, TextDelta) or event.text
+            answers.append(reply.text)
+        return answers
+    finally:
+        backend.close()
+
+
+def load_golden() -> dict[str, Any]:
+    data = json.loads(GOLDEN.read_text(encoding="utf-8"))
+    if data["environment"] != environment():
+        pytest.skip(f"answers were recorded on {data['environment']}, this is {environment()}")
+    return dict(data)
+
+
+@pytest.mark.parametrize("index", range(len(CLI_CASES)))
+def test_ask_answers_match_the_recording(gptcli: Gptcli, index: int) -> None:
+    golden = load_golden()
+    done = gptcli("ask", *COMMON, *CLI_CASES[index])
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == golden["cli"][index]
+
+
+def test_conversation_with_cache_reuse_matches_the_recording(bundled_model: Path) -> None:
+    golden = load_golden()
+    assert converse(bundled_model) == golden["conversation"]
+
+
+def test_the_same_seed_gives_the_same_text_in_another_process(gptcli: Gptcli) -> None:
+    args = ["ask", *COMMON, "-t", "1.0", "-n", "32", "Invent a name for a cat."]
+    first = gptcli(*args, "--seed", "99")
+    again = gptcli(*args, "--seed", "99")
+    other = gptcli(*args, "--seed", "100")
+    assert first.returncode == again.returncode == other.returncode == 0
+    assert first.stdout == again.stdout
+    assert first.stdout != other.stdout
+
+
+def record() -> None:
+    import subprocess
+
+    from gptcli.models import bundled_model_path
+    from tests.conftest import gptcli_executable
+
+    answers = []
+    for case in CLI_CASES:
+        done = subprocess.run(
+            [gptcli_executable(), "ask", *COMMON, *case],
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+            check=True,
+        )
+        answers.append(done.stdout)
+    data = {
+        "environment": environment(),
+        "cli": answers,
+        "conversation": converse(bundled_model_path()),
+    }
+    GOLDEN.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    print(json.dumps(data, indent=1, ensure_ascii=False))
+
+
+if __name__ == "__main__" and "--record" in sys.argv:
+    record()
