@@ -11,6 +11,7 @@ are removed.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import re
 import time
@@ -147,13 +148,58 @@ class _Tail:
             yield Segment.line()
 
 
+_WARM_UP_SAMPLE = """# Title
+
+Some **bold**, *italic* and `code` text with a [link](https://example.com).
+
+- a list item
+1. a numbered item
+
+> a quote
+
+| a | b |
+|---|---|
+| 1 | 2 |
+
+```python
+def f(x: int) -> int:
+    return x + 1
+```
+"""
+
+
+def warm_up(code_theme: str = "monokai") -> None:
+    """Import and exercise the Markdown stack (markdown-it, Rich, Pygments) once.
+
+    The first answer otherwise pays for these imports and regex compilations
+    (about 150 ms here) between its first tokens; the REPL runs this in a thread
+    while the model loads.
+    """
+    import io
+
+    from rich.console import Console
+    from rich.markdown import Markdown
+
+    console = Console(file=io.StringIO(), width=80, force_terminal=True)
+    with contextlib.suppress(Exception):  # best effort: a real render reports its own errors
+        console.print(Markdown(_WARM_UP_SAMPLE, code_theme=code_theme))
+
+
 class MarkdownRenderer:
     """Streams Markdown to a terminal Console; see the module docstring for how."""
 
-    def __init__(self, console: Console, code_theme: str = "monokai", fps: float = 8.0) -> None:
+    def __init__(
+        self,
+        console: Console,
+        code_theme: str = "monokai",
+        fps: float = 8.0,
+        redraw_share: float = 0.01,
+    ) -> None:
         self._console = console
         self._code_theme = code_theme
         self._fps = fps
+        self._redraw_share = redraw_share
+        self._redraw_cost = 0.0
         self._text = ""
         self._committed = 0
         self._previous: str | None = None
@@ -204,9 +250,11 @@ class MarkdownRenderer:
             self._show_tail(tail)
 
     def _show_tail(self, tail: str) -> None:
-        # Redrawn from this thread, at most `fps` times a second: a background refresh
-        # thread would compete with llama.cpp's threads for the CPU (on a busy 2-core
-        # machine that slowed decoding many times over).
+        # Redrawn from this thread, at most `fps` times a second and less often when
+        # a redraw is costly, so that redraws take at most `redraw_share` of the time:
+        # every millisecond spent here is taken from decoding on a machine whose cores
+        # all run llama.cpp (a background refresh thread competed with them and slowed
+        # decoding many times over on a busy 2-core machine).
         from rich.live import Live
 
         now = time.monotonic()
@@ -219,10 +267,12 @@ class MarkdownRenderer:
                 vertical_overflow="crop",
             )
             self._live.start(refresh=True)
-            self._drawn_at = now
-        elif now - self._drawn_at >= 1 / self._fps:
+        elif now - self._drawn_at >= max(1 / self._fps, self._redraw_cost / self._redraw_share):
             self._live.update(_Tail(tail, self._code_theme), refresh=True)
-            self._drawn_at = now
+        else:
+            return
+        self._drawn_at = time.monotonic()
+        self._redraw_cost = self._drawn_at - now
 
     def _stop_live(self) -> None:
         if self._live is not None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import os
 import sys
+import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -17,7 +18,7 @@ from gptcli.context import check_policy, fit_conversation
 from gptcli.errors import ContextOverflowError, GptcliError
 from gptcli.interrupt import sigint_cancels
 from gptcli.paths import AppPaths, ensure_private_dir
-from gptcli.render import MarkdownRenderer, PlainRenderer, Renderer, sanitize
+from gptcli.render import MarkdownRenderer, PlainRenderer, Renderer, sanitize, warm_up
 from gptcli.repl import commands
 from gptcli.repl.keys import repl_key_bindings, unwrap_block
 from gptcli.session import SessionRecorder, answer_facts, conversation_of, model_facts
@@ -572,6 +573,8 @@ def run_repl(
             if "corrupt" in exc.message:
                 console.print(exc.message, style="red", markup=False)
             console.print(f"(new session {name})", style="dim", markup=False)
+    if not options.plain:
+        threading.Thread(target=warm_up, name="gptcli-warm-up", daemon=True).start()
     cancel = Cancellation()
     with sigint_cancels(cancel):
         backend, notices = open_backend(settings, paths, cancel, options.debug)
