@@ -43,6 +43,7 @@ class Gptcli:
         input: bytes | str | None = b"",
         timeout: float = 120,
         env: dict[str, str] | None = None,
+        cwd: Path | None = None,
     ) -> Result:
         data = input.encode() if isinstance(input, str) else input
         done = subprocess.run(
@@ -52,6 +53,7 @@ class Gptcli:
             capture_output=True,
             timeout=timeout,
             env={**self.env, **(env or {})},
+            cwd=cwd,
             check=False,
         )
         return Result(

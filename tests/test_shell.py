@@ -145,11 +145,14 @@ def test_command_cleaning_and_warnings(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_cmd_without_a_terminal_only_prints(gptcli: Gptcli, tmp_path: Path) -> None:
-    marker = tmp_path / "created-by-cmd"
-    result = gptcli("cmd", f"create an empty file named {marker}")
+    # A fixed request in a fresh directory: the model's answer must not depend on
+    # pytest's numbered temporary paths.
+    work = tmp_path / "work"
+    work.mkdir()
+    result = gptcli("cmd", "make an empty file called created-by-cmd", cwd=work)
     assert result.returncode == 0, result.stderr
-    assert result.stdout.count("\n") == 1 and result.stdout.strip()
-    assert not marker.exists()
+    assert result.stdout.count("\n") == 1 and "created-by-cmd" in result.stdout
+    assert list(work.iterdir()) == []
 
 
 @pytest.mark.slow
