@@ -192,7 +192,7 @@ class MarkdownRenderer:
         self,
         console: Console,
         code_theme: str = "monokai",
-        fps: float = 8.0,
+        fps: float = 5.0,
         redraw_share: float = 0.01,
     ) -> None:
         self._console = console
