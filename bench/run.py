@@ -116,7 +116,7 @@ def measure(command: list[str], env: dict[str, str] | None = None) -> tuple[floa
     return time.perf_counter() - started, usage.ru_maxrss, out.decode("utf-8", "replace")
 
 
-def native_bench(binaries: Path, model: str, threads: int, repeats: int) -> dict[str, float]:
+def native_bench(binaries: Path, model: str, threads: int) -> dict[str, float]:
     command = [
         str(binaries / "llama-bench"),
         "-m",
@@ -130,7 +130,7 @@ def native_bench(binaries: Path, model: str, threads: int, repeats: int) -> dict
         "-n",
         "128,1024",
         "-r",
-        str(repeats),
+        "1",
         "-o",
         "json",
         "--repack",
@@ -155,40 +155,65 @@ def ask_json(args: list[str], stdin: str | None = None) -> dict[str, Any]:
     return dict(json.loads(done.stdout))
 
 
-def gptcli_engine(threads: int, repeats: int) -> dict[str, float]:
+def gptcli_engine(threads: int) -> dict[str, float]:
+    """One round of gptcli's figures, through `gptcli ask --json`."""
     prompt = "the " * 473  # one token each: 512 prompt tokens with the chat template
-    prompt_tokens = 0
-    prefill: list[float] = []
-    ttft: list[float] = []
-    tg128: list[float] = []
-    tg1024: list[float] = []
-    common = ["--threads", str(threads), "-t", "0", "--ctx", "2048"]
-    for _ in range(repeats):
-        data = ask_json([*common, "-n", "1", "Repeat the words."], stdin=prompt)
-        prompt_tokens = data["usage"]["prompt_tokens"]
-        prefill.append(data["timings"]["prompt_tokens_per_s"])
-        ttft.append(data["timings"]["time_to_first_token_s"])
-        for count, bucket in ((128, tg128), (1024, tg1024)):
-            data = ask_json([*common, "--ignore-eos", "-n", str(count), "Tell me a long story."])
-            bucket.append(data["timings"]["tokens_per_s"])
-    return {
-        "pp512": statistics.median(prefill),
-        "tg128": statistics.median(tg128),
-        "tg1024": statistics.median(tg1024),
-        "ttft_s": statistics.median(ttft),
-        "prompt_tokens": prompt_tokens,
+    common = ["--threads", str(threads), "-t", "0"]
+    # llama-bench sizes its context to the test (rounded up to 256 cells), and
+    # decoding slows as the context grows: give gptcli the same room.
+    data = ask_json([*common, "--ctx", "768", "-n", "1", "Repeat the words."], stdin=prompt)
+    figures = {
+        "pp512": data["timings"]["prompt_tokens_per_s"],
+        "ttft_s": data["timings"]["time_to_first_token_s"],
+        "prompt_tokens": data["usage"]["prompt_tokens"],
     }
+    for count, ctx in ((128, 256), (1024, 1280)):
+        args = ["--ctx", str(ctx), "--ignore-eos", "-n", str(count), "Tell me a long story."]
+        figures[f"tg{count}"] = ask_json([*common, *args])["timings"]["tokens_per_s"]
+    return figures
+
+
+def interleaved(
+    binaries: Path, model: str, threads: int, repeats: int, chat: bool
+) -> tuple[dict[str, float], dict[str, float]]:
+    """Native and gptcli rounds taken in turn, so that drift on a shared machine hits both."""
+    native: list[dict[str, float]] = []
+    engine: list[dict[str, float]] = []
+    for _ in range(repeats):
+        native.append(native_bench(binaries, model, threads))
+        engine.append(gptcli_engine(threads))
+        if chat:
+            engine[-1]["chat_tg1024"] = repl_decode(threads)
+
+    def median(rows: list[dict[str, float]]) -> dict[str, float]:
+        return {key: statistics.median(row[key] for row in rows) for key in rows[0]}
+
+    return median(native), median(engine)
 
 
 def repl_decode(threads: int) -> float:
+    """Decode speed of a 1,024-token answer in `gptcli chat` with Markdown, in a pty."""
     sys.path.insert(0, str(ROOT))
     from bench.repl_render import tokens_per_second
 
-    rate, _ = tokens_per_second(["--threads", str(threads), "--ignore-eos"], 1024)
-    return rate
+    args = ["--threads", str(threads), "--ctx", "1280", "--ignore-eos"]
+    return tokens_per_second(args, 1024)[0]
+
+
+def chat_prompt(model: str, text: str) -> str:
+    """The exact prompt text `gptcli ask TEXT` evaluates: the model's chat template."""
+    from gptcli.backends.base import Message
+    from gptcli.modelfile import read_model_file
+    from gptcli.template import ChatTemplate, prompt_text
+
+    template = read_model_file(Path(model)).chat_template
+    assert template is not None
+    pieces = ChatTemplate("model file", template, "", "").render([Message("user", text)])
+    return prompt_text(pieces)
 
 
 def processes(binaries: Path, model: str, threads: int, repeats: int) -> dict[str, Any]:
+    """Whole processes; the native one-shot gets the same chat-formatted prompt as gptcli."""
     rows: dict[str, list[tuple[float, int]]] = {}
     runs = {
         "gptcli --help": [GPTCLI, "--help"],
@@ -203,7 +228,7 @@ def processes(binaries: Path, model: str, threads: int, repeats: int) -> dict[st
             "-t",
             str(threads),
             "-p",
-            "Hi",
+            chat_prompt(model, "Hi"),
             "-no-cnv",
             "--no-repack",
             "-fa",
@@ -227,15 +252,13 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--skip-repl", action="store_true")
+    parser.add_argument("--skip-repl", action="store_true", help="no chat-in-a-pty figure")
     args = parser.parse_args()
     from gptcli.models import bundled_model_path
 
     model = str(bundled_model_path())
     binaries = build_native()
-    native = native_bench(binaries, model, args.threads, args.repeats)
-    engine = gptcli_engine(args.threads, args.repeats)
-    repl = None if args.skip_repl else repl_decode(args.threads)
+    native, engine = interleaved(binaries, model, args.threads, args.repeats, not args.skip_repl)
     whole = processes(binaries, model, args.threads, args.repeats)
     result = {
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, {platform.system()}",
@@ -243,33 +266,67 @@ def main() -> None:
         "threads": args.threads,
         "native": native,
         "gptcli": engine,
-        "gptcli_prompt_tokens": engine.pop("prompt_tokens"),
-        "repl_tg1024": repl,
+        "gptcli_prompt_tokens": int(engine.pop("prompt_tokens")),
         "ratios": {
             "prefill pp512": engine["pp512"] / native["pp512"],
             "decode tg128": engine["tg128"] / native["tg128"],
             "decode tg1024": engine["tg1024"] / native["tg1024"],
-            "chat decode tg1024": (repl / native["tg1024"]) if repl else None,
+            "chat decode tg1024": engine["chat_tg1024"] / native["tg1024"]
+            if "chat_tg1024" in engine
+            else None,
             "ask -n 1 wall": whole["gptcli ask -n 1"]["wall_s"]
             / whole["llama-completion -n 1"]["wall_s"],
         },
         "processes": whole,
     }
     (ROOT / "bench" / "results.json").write_text(json.dumps(result, indent=1) + "\n")
-    print(f"{'measure':<24}{'gptcli':>12}{'native':>12}{'ratio':>8}")
-    for key, label in (
-        ("pp512", "prefill t/s"),
-        ("tg128", "decode128 t/s"),
-        ("tg1024", "decode1024 t/s"),
-    ):
-        print(
-            f"{label:<24}{engine[key]:>12.1f}{native[key]:>12.1f}{engine[key] / native[key]:>8.2f}"
+    table = readme_table(result)
+    print(table)
+    update_readme(table)
+
+
+def readme_table(result: dict[str, Any]) -> str:
+    """The README's performance table, from one run's results."""
+    gptcli, native, ratios = result["gptcli"], result["native"], result["ratios"]
+    whole = result["processes"]
+    ask, completion = whole["gptcli ask -n 1"], whole["llama-completion -n 1"]
+    rows = [
+        ("prefill, 512-token prompt (tokens/s)", gptcli["pp512"], native["pp512"], "pp512"),
+        ("decode, 128 tokens (tokens/s)", gptcli["tg128"], native["tg128"], "tg128"),
+        ("decode, 1,024 tokens (tokens/s)", gptcli["tg1024"], native["tg1024"], "tg1024"),
+    ]
+    lines = ["| measure | gptcli | native | ratio |", "| --- | --- | --- | --- |"]
+    for label, ours, theirs, name in rows:
+        lines.append(f"| {label} | {ours:.1f} | {theirs:.1f} ({name}) | {ours / theirs:.2f} |")
+    if ratios["chat decode tg1024"] is not None:
+        chat = gptcli["chat_tg1024"]
+        lines.append(
+            f"| decode in the chat with Markdown rendering, 1,024 tokens | {chat:.1f} | "
+            f"{native['tg1024']:.1f} (tg1024) | {ratios['chat decode tg1024']:.2f} |"
         )
-    if repl:
-        ratio = repl / native["tg1024"]
-        print(f"{'chat decode1024 t/s':<24}{repl:>12.1f}{native['tg1024']:>12.1f}{ratio:>8.2f}")
-    for name, row in whole.items():
-        print(f"{name:<24}{row['wall_s'] * 1000:>10.0f}ms{row['peak_rss_mib']:>10.0f}MiB")
+    help_ms = whole["gptcli --help"]["wall_s"] * 1000
+    version_ms = whole["gptcli --version"]["wall_s"] * 1000
+    lines += [
+        f"| `gptcli --help` / `--version` wall time | {help_ms:.0f} ms / {version_ms:.0f} ms | | |",
+        f"| `ask -n 1` vs `llama-completion -n 1` wall time, same prompt | "
+        f"{ask['wall_s'] * 1000:.0f} ms | {completion['wall_s'] * 1000:.0f} ms | "
+        f"{ratios['ask -n 1 wall']:.2f} |",
+        f"| peak RSS, `ask -n 1` vs `llama-completion -n 1` | {ask['peak_rss_mib']:.0f} MiB | "
+        f"{completion['peak_rss_mib']:.0f} MiB | "
+        f"{ask['peak_rss_mib'] / completion['peak_rss_mib']:.2f} |",
+    ]
+    return "\n".join(lines)
+
+
+def update_readme(table: str) -> None:
+    """Replace the table between the README's bench markers."""
+    readme = ROOT / "README.md"
+    text = readme.read_text(encoding="utf-8")
+    start, end = "<!-- bench/run.py: start -->", "<!-- bench/run.py: end -->"
+    if start in text and end in text:
+        head, rest = text.split(start, 1)
+        tail = rest.split(end, 1)[1]
+        readme.write_text(f"{head}{start}\n{table}\n{end}{tail}", encoding="utf-8")
 
 
 if __name__ == "__main__":
