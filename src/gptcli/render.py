@@ -11,6 +11,7 @@ are removed.
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import errno
 import re
@@ -31,6 +32,13 @@ _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
 def sanitize(text: str) -> str:
     """Remove terminal control characters (escape sequences start with one) but keep \\n and \\t."""
     return _CONTROL.sub("", text.replace("\r\n", "\n"))
+
+
+def clipboard_sequence(text: str, inside_tmux: bool = False) -> str:
+    """OSC 52: asks the terminal to put ``text`` on the clipboard (wrapped for tmux)."""
+    payload = base64.b64encode(text.encode("utf-8", errors="surrogatepass")).decode()
+    sequence = f"\x1b]52;c;{payload}\x07"
+    return f"\x1bPtmux;\x1b{sequence}\x1b\\" if inside_tmux else sequence
 
 
 class OutputClosed(Exception):

@@ -77,6 +77,59 @@ def _chatml(bos: str, eos: str) -> ChatTemplate:
     return ChatTemplate("built-in ChatML (fallback)", CHATML_TEMPLATE, bos, eos)
 
 
+class _AnswerText:
+    """Token pieces to answer text: whole UTF-8 characters, stop strings, no leading blanks."""
+
+    def __init__(self, stop: Sequence[str]) -> None:
+        self._utf8 = Utf8Stream()
+        self._stops = StopMatcher(stop)
+        self._at_start = True
+
+    def feed(self, piece: bytes) -> tuple[str, bool]:
+        text, stopped = self._stops.feed(self._utf8.feed(piece))
+        return self._strip(text), stopped
+
+    def flush(self) -> str:
+        return self._strip(self._stops.feed(self._utf8.flush())[0] + self._stops.flush())
+
+    def _strip(self, text: str) -> str:
+        if self._at_start and text:
+            text = text.lstrip()
+            self._at_start = not text
+        return text
+
+
+@dataclass
+class _Clock:
+    """When an answer started, finished its prompt and showed its first text."""
+
+    started: float
+    prefilled: float = 0.0
+    first_text: float | None = None
+
+    def finished(
+        self, reason: FinishReason, prompt: int, reused: int, produced: int, seed: int
+    ) -> Finished:
+        end = time.perf_counter()
+        first = self.first_text or end
+        decode_seconds = end - first
+        return Finished(
+            reason=reason,
+            usage=Usage(prompt_tokens=prompt, completion_tokens=produced),
+            timings=Timings(
+                time_to_first_token=first - self.started,
+                prompt_seconds=self.prefilled - self.started,
+                decode_seconds=decode_seconds,
+                prompt_tokens_evaluated=prompt - reused,
+                cached_tokens=reused,
+            ),
+            seed=seed,
+            decode_tokens_per_second=(produced - 1) / decode_seconds
+            if produced > 1 and decode_seconds > 0
+            else 0.0,
+        )
+
+
 class LlamaBackend:
     """A GGUF model loaded in this process, answering conversations as event streams."""
 
@@ -87,12 +140,25 @@ class LlamaBackend:
         info: ModelFileInfo | None = None,
     ) -> None:
         self._info = info or read_model_file(options.path)
-        self._lib = lib = native.bindings(options.debug)
+        self._lib = native.bindings(options.debug)
         self._notices: list[str] = []
         self._model: Any = None
         self._ctx: Any = None
-        cancel = cancel or Cancellation()
+        self._cancel_for_abort = cancel or Cancellation()
+        self._load_model(options)
+        self._create_context(options)
 
+        @self._lib.ggml_abort_callback  # type: ignore[untyped-decorator]
+        def on_abort(user_data: ctypes.c_void_p) -> bool:
+            return self._cancel_for_abort.cancelled
+
+        self._on_abort = on_abort
+        self._evaluated: list[int] = []
+        self._template = self._load_template()
+
+    def _load_model(self, options: LoadOptions) -> None:
+        """The weights, offloaded as asked; Ctrl-C during the load stops llama.cpp's loader."""
+        lib, cancel = self._lib, self._cancel_for_abort
         mparams = lib.llama_model_default_params()
         gpu_layers = options.gpu_layers
         if gpu_layers is None or gpu_layers < 0:
@@ -105,6 +171,7 @@ class LlamaBackend:
         def on_progress(progress: float, user_data: ctypes.c_void_p) -> bool:
             return not cancel.cancelled
 
+        self._on_progress = on_progress  # kept alive as long as llama.cpp may call it
         mparams.progress_callback = on_progress
         self._model = lib.llama_model_load_from_file(str(options.path).encode(), mparams)
         if not self._model:
@@ -115,6 +182,9 @@ class LlamaBackend:
             )
         self._vocab = lib.llama_model_get_vocab(self._model)
 
+    def _create_context(self, options: LoadOptions) -> None:
+        """The KV cache and compute buffers: context size, threads, attention kernel."""
+        lib = self._lib
         trained = self._info.context_length
         n_ctx = options.ctx or min(trained or DEFAULT_CONTEXT, DEFAULT_CONTEXT)
         self._threads = options.threads or physical_cores()
@@ -126,7 +196,7 @@ class LlamaBackend:
         cparams.n_threads_batch = self._threads
         cparams.no_perf = True
         # Flash attention decodes ~28% slower on CPU at 1k context; let GPU builds choose.
-        on_gpu = gpu_layers > 0 and lib.llama_supports_gpu_offload()
+        on_gpu = self._gpu_layers > 0 and lib.llama_supports_gpu_offload()
         cparams.flash_attn_type = (
             lib.LLAMA_FLASH_ATTN_TYPE_AUTO if on_gpu else lib.LLAMA_FLASH_ATTN_TYPE_DISABLED
         )
@@ -140,16 +210,6 @@ class LlamaBackend:
         self._n_ctx = lib.llama_n_ctx(self._ctx)
         self._n_batch = cparams.n_batch
         self._memory = lib.llama_get_memory(self._ctx)
-        self._cancel_for_abort = cancel
-
-        @lib.ggml_abort_callback  # type: ignore[untyped-decorator]
-        def on_abort(user_data: ctypes.c_void_p) -> bool:
-            return self._cancel_for_abort.cancelled
-
-        self._on_abort = on_abort
-        self._on_progress = on_progress
-        self._evaluated: list[int] = []
-        self._template = self._load_template()
 
     # -- facts -------------------------------------------------------------
 
@@ -330,14 +390,12 @@ class LlamaBackend:
         self, tokens: list[int], options: SamplingOptions, seed: int, cancel: Cancellation
     ) -> Iterator[Event]:
         lib = self._lib
-        started = time.perf_counter()
+        clock = _Clock(time.perf_counter())
         reused, early = self._prefill(tokens, cancel)
-        prefilled = time.perf_counter()
-        first_token_at: float | None = None
+        clock.prefilled = time.perf_counter()
         produced = 0
         reason: FinishReason = early or "length"
-        utf8, stops = Utf8Stream(), StopMatcher(options.stop)
-        at_start = True
+        answer = _AnswerText(options.stop)
         limit = options.max_tokens
         sampler = self._sampler(options, seed) if early is None else None
         try:
@@ -346,7 +404,6 @@ class LlamaBackend:
                     reason = "interrupted"
                     break
                 if limit is not None and produced >= limit:
-                    reason = "length"
                     break
                 token = lib.llama_sampler_sample(sampler, self._ctx, -1)
                 end_of_turn = lib.llama_vocab_is_eog(self._vocab, token)
@@ -354,57 +411,35 @@ class LlamaBackend:
                     reason = "stop"
                     break
                 produced += 1
-                piece = b"" if end_of_turn else self._piece(token)
-                text, stopped = stops.feed(utf8.feed(piece))
-                if at_start and text:
-                    text = text.lstrip()
-                    at_start = not text
+                text, stopped = answer.feed(b"" if end_of_turn else self._piece(token))
                 if text:
-                    if first_token_at is None:
-                        first_token_at = time.perf_counter()
+                    clock.first_text = clock.first_text or time.perf_counter()
                     yield TextDelta(text)
                 if stopped:
                     reason = "stop"
                     break
                 if limit is not None and produced >= limit:
                     break  # the last token is evaluated with the next prompt, if any
-                if len(self._evaluated) >= self._n_ctx:
-                    reason = "length"
-                    break
-                status = self._decode([token])
-                if status != 0:
-                    if status == 1:  # no room left in the KV cache
-                        reason = "length"
-                        break
-                    self._forget_from(0)
-                    raise GptcliError(f"llama.cpp failed while generating (code {status})")
-                self._evaluated.append(token)
-            tail = stops.feed(utf8.flush())[0] + stops.flush() if reason != "stop" else ""
-            if at_start:
-                tail = tail.lstrip()
+                if len(self._evaluated) >= self._n_ctx or not self._decode_one(token):
+                    break  # the context is full
+            tail = answer.flush() if reason != "stop" else ""
             if tail:
                 yield TextDelta(tail)
         finally:
             if sampler is not None:
                 lib.llama_sampler_free(sampler)
-        finished = time.perf_counter()
-        first = first_token_at or finished
-        decode_seconds = finished - first
-        yield Finished(
-            reason=reason,
-            usage=Usage(prompt_tokens=len(tokens), completion_tokens=produced),
-            timings=Timings(
-                time_to_first_token=first - started,
-                prompt_seconds=prefilled - started,
-                decode_seconds=decode_seconds,
-                prompt_tokens_evaluated=len(tokens) - reused,
-                cached_tokens=reused,
-            ),
-            seed=seed,
-            decode_tokens_per_second=(produced - 1) / decode_seconds
-            if produced > 1 and decode_seconds > 0
-            else 0.0,
-        )
+        yield clock.finished(reason, len(tokens), reused, produced, seed)
+
+    def _decode_one(self, token: int) -> bool:
+        """Evaluate a generated token; False when the KV cache has no room left."""
+        status = self._decode([token])
+        if status == 1:
+            return False
+        if status != 0:
+            self._forget_from(0)
+            raise GptcliError(f"llama.cpp failed while generating (code {status})")
+        self._evaluated.append(token)
+        return True
 
     # -- state snapshots ---------------------------------------------------
 

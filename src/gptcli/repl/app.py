@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import base64
 import os
 import sys
 import threading
@@ -18,12 +17,19 @@ from gptcli.context import check_policy, fit_conversation
 from gptcli.errors import ContextOverflowError, GptcliError
 from gptcli.interrupt import sigint_cancels
 from gptcli.paths import AppPaths, ensure_private_dir
-from gptcli.render import MarkdownRenderer, PlainRenderer, Renderer, sanitize, warm_up
+from gptcli.render import (
+    MarkdownRenderer,
+    PlainRenderer,
+    Renderer,
+    clipboard_sequence,
+    sanitize,
+    warm_up,
+)
 from gptcli.repl import commands
 from gptcli.repl.keys import repl_key_bindings, unwrap_block
-from gptcli.session import SessionRecorder, answer_facts, conversation_of, model_facts
-from gptcli.snapshot import Snapshotting, load_snapshot, save_snapshot
-from gptcli.store import SessionError, SessionStore, check_name, new_session_name
+from gptcli.repl.sessions import SessionKeeper, resume
+from gptcli.session import SessionRecorder, answer_facts
+from gptcli.store import SessionStore, new_session_name
 
 if TYPE_CHECKING:
     from prompt_toolkit import PromptSession
@@ -85,6 +91,7 @@ class Repl:
         self.options = options
         self.console = console
         self._session = self._make_session(pt_input, pt_output)
+        self.sessions = SessionKeeper(state, paths, console, self._note, options.save)
         self._prefill = ""
         self.schema: dict[str, object] | None = None
 
@@ -241,102 +248,24 @@ class Repl:
             reply.text, reply.finished, facts, state.settings.sampling, replace_previous=retry
         )
 
-    # -- sessions ------------------------------------------------------------
+    # -- sessions (see gptcli.repl.sessions) ---------------------------------
 
     def save_snapshot(self) -> None:
-        """Keep the KV cache beside the session so a resume needs no re-processing."""
-        state = self.state
-        store = self._store()
-        if state.recorder is None or state.recorder.failed:
-            return
-        if not isinstance(state.backend, Snapshotting):
-            return
-        if not state.session_name or not store.exists(state.session_name):
-            return
-        try:
-            save_snapshot(
-                store.directory / f"{state.session_name}.kv", state.backend, self._model_sha256()
-            )
-        except OSError as exc:
-            self._note(f"(could not save the session's state: {exc.strerror})", "dim")
-
-    def _model_sha256(self) -> str:
-        details = self.state.backend.details
-        facts = model_facts(Path(details.path), details.name, self.paths.cache_dir)
-        return str(facts.get("sha256"))
+        self.sessions.save_snapshot()
 
     def restore_snapshot(self) -> None:
-        path = self._store().directory / f"{self.state.session_name}.kv"
-        if not isinstance(self.state.backend, Snapshotting):
-            return
-        restored = load_snapshot(path, self.state.backend, self._model_sha256())
-        if restored:
-            self._note(f"(restored the saved state: {restored} tokens need no processing)", "dim")
-
-    def _store(self) -> SessionStore:
-        return SessionStore(self.paths.data_dir)
-
-    def _recorder(self, name: str) -> SessionRecorder:
-        return SessionRecorder(self._store(), name, lambda message: self._note(message, "red"))
+        self.sessions.restore_snapshot()
 
     def _cmd_sessions(self, arg: str) -> None:
-        found = self._store().list()
-        if not found:
-            self._note("no saved sessions yet")
-        for summary in found[:30]:
-            mark = "*" if summary.name == self.state.session_name else " "
-            self.console.print(
-                sanitize(f"{mark} {summary.name:<24} {summary.turns:>3} turns  {summary.title}"),
-                highlight=False,
-                markup=False,
-            )
+        self.sessions.list()
 
     def _cmd_save(self, arg: str) -> None:
-        state = self.state
-        if not arg:
-            self._note(f"usage: /save NAME (this session is {state.session_name})")
-            return
-        try:
-            check_name(arg)
-            store = self._store()
-            if store.exists(state.session_name):
-                store.rename(state.session_name, arg)
-            else:
-                recorder = self._recorder(arg)
-                recorder.system(state.conversation.system)
-                for message in state.conversation.messages:
-                    if message.role == "user":
-                        recorder.user(message.content)
-                    else:
-                        recorder.answer(message.content, None, {}, state.settings.sampling)
-        except GptcliError as exc:
-            self._note(exc.message, "red")
-            return
-        state.session_name = arg
-        state.recorder = self._recorder(arg)
-        self._note(f"(session saved as {arg})", "dim")
+        self.sessions.save(arg)
 
     _cmd_rename = _cmd_save
 
     def _cmd_load(self, arg: str) -> None:
-        if not arg:
-            self._note("usage: /load NAME (see /sessions)")
-            return
-        try:
-            session = self._store().load(check_name(arg))
-        except GptcliError as exc:
-            self._note(exc.message, "red")
-            return
-        self.save_snapshot()
-        self.state.conversation = conversation_of(session)
-        self.state.session_name = arg
-        self.state.recorder = self._recorder(arg) if self.options.save else None
-        self.state.context_used = 0
-        self._note(f"(loaded session {arg}: {session.turns} turns)", "dim")
-        self.restore_snapshot()
-        for message in session.messages[-2:]:
-            who = "you" if message.role == "user" else "answer"
-            self.console.print(f"[dim]{who}:[/dim] " + sanitize(message.content[:300]))
+        self.sessions.load(arg)
 
     # -- commands ------------------------------------------------------------
 
@@ -357,12 +286,7 @@ class Repl:
         self.console.print(commands.help_text(), highlight=False, markup=False)
 
     def _cmd_new(self, arg: str) -> None:
-        self.save_snapshot()
-        self.state.conversation = Conversation(system=self.state.conversation.system)
-        self.state.context_used = 0
-        self.state.session_name = new_session_name()
-        if self.options.save:
-            self.state.recorder = self._recorder(self.state.session_name)
+        self.sessions.start_new()
         self._note("(new conversation)", "dim")
 
     def _cmd_clear(self, arg: str) -> None:
@@ -522,11 +446,9 @@ class Repl:
         if not self.console.is_terminal:
             self._note("cannot copy: the output is not a terminal")
             return
-        payload = base64.b64encode(answer.encode()).decode()
-        sequence = f"\x1b]52;c;{payload}\x07"
-        if os.environ.get("TMUX"):
-            sequence = f"\x1bPtmux;\x1b{sequence}\x1b\\"
-        self.console.file.write(sequence)
+        self.console.file.write(
+            clipboard_sequence(answer, inside_tmux=bool(os.environ.get("TMUX")))
+        )
         self.console.file.flush()
         self._note(
             f"(sent {len(answer)} characters to the clipboard with OSC 52; terminals that do "
@@ -560,19 +482,7 @@ def run_repl(
     console = console or Console(highlight=False)
     store = SessionStore(paths.data_dir)
     name = options.resume or (store.most_recent() if options.continue_last else None)
-    conversation = Conversation(system=settings.system)
-    if name is not None:
-        check_name(name)
-        try:
-            session = store.load(name)
-            conversation = conversation_of(session, settings.system)
-            console.print(f"(resumed session {name}: {session.turns} turns)", style="dim")
-        except SessionError as exc:
-            if store.exists(name):
-                raise
-            if "corrupt" in exc.message:
-                console.print(exc.message, style="red", markup=False)
-            console.print(f"(new session {name})", style="dim", markup=False)
+    conversation = resume(store, name, settings.system, console)
     if not options.plain:
         threading.Thread(target=warm_up, name="gptcli-warm-up", daemon=True).start()
     cancel = Cancellation()
@@ -582,11 +492,9 @@ def run_repl(
         sys.stderr.write(f"gptcli: note: {notice}\n")
     state = ReplState(settings, backend, conversation)
     state.session_name = name or new_session_name()
-    if options.save:
-        state.recorder = SessionRecorder(
-            store, state.session_name, lambda m: console.print(f"[red]{m}[/red]", markup=True)
-        )
     repl = Repl(state, paths, options, console)
+    if options.save:
+        state.recorder = repl.sessions.recorder(state.session_name)
     if name is not None:
         repl.restore_snapshot()
     try:
