@@ -28,7 +28,7 @@ import math
 import os
 import re
 import sys
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -88,7 +88,7 @@ class Settings:
     engine: EngineOptions = field(default_factory=EngineOptions)
 
 
-# key -> (section, accepted Python types, validator description)
+# The keys a config file, profile, role or flag may set; each has a validator below.
 _SAMPLING_KEYS = {f.name for f in fields(SamplingOptions)} - {"grammar", "schema", "ignore_eos"}
 _ENGINE_KEYS = {f.name for f in fields(EngineOptions)}
 _TOP_KEYS = {
@@ -108,56 +108,98 @@ _BOOL_KEYS = {"vi_mode", "history", "save"}
 KNOWN_KEYS = frozenset(_SAMPLING_KEYS | _ENGINE_KEYS | _TOP_KEYS)
 
 
-def _check_value(key: str, value: Any) -> Any:
-    """Return ``value`` normalised for ``key``, or raise ValueError saying what is wrong."""
-    if value is None:
-        return None
-    if key in _BOOL_KEYS:
-        if not isinstance(value, bool):
-            raise ValueError("must be true or false")
-        return value
-    if key == "backend":
-        if value not in ("local", "openai"):
-            raise ValueError("must be local or openai")
-        return value
-    if key in ("base_url", "api_key_env", "profile"):
-        if not isinstance(value, str) or not value.strip():
-            raise ValueError("must be a non-empty string")
-        if key == "base_url" and not value.startswith(("http://", "https://")):
-            raise ValueError("must start with http:// or https://")
-        if key == "api_key_env" and not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", value):
-            raise ValueError("must be the name of an environment variable")
-        return value.rstrip("/") if key == "base_url" else value
-    if key == "timeout":
-        if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 3600:
-            raise ValueError("must be a number of seconds between 0 and 3600")
-        return float(value)
-    if key == "on_overflow":
-        if value not in ("error", "truncate", "summarize"):
-            raise ValueError("must be error, truncate or summarize")
-        return value
-    if key in ("model", "system"):
+Validator = Callable[[Any], Any]
+
+
+def _boolean(value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError("must be true or false")
+    return value
+
+
+def _choice(*allowed: str) -> Validator:
+    words = ", ".join(allowed[:-1]) + f" or {allowed[-1]}"
+
+    def check(value: Any) -> str:
+        if value not in allowed:
+            raise ValueError(f"must be {words}")
+        return str(value)
+
+    return check
+
+
+def _name(value: Any) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ValueError("must be a non-empty string")
+    return value
+
+
+def _base_url(value: Any) -> str:
+    if not _name(value).startswith(("http://", "https://")):
+        raise ValueError("must start with http:// or https://")
+    return str(value).rstrip("/")
+
+
+def _variable(value: Any) -> str:
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", _name(value)):
+        raise ValueError("must be the name of an environment variable")
+    return str(value)
+
+
+def _seconds(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value <= 3600:
+        raise ValueError("must be a number of seconds between 0 and 3600")
+    return float(value)
+
+
+def _text(allow_empty: bool) -> Validator:
+    def check(value: Any) -> str:
         if not isinstance(value, str):
             raise ValueError("must be a string")
-        if key == "model" and not value.strip():
+        if not allow_empty and not value.strip():
             raise ValueError("must not be empty")
         return value
-    if key == "stop":
-        if isinstance(value, str):
-            value = [value]
-        if not isinstance(value, list | tuple) or not all(isinstance(s, str) and s for s in value):
-            raise ValueError("must be a list of non-empty strings")
-        return tuple(value)
-    if key in ("temperature", "top_p", "min_p", "repeat_penalty"):
+
+    return check
+
+
+def _stops(value: Any) -> tuple[str, ...]:
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, list | tuple) or not all(isinstance(s, str) and s for s in value):
+        raise ValueError("must be a list of non-empty strings")
+    return tuple(value)
+
+
+def _number(at_most_one: bool = False) -> Validator:
+    def check(value: Any) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ValueError("must be a number")
         number = float(value)
         if not math.isfinite(number) or number < 0:
             raise ValueError("must be a finite number >= 0")
-        if key in ("top_p", "min_p") and number > 1:
+        if at_most_one and number > 1:
             raise ValueError("must be between 0 and 1")
         return number
-    if key == "gpu_layers" and isinstance(value, str):
+
+    return check
+
+
+def _integer(minimum: int, below: int | None = None) -> Validator:
+    def check(value: Any) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError("must be an integer")
+        if value < minimum:
+            raise ValueError(f"must be >= {minimum}")
+        if below is not None and value >= below:
+            raise ValueError("must be < 2**32" if below == 2**32 else f"must be < {below}")
+        return value
+
+    return check
+
+
+def _gpu_layers(value: Any) -> int | None:
+    if isinstance(value, str):
         word = value.strip().lower()
         if word == "auto":
             return None
@@ -167,15 +209,38 @@ def _check_value(key: str, value: Any) -> Any:
             value = int(word)
         except ValueError:
             raise ValueError("must be auto, all or a number of layers") from None
-    # integers
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ValueError("must be an integer")
-    minimum = {"top_k": 0, "max_tokens": 1, "seed": 0, "ctx": 16, "threads": 1, "gpu_layers": -1}
-    if value < minimum[key]:
-        raise ValueError(f"must be >= {minimum[key]}")
-    if key == "seed" and value >= 2**32:
-        raise ValueError("must be < 2**32")
-    return value
+    return int(_integer(-1)(value))
+
+
+_VALIDATORS: dict[str, Validator] = {
+    "vi_mode": _boolean,
+    "history": _boolean,
+    "save": _boolean,
+    "backend": _choice("local", "openai"),
+    "base_url": _base_url,
+    "api_key_env": _variable,
+    "profile": _name,
+    "timeout": _seconds,
+    "on_overflow": _choice("error", "truncate", "summarize"),
+    "model": _text(allow_empty=False),
+    "system": _text(allow_empty=True),
+    "stop": _stops,
+    "temperature": _number(),
+    "repeat_penalty": _number(),
+    "top_p": _number(at_most_one=True),
+    "min_p": _number(at_most_one=True),
+    "top_k": _integer(0),
+    "max_tokens": _integer(1),
+    "seed": _integer(0, below=2**32),
+    "ctx": _integer(16),
+    "threads": _integer(1),
+    "gpu_layers": _gpu_layers,
+}
+
+
+def _check_value(key: str, value: Any) -> Any:
+    """Return ``value`` normalised for ``key``, or raise ValueError saying what is wrong."""
+    return None if value is None else _VALIDATORS[key](value)
 
 
 _FLOAT_KEYS = {"temperature", "top_p", "min_p", "repeat_penalty"}
