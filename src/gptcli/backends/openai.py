@@ -13,7 +13,7 @@ import json
 import os
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from gptcli.backends.base import (
@@ -50,6 +50,32 @@ class RemoteOptions:
 def _json_schema_refused(payload: dict[str, Any], body: str) -> bool:
     response_format = payload.get("response_format") or {}
     return response_format.get("type") == "json_schema" and "response_format" in body
+
+
+@dataclass
+class _Progress:
+    """What a streamed answer has produced so far, and when."""
+
+    started: float
+    first: float | None = None
+    produced: int = 0
+    usage: dict[str, Any] = field(default_factory=dict)
+    reason: FinishReason = "stop"
+
+    def finished(self, estimate: int, seed: int | None) -> Finished:
+        end = time.perf_counter()
+        first = self.first or end
+        prompt = int(self.usage.get("prompt_tokens") or estimate)
+        completion = int(self.usage.get("completion_tokens") or self.produced)
+        decode = end - first
+        rate = (completion - 1) / decode if completion > 1 and decode else 0.0
+        return Finished(
+            reason=self.reason,
+            usage=Usage(prompt, completion),
+            timings=Timings(first - self.started, first - self.started, decode, prompt, 0),
+            seed=seed,
+            decode_tokens_per_second=rate,
+        )
 
 
 class OpenAIBackend:
@@ -213,44 +239,18 @@ class OpenAIBackend:
     ) -> Iterator[Event]:
         import httpx
 
-        started = time.perf_counter()
-        first: float | None = None
-        produced = 0
-        usage: dict[str, Any] = {}
-        reason: FinishReason = "stop"
+        progress = _Progress(time.perf_counter())
         response = None
         try:
             with cancel.interrupting():
                 response = self._open(payload, cancel)
-                for line in response.iter_lines():
-                    if cancel.cancelled:
-                        reason = "interrupted"
-                        break
-                    if not line.startswith("data:"):
-                        continue
-                    data = line[5:].strip()
-                    if data == "[DONE]":
-                        break
-                    chunk = self._parse(data)
-                    usage = chunk.get("usage") or usage
-                    for choice in chunk.get("choices") or ():
-                        text = (choice.get("delta") or {}).get("content") or ""
-                        if text:
-                            if first is None:
-                                first = time.perf_counter()
-                            produced += 1
-                            yield TextDelta(text)
-                        if choice.get("finish_reason") == "length":
-                            reason = "length"
-                else:
-                    if produced == 0 and not usage:
-                        raise RemoteError("the server closed the stream before answering")
+                yield from self._read(response, cancel, progress)
         except KeyboardInterrupt:
-            reason = "interrupted"
+            progress.reason = "interrupted"
         except httpx.RemoteProtocolError:
             raise RemoteError(
                 "the server cut the stream in the middle of the answer; the part received is kept"
-                if produced
+                if progress.produced
                 else "the server closed the connection without an answer"
             ) from None
         except httpx.HTTPError as exc:
@@ -258,24 +258,31 @@ class OpenAIBackend:
         finally:
             if response is not None:
                 response.close()
-        finished = time.perf_counter()
-        completion = int(usage.get("completion_tokens") or produced)
-        decode = finished - (first or finished)
-        yield Finished(
-            reason=reason,
-            usage=Usage(int(usage.get("prompt_tokens") or estimate), completion),
-            timings=Timings(
-                (first or finished) - started,
-                (first or finished) - started,
-                decode,
-                int(usage.get("prompt_tokens") or estimate),
-                0,
-            ),
-            seed=options.seed,
-            decode_tokens_per_second=(completion - 1) / decode
-            if completion > 1 and decode
-            else 0.0,
-        )
+        yield progress.finished(estimate, options.seed)
+
+    def _read(self, response: Any, cancel: Cancellation, progress: _Progress) -> Iterator[Event]:
+        """The answer's text from the server-sent events, noting usage and finish reason."""
+        for line in response.iter_lines():
+            if cancel.cancelled:
+                progress.reason = "interrupted"
+                return
+            if not line.startswith("data:"):
+                continue
+            data = line[5:].strip()
+            if data == "[DONE]":
+                return
+            chunk = self._parse(data)
+            progress.usage = chunk.get("usage") or progress.usage
+            for choice in chunk.get("choices") or ():
+                text = (choice.get("delta") or {}).get("content") or ""
+                if text:
+                    progress.first = progress.first or time.perf_counter()
+                    progress.produced += 1
+                    yield TextDelta(text)
+                if choice.get("finish_reason") == "length":
+                    progress.reason = "length"
+        if progress.produced == 0 and not progress.usage:
+            raise RemoteError("the server closed the stream before answering")
 
     def _parse(self, data: str) -> dict[str, Any]:
         try:
