@@ -460,7 +460,7 @@ class LlamaBackend:
         size = lib.llama_state_seq_get_size(self._ctx, 0)
         buf = (ctypes.c_uint8 * size)()
         written = lib.llama_state_seq_get_data(self._ctx, buf, size, 0)
-        return list(self._evaluated), bytes(buf[:written])
+        return list(self._evaluated), ctypes.string_at(buf, written)
 
     def import_state(self, tokens: list[int], state: bytes) -> bool:
         """Restore a KV cache made by ``export_state``; on any failure start clean."""
