@@ -126,3 +126,45 @@ def record() -> None:
 
 if __name__ == "__main__" and "--record" in sys.argv:
     record()
+
+
+@pytest.mark.slow
+def test_a_growing_context_answers_as_a_full_size_one(
+    bundled_model: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The context starts at 1,024 cells and doubles as the conversation fills it, carrying
+    its cache over: in the middle of an answer (turn 1) and of a prompt (turn 2). The answers
+    must equal those of a context allocated at full size from the start."""
+    from gptcli.backends import llama
+    from gptcli.backends.base import Cancellation
+    from gptcli.chat import Conversation, Reply
+    from gptcli.config import SamplingOptions
+
+    document = " ".join(f"Item {n} is a {'red' if n % 3 else 'blue'} box." for n in range(100))
+    turns = [
+        (f"{document}\nList the blue boxes, one per line.", 0.0, 300),
+        (f"{document}\nWhich item numbers are red?", 0.8, 60),
+    ]
+
+    def converse() -> tuple[list[str], int]:
+        backend = llama.LlamaBackend(llama.LoadOptions(bundled_model, extra_buffers=False))
+        conversation, answers, sizes = Conversation(), [], []
+        try:
+            for text, temperature, limit in turns:
+                options = SamplingOptions(
+                    temperature=temperature, seed=3, max_tokens=limit, ignore_eos=True
+                )
+                reply = Reply()
+                for _ in conversation.send(text, backend, options, Cancellation(), reply):
+                    pass
+                answers.append(reply.text)
+                sizes.append(backend._size)
+        finally:
+            backend.close()
+        return answers, sizes[-1]
+
+    grown, size = converse()
+    monkeypatch.setattr(llama, "INITIAL_CONTEXT", 4096)
+    full, full_size = converse()
+    assert size == full_size == 4096
+    assert grown == full
