@@ -34,6 +34,8 @@ def small_gguf(tmp_path_factory: pytest.TempPathFactory) -> bytes:
     writer.add_chat_template("{% for m in messages %}{{ m['content'] }}{% endfor %}")
     writer.add_token_list(["<s>", "</s>", "a", "b", "c"])
     writer.add_token_scores([0.0, 0.0, -1.0, -2.0, -3.0])
+    # Longer than KEEP_ARRAY_ITEMS: the validator steps over it without decoding.
+    writer.add_token_merges([f"a{i} b{i}" for i in range(24)])
     writer.add_uint32("test.u32", 7)
     writer.add_float32("test.f32", 0.5)
     writer.add_bool("test.flag", True)

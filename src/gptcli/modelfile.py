@@ -218,13 +218,12 @@ class _Reader:
 
     def skip_strings(self, count: int, key: str) -> None:
         """Step over ``count`` length-prefixed strings (a vocabulary: tens of thousands)."""
-        buf, pos, unpack = self.buf, self.pos, _U64.unpack_from
-        try:
-            for _ in range(count):
-                pos += 8 + unpack(buf, pos)[0]
-        except struct.error:
-            pos = len(buf) + 1
-        if pos > len(buf):
+        buf, pos, end, unpack = self.buf, self.pos, len(self.buf), _U64.unpack_from
+        for _ in range(count):
+            if pos + 8 > end:
+                raise self.fail(f"array {key!r} runs past the end of the file")
+            pos += 8 + unpack(buf, pos)[0]
+        if pos > end:
             raise self.fail(f"array {key!r} runs past the end of the file")
         self.pos = pos
 
