@@ -70,6 +70,10 @@ def _handler(script: Script) -> type[BaseHTTPRequestHandler]:
                 self._chunk(b"data: {not json\n\n")
                 self._chunk(b"")
                 return
+            if step == "nested":
+                self._chunk(b"data: " + b"[" * 100_000 + b"\n\n")
+                self._chunk(b"")
+                return
             for piece in ("Hello", " wor", "ld"):
                 self._chunk(sse(piece))
                 if step == "cut" and piece == " wor":

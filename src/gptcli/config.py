@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from gptcli.errors import ConfigError
+from gptcli.parsing import loads_json, loads_toml
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -256,7 +257,7 @@ def check_setting(key: str, raw: str) -> Any:
             import json
 
             try:
-                return _check_value(key, json.loads(text))
+                return _check_value(key, loads_json(text))
             except json.JSONDecodeError:
                 raise ValueError('must be a JSON list such as ["###", "END"]') from None
         return _check_value(key, [text])
@@ -296,7 +297,7 @@ def load_config_file(path: Path) -> dict[str, Any]:
         raise ConfigError(f"config file {path}: cannot read: {exc.strerror}") from exc
     try:
         text = raw.decode("utf-8")
-        data = tomllib.loads(text)
+        data = loads_toml(text)
     except UnicodeDecodeError as exc:
         raise ConfigError(f"config file {path}: not UTF-8 text (byte {exc.start})") from exc
     except tomllib.TOMLDecodeError as exc:
@@ -410,7 +411,7 @@ def set_config_value(path: Path, key: str, value: str) -> None:
     else:
         lines.insert(0, line)
     new_text = "\n".join(lines) + "\n"
-    tomllib.loads(new_text)  # never write a file gptcli itself could not read back
+    loads_toml(new_text)  # never write a file gptcli itself could not read back
     write_private_file(path, new_text.encode("utf-8"))
 
 

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gptcli.atomic import write_private_file
+from gptcli.parsing import loads_json
 
 PROBE_TIMEOUT = 180.0
 CACHE_NAME = "cpu-probe.json"
@@ -99,7 +100,7 @@ def run_child(command: list[str]) -> ProbeOutcome:
 
 def _read_cache(path: Path) -> dict[str, object]:
     try:
-        data = json.loads(path.read_text(encoding="utf-8"))
+        data = loads_json(path.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return {}
     return data if isinstance(data, dict) else {}

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import platform
 import sys
@@ -13,6 +12,7 @@ from gptcli import __version__
 from gptcli.config import load_config_file
 from gptcli.cpuprobe import CACHE_NAME, build_fingerprint, cpu_flags
 from gptcli.errors import GptcliError
+from gptcli.parsing import loads_json
 from gptcli.paths import AppPaths
 
 INTERESTING_FLAGS = (
@@ -74,7 +74,7 @@ def _fallback_check(paths: AppPaths, quantization: str | None) -> Check:
         return Check("CPU fallback", "not needed (the CPU reports no AMX)")
     cache_file = paths.cache_dir / CACHE_NAME
     try:
-        verdicts = json.loads(cache_file.read_text(encoding="utf-8"))
+        verdicts = loads_json(cache_file.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         verdicts = {}
     verdict = verdicts.get(build_fingerprint(quantization)) if quantization else None

@@ -17,6 +17,7 @@ from typing import Any
 
 from gptcli.atomic import write_private_file
 from gptcli.errors import UsageError
+from gptcli.parsing import loads_json
 
 ALIAS = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 SCHEMA = 1
@@ -52,7 +53,7 @@ class ModelRegistry:
 
     def load(self) -> dict[str, ModelEntry]:
         try:
-            raw = json.loads(self.path.read_text(encoding="utf-8"))
+            raw = loads_json(self.path.read_text(encoding="utf-8"))
         except FileNotFoundError:
             return {}
         except (OSError, ValueError) as exc:
@@ -96,7 +97,7 @@ def file_sha256(path: Path, cache_dir: Path) -> str:
     key = f"{path.resolve()}:{stat.st_size}:{stat.st_mtime_ns}"
     cache_file = cache_dir / "sha256.json"
     try:
-        cache: dict[str, Any] = json.loads(cache_file.read_text(encoding="utf-8"))
+        cache: dict[str, Any] = loads_json(cache_file.read_text(encoding="utf-8"))
     except (OSError, ValueError):
         cache = {}
     if isinstance(cache.get(key), str):

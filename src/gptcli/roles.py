@@ -21,6 +21,7 @@ from typing import Any
 
 from gptcli.config import KNOWN_KEYS, _check_value
 from gptcli.errors import ConfigError, UsageError
+from gptcli.parsing import loads_toml
 from gptcli.registry import check_alias
 
 if sys.version_info >= (3, 11):
@@ -123,7 +124,7 @@ def roles_dir(config_dir: Path) -> Path:
 
 def _parse_role(name: str, path: Path) -> Role:
     try:
-        data = tomllib.loads(path.read_text(encoding="utf-8"))
+        data = loads_toml(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(f"role file {path}: {exc}") from None
     system = data.get("system")
@@ -181,7 +182,7 @@ def role_file_text(system: str, description: str, options: dict[str, Any]) -> st
     for key, value in options.items():
         lines.append(f"{key} = {json_string(value) if isinstance(value, str) else value}")
     text = "\n".join(lines) + "\n"
-    tomllib.loads(text)
+    loads_toml(text)
     return text
 
 

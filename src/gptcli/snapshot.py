@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Protocol, runtime_checkable
 
 from gptcli.atomic import write_private_file
+from gptcli.parsing import loads_json
 
 MAGIC = b"GPTCLI-KV 1\n"
 MAX_HEADER = 4 * 1024 * 1024
@@ -56,7 +57,7 @@ def load_snapshot(path: Path, engine: Snapshotting, model_sha256: str) -> int:
         with path.open("rb") as handle:
             if handle.read(len(MAGIC)) != MAGIC:
                 return 0
-            header = json.loads(handle.readline(MAX_HEADER))
+            header = loads_json(handle.readline(MAX_HEADER))
             state = handle.read()
     except (OSError, ValueError):
         return 0

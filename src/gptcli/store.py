@@ -24,6 +24,7 @@ from typing import Any
 
 from gptcli.atomic import write_private_file
 from gptcli.errors import GptcliError, UsageError
+from gptcli.parsing import loads_json
 from gptcli.paths import ensure_private_dir
 
 SCHEMA = 1
@@ -87,12 +88,33 @@ class StoredMessage:
     alternatives: list[dict[str, Any]] = field(default_factory=list)
 
     @classmethod
-    def from_json(cls, raw: dict[str, Any]) -> StoredMessage:
-        known = {k: v for k, v in raw.items() if k in cls.__dataclass_fields__}
-        known["content"] = unpack_text(known.get("content"))
-        if not isinstance(known.get("role"), str) or not isinstance(known.get("content"), str):
+    def from_json(cls, raw: object) -> StoredMessage:
+        """A message from its saved form; optional facts of the wrong type are dropped."""
+        if not isinstance(raw, dict):
+            raise ValueError("a message is not a JSON object")
+        known: dict[str, Any] = {
+            k: v for k, v in raw.items() if k in _FACT_TYPES and isinstance(v, _FACT_TYPES[k])
+        }
+        known["content"] = unpack_text(raw.get("content"))
+        if not isinstance(raw.get("role"), str) or not isinstance(known.get("content"), str):
             raise ValueError("a message lacks its role or content")
+        known["role"] = raw["role"]
+        alternatives = known.get("alternatives", [])
+        known["alternatives"] = [a for a in alternatives if isinstance(a, dict)]
         return cls(**known)
+
+
+# The saved type of each optional fact of a message (JSON has no other types).
+_FACT_TYPES: dict[str, type | tuple[type, ...]] = {
+    "time": str,
+    "finish_reason": str,
+    "model": dict,
+    "options": dict,
+    "seed": int,
+    "usage": dict,
+    "backend": str,
+    "alternatives": list,
+}
 
 
 @dataclass
@@ -138,7 +160,7 @@ class Session:
 
     @classmethod
     def from_json(cls, data: bytes, name: str) -> Session:
-        raw = json.loads(data.decode("utf-8"))
+        raw = loads_json(data.decode("utf-8"))
         if not isinstance(raw, dict) or not isinstance(raw.get("messages"), list):
             raise ValueError("not a gptcli session")
         schema = raw.get("schema")

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from gptcli.errors import SchemaMismatchError, UsageError
+from gptcli.parsing import loads_json
 
 MAX_SPEC = 1024 * 1024
 
@@ -38,7 +39,7 @@ def load_schema(value: str) -> dict[str, Any]:
 
     text = _read_spec(value, "schema")
     try:
-        schema = json.loads(text)
+        schema = loads_json(text)
     except json.JSONDecodeError as exc:
         raise UsageError(f"the schema is not valid JSON: {exc}") from None
     if not isinstance(schema, dict):
@@ -76,7 +77,7 @@ def validate_answer(text: str, schema: dict[str, Any]) -> Any:
     from jsonschema import Draft202012Validator
 
     try:
-        value = json.loads(text)
+        value = loads_json(text)
     except json.JSONDecodeError as exc:
         raise SchemaMismatchError(f"the answer is not valid JSON ({exc.msg})") from None
     error = next(iter(Draft202012Validator(schema).iter_errors(value)), None)

@@ -29,6 +29,7 @@ from gptcli.backends.base import (
 )
 from gptcli.config import SamplingOptions
 from gptcli.errors import ModelError, RemoteError, UsageError
+from gptcli.parsing import loads_json
 
 MAX_RETRIES = 3
 MAX_RETRY_AFTER = 30.0
@@ -286,7 +287,7 @@ class OpenAIBackend:
 
     def _parse(self, data: str) -> dict[str, Any]:
         try:
-            chunk = json.loads(data)
+            chunk = loads_json(data)
         except json.JSONDecodeError:
             raise RemoteError(
                 f"the server sent a malformed chunk: {self._hide(data[:80])!r}"
