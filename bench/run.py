@@ -10,7 +10,8 @@ file, thread count and attention setting, it measures:
 - native llama-bench: prefill pp512, decode tg128 and tg1024;
 - gptcli's engine through `gptcli ask` (streaming, not a TTY): prefill of a
   512-token prompt, decode of 128 and 1,024 tokens, time to first token;
-- gptcli's chat with Markdown rendering in a pseudo-terminal (decode);
+- gptcli's chat with Markdown rendering in a pseudo-terminal (decode), read by a
+  drain that answers cursor queries but does not emulate the screen;
 - whole processes: `gptcli --help`, `gptcli --version`, `gptcli ask -n 1` against
   `llama-completion -n 1`, with peak RSS.
 
@@ -192,12 +193,13 @@ def interleaved(
 
 
 def repl_decode(threads: int) -> float:
-    """Decode speed of a 1,024-token answer in `gptcli chat` with Markdown, in a pty."""
+    """Decode speed of a 1,024-token answer in `gptcli chat` with Markdown, in a pty
+    drained by a reader that does not emulate the screen (see repl_render.py)."""
     sys.path.insert(0, str(ROOT))
-    from bench.repl_render import tokens_per_second
+    from bench.repl_render import raw_tokens_per_second
 
     args = ["--threads", str(threads), "--ctx", "1280", "--ignore-eos"]
-    return tokens_per_second(args, 1024)[0]
+    return raw_tokens_per_second(args, 1024)
 
 
 def chat_prompt(model: str, text: str) -> str:
