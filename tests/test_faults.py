@@ -4,6 +4,9 @@ answer streams, an engine that fails mid-answer, and many model switches in one 
 from __future__ import annotations
 
 import re
+import shlex
+import signal
+import subprocess
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
@@ -210,6 +213,8 @@ def test_many_model_switches_do_not_grow_memory(gptcli: Gptcli, bundled_model: P
             term.wait_prompt(4 + 3 * index, timeout=60)
             sizes.append(rss(term.child.pid))
         screen = "\n".join(term.scrollback())
+        term.ctrl("d")
+        assert term.wait_exit() == 0  # and no crash at exit after all those switches
     finally:
         term.close()
     assert screen.count("(now using") == 12
@@ -256,3 +261,55 @@ def test_colour_is_used_on_a_normal_terminal(gptcli: Gptcli) -> None:
     finally:
         terminal.close()
     assert colour_codes(terminal.raw)
+
+
+def shell(gptcli: Gptcli, redirect: str, *args: str) -> subprocess.CompletedProcess[str]:
+    command = " ".join(shlex.quote(a) for a in [gptcli_executable(), *args])
+    return subprocess.run(
+        ["bash", "-c", f"exec {command} {redirect}"],
+        env=gptcli.env,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        timeout=120,
+        check=False,
+    )
+
+
+def test_closed_stdout_and_stderr(gptcli: Gptcli) -> None:
+    """`>&-` leaves Python without sys.stdout: one line, exit 1 (it was an internal error
+    and a traceback). `2>&-`: the answer still comes, and messages never land in stdout."""
+    closed_out = shell(gptcli, ">&-", "ask", "-t", "0", "-n", "8", FRANCE)
+    assert closed_out.returncode == 1
+    assert closed_out.stderr == "gptcli: error: standard output is closed; nothing could be shown\n"
+    closed_err = shell(gptcli, "2>&-", "ask", "-t", "0", "-n", "16", FRANCE)
+    assert closed_err.returncode == 0
+    assert "Paris" in closed_err.stdout
+    usage = shell(gptcli, "2>&-", "ask", "--no-such-option")
+    assert usage.returncode == 2
+    assert usage.stdout == ""
+
+
+def test_ctrl_c_while_waiting_for_a_stdin_that_never_closes(gptcli: Gptcli) -> None:
+    child = subprocess.Popen(
+        [gptcli_executable(), "ask", "summarise"],
+        env=gptcli.env,
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+    try:
+        assert child.stdin is not None
+        child.stdin.write(b"some text, and the writer never closes the pipe\n")
+        child.stdin.flush()
+        time.sleep(2)
+        assert child.poll() is None  # still waiting for the end of stdin
+        started = time.monotonic()
+        child.send_signal(signal.SIGINT)
+        out, err = child.communicate(timeout=10)
+        assert time.monotonic() - started < 2
+    finally:
+        child.kill()
+    assert child.returncode == 130
+    assert out == b""
+    assert b"Traceback" not in err

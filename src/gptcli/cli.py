@@ -493,7 +493,24 @@ def run(argv: list[str]) -> int:
     return result[0]
 
 
+def _closed_standard_streams() -> int | None:
+    """Started with ``>&-`` or ``2>&-``: Python then has no sys.stdout or sys.stderr.
+
+    Without stdout nothing can be shown: one line on stderr, exit 1. Without
+    stderr, messages go nowhere rather than into stdout, which scripts read.
+    """
+    if sys.stderr is None:
+        sys.stderr = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - for the process
+    if sys.stdout is None:
+        sys.stderr.write("gptcli: error: standard output is closed; nothing could be shown\n")
+        return int(ExitStatus.ERROR)
+    return None
+
+
 def main() -> None:
+    closed = _closed_standard_streams()
+    if closed is not None:
+        sys.exit(closed)
     status = run(sys.argv[1:])
     try:
         sys.stdout.flush()
