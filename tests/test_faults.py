@@ -313,3 +313,36 @@ def test_ctrl_c_while_waiting_for_a_stdin_that_never_closes(gptcli: Gptcli) -> N
     assert child.returncode == 130
     assert out == b""
     assert b"Traceback" not in err
+
+
+def test_a_full_disk_while_saving_keeps_the_old_session(gptcli: Gptcli) -> None:
+    """A write limit (RLIMIT_FSIZE: writes fail with EFBIG, as with a full disk) lets the
+    first turn be saved but not the second: a warning, the answer anyway, the old file
+    byte for byte, no temporary file left behind."""
+    import resource
+
+    first = gptcli("ask", "-t", "0", "-n", "12", "--session", "s", FRANCE)
+    assert first.returncode == 0
+    sessions = gptcli.home / "data" / "sessions"
+    saved = (sessions / "s.json").read_bytes()
+    limit = len(saved) + 100
+
+    def limited() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    second = subprocess.run(
+        [gptcli_executable(), "ask", "-t", "0", "-n", "40", "--session", "s", ROMEO],
+        env=gptcli.env,
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+        preexec_fn=limited,
+        timeout=120,
+        check=False,
+    )
+    assert second.returncode == 0
+    assert "Shakespeare" in second.stdout
+    assert "cannot save session 's' (File too large)" in second.stderr
+    assert second.stderr.count("\n") == 1
+    assert (sessions / "s.json").read_bytes() == saved
+    assert sorted(p.name for p in sessions.iterdir()) == [".s.lock", "s.json"]
