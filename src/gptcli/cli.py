@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import sys
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 from dataclasses import replace
 from pathlib import Path
@@ -131,8 +131,31 @@ def _version_callback(value: bool) -> None:
         raise typer.Exit()
 
 
-def setting_flags(**given: Any) -> dict[str, Any]:
-    """The command-line layer of the settings (None = not given)."""
+SETTING_FLAGS = (
+    "model",
+    "system",
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "repeat_penalty",
+    "max_tokens",
+    "seed",
+    "stop",
+    "ctx",
+    "threads",
+    "gpu_layers",
+    "profile",
+    "backend",
+    "base_url",
+    "api_key_env",
+)
+
+
+def setting_flags(arguments: Mapping[str, Any]) -> dict[str, Any]:
+    """The command-line layer of the settings (None = not given), picked from a command's
+    arguments (``ask`` and ``chat`` pass their ``locals()``)."""
+    given = {name: arguments[name] for name in SETTING_FLAGS}
     stop = given.get("stop")
     return {
         **given,
@@ -252,25 +275,7 @@ def ask(
     """Answer one prompt and exit. Reads stdin when it is not a terminal."""
     from gptcli.oneshot import OneShot, run_oneshot
 
-    flags = setting_flags(
-        model=model,
-        system=system,
-        temperature=temperature,
-        top_p=top_p,
-        top_k=top_k,
-        min_p=min_p,
-        repeat_penalty=repeat_penalty,
-        max_tokens=max_tokens,
-        seed=seed,
-        stop=stop,
-        ctx=ctx,
-        threads=threads,
-        gpu_layers=gpu_layers,
-        profile=profile,
-        backend=backend,
-        base_url=base_url,
-        api_key_env=api_key_env,
-    )
+    flags = setting_flags(locals())
     request = OneShot(
         prompt=prompt,
         flags=flags,
@@ -351,25 +356,7 @@ def chat(
 
     if not stdin_is_interactive(0) or not stdin_is_interactive(1):
         raise UsageError("chat needs a terminal; use gptcli ask for pipes and scripts")
-    flags = setting_flags(
-        model=model,
-        system=system,
-        temperature=temperature,
-        top_p=top_p,
-        top_k=top_k,
-        min_p=min_p,
-        repeat_penalty=repeat_penalty,
-        max_tokens=max_tokens,
-        seed=seed,
-        stop=stop,
-        ctx=ctx,
-        threads=threads,
-        gpu_layers=gpu_layers,
-        profile=profile,
-        backend=backend,
-        base_url=base_url,
-        api_key_env=api_key_env,
-    )
+    flags = setting_flags(locals())
     from gptcli.roles import role_layer
 
     paths = app_paths()

@@ -27,19 +27,13 @@ from __future__ import annotations
 import math
 import os
 import re
-import sys
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
 from gptcli.errors import ConfigError
-from gptcli.parsing import loads_json, loads_toml
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
+from gptcli.parsing import TOMLDecodeError, loads_json, loads_toml
 
 DEFAULT_MODEL = "smollm2"
 
@@ -300,7 +294,7 @@ def load_config_file(path: Path) -> dict[str, Any]:
         data = loads_toml(text)
     except UnicodeDecodeError as exc:
         raise ConfigError(f"config file {path}: not UTF-8 text (byte {exc.start})") from exc
-    except tomllib.TOMLDecodeError as exc:
+    except TOMLDecodeError as exc:
         raise ConfigError(f"config file {path}, {_toml_error(str(exc), text)}") from exc
     checked: dict[str, Any] = {}
     for key, value in data.items():

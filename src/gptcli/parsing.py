@@ -20,6 +20,7 @@ else:  # pragma: no cover
     import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
 
 NESTED = "nested too deeply"
+TOMLDecodeError = tomllib.TOMLDecodeError
 
 
 def loads_json(text: str | bytes) -> Any:

@@ -14,20 +14,14 @@ files in ``<config dir>/roles/NAME.toml``::
 from __future__ import annotations
 
 import re
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from gptcli.config import KNOWN_KEYS, _check_value
 from gptcli.errors import ConfigError, UsageError
-from gptcli.parsing import loads_toml
+from gptcli.parsing import TOMLDecodeError, loads_toml
 from gptcli.registry import check_alias
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
 ROLE_OPTION_KEYS = {
@@ -125,7 +119,7 @@ def roles_dir(config_dir: Path) -> Path:
 def _parse_role(name: str, path: Path) -> Role:
     try:
         data = loads_toml(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as exc:
+    except (OSError, UnicodeDecodeError, TOMLDecodeError) as exc:
         raise ConfigError(f"role file {path}: {exc}") from None
     system = data.get("system")
     if not isinstance(system, str) or not system.strip():

@@ -105,7 +105,7 @@ class StoredMessage:
 
 
 # The saved type of each optional fact of a message (JSON has no other types).
-_FACT_TYPES: dict[str, type | tuple[type, ...]] = {
+_FACT_TYPES: dict[str, type] = {
     "time": str,
     "finish_reason": str,
     "model": dict,

@@ -51,3 +51,26 @@ class StopMatcher:
     def flush(self) -> str:
         out, self._pending = self._pending, ""
         return out
+
+
+class AnswerText:
+    """Token pieces to answer text: whole UTF-8 characters, stop strings, no leading blanks."""
+
+    def __init__(self, stop: Sequence[str]) -> None:
+        self._utf8 = Utf8Stream()
+        self._stops = StopMatcher(stop)
+        self._at_start = True
+
+    def feed(self, piece: bytes) -> tuple[str, bool]:
+        """The text now complete, and whether a stop string was reached."""
+        text, stopped = self._stops.feed(self._utf8.feed(piece))
+        return self._strip(text), stopped
+
+    def flush(self) -> str:
+        return self._strip(self._stops.feed(self._utf8.flush())[0] + self._stops.flush())
+
+    def _strip(self, text: str) -> str:
+        if self._at_start and text:
+            text = text.lstrip()
+            self._at_start = not text
+        return text

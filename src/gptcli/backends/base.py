@@ -7,6 +7,7 @@ happened as the events below and raises only :class:`gptcli.errors.GptcliError`.
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -72,6 +73,49 @@ class Finished:
 
 
 Event = TextDelta | Finished
+
+
+@dataclass
+class AnswerClock:
+    """When an answer started, finished its prompt and showed its first text.
+
+    A server does not say when it finished the prompt: without ``prefilled``,
+    the prompt is taken to end at the first text.
+    """
+
+    started: float = field(default_factory=time.perf_counter)
+    prefilled: float | None = None
+    first_text: float | None = None
+
+    def text_shown(self) -> None:
+        if self.first_text is None:
+            self.first_text = time.perf_counter()
+
+    def finished(
+        self,
+        reason: FinishReason,
+        usage: Usage,
+        cached: int = 0,
+        seed: int | None = None,
+    ) -> Finished:
+        end = time.perf_counter()
+        first = self.first_text or end
+        decode = end - first
+        produced = usage.completion_tokens
+        rate = (produced - 1) / decode if produced > 1 and decode > 0 else 0.0
+        return Finished(
+            reason=reason,
+            usage=usage,
+            timings=Timings(
+                time_to_first_token=first - self.started,
+                prompt_seconds=(self.prefilled or first) - self.started,
+                decode_seconds=decode,
+                prompt_tokens_evaluated=usage.prompt_tokens - cached,
+                cached_tokens=cached,
+            ),
+            seed=seed,
+            decode_tokens_per_second=rate,
+        )
 
 
 class Cancellation:

@@ -21,21 +21,20 @@ from typing import Any
 
 from gptcli.backends import native
 from gptcli.backends.base import (
+    AnswerClock,
     Cancellation,
     Event,
-    Finished,
     FinishReason,
     Message,
     ModelDetails,
     TextDelta,
-    Timings,
     Usage,
 )
 from gptcli.config import SamplingOptions
 from gptcli.errors import ContextOverflowError, GptcliError, ModelError, UsageError
 from gptcli.modelfile import ModelFileInfo, read_model_file
 from gptcli.template import CHATML_TEMPLATE, ChatTemplate, PromptPiece, TemplateError
-from gptcli.textstream import StopMatcher, Utf8Stream
+from gptcli.textstream import AnswerText
 
 DEFAULT_CONTEXT = 4096
 INITIAL_CONTEXT = 1024  # the context grows from here, by doubling, up to the window
@@ -79,57 +78,16 @@ def _chatml(bos: str, eos: str) -> ChatTemplate:
     return ChatTemplate("built-in ChatML (fallback)", CHATML_TEMPLATE, bos, eos)
 
 
-class _AnswerText:
-    """Token pieces to answer text: whole UTF-8 characters, stop strings, no leading blanks."""
-
-    def __init__(self, stop: Sequence[str]) -> None:
-        self._utf8 = Utf8Stream()
-        self._stops = StopMatcher(stop)
-        self._at_start = True
-
-    def feed(self, piece: bytes) -> tuple[str, bool]:
-        text, stopped = self._stops.feed(self._utf8.feed(piece))
-        return self._strip(text), stopped
-
-    def flush(self) -> str:
-        return self._strip(self._stops.feed(self._utf8.flush())[0] + self._stops.flush())
-
-    def _strip(self, text: str) -> str:
-        if self._at_start and text:
-            text = text.lstrip()
-            self._at_start = not text
-        return text
+def _round_up(cells: int) -> int:
+    return -(-cells // CONTEXT_STEP) * CONTEXT_STEP
 
 
-@dataclass
-class _Clock:
-    """When an answer started, finished its prompt and showed its first text."""
-
-    started: float
-    prefilled: float = 0.0
-    first_text: float | None = None
-
-    def finished(
-        self, reason: FinishReason, prompt: int, reused: int, produced: int, seed: int
-    ) -> Finished:
-        end = time.perf_counter()
-        first = self.first_text or end
-        decode_seconds = end - first
-        return Finished(
-            reason=reason,
-            usage=Usage(prompt_tokens=prompt, completion_tokens=produced),
-            timings=Timings(
-                time_to_first_token=first - self.started,
-                prompt_seconds=self.prefilled - self.started,
-                decode_seconds=decode_seconds,
-                prompt_tokens_evaluated=prompt - reused,
-                cached_tokens=reused,
-            ),
-            seed=seed,
-            decode_tokens_per_second=(produced - 1) / decode_seconds
-            if produced > 1 and decode_seconds > 0
-            else 0.0,
-        )
+def _set_state(lib: Any, ctx: Any, state: Any, length: int) -> bool:
+    """Load a serialised KV cache into ``ctx``; on failure leave it empty."""
+    if lib.llama_state_seq_set_data(ctx, state, length, 0) != 0:
+        return True
+    lib.llama_memory_clear(lib.llama_get_memory(ctx), True)
+    return False
 
 
 class LlamaBackend:
@@ -195,7 +153,7 @@ class LlamaBackend:
         lib = self._lib
         trained = self._info.context_length
         requested = options.ctx or min(trained or DEFAULT_CONTEXT, DEFAULT_CONTEXT)
-        self._window = -(-requested // CONTEXT_STEP) * CONTEXT_STEP
+        self._window = _round_up(requested)
         self._threads = options.threads or physical_cores()
         # Flash attention decodes ~28% slower on CPU at 1k context; let GPU builds choose.
         on_gpu = self._gpu_layers > 0 and lib.llama_supports_gpu_offload()
@@ -240,15 +198,10 @@ class LlamaBackend:
         if cells <= self._size or self._size >= self._window:
             return
         lib = self._lib
-        size = min(self._window, max(-(-cells // CONTEXT_STEP) * CONTEXT_STEP, 2 * self._size))
+        size = min(self._window, max(_round_up(cells), 2 * self._size))
         ctx = self._new_context(size)
-        if self._evaluated:
-            length = lib.llama_state_seq_get_size(self._ctx, 0)
-            state = (ctypes.c_uint8 * length)()
-            written = lib.llama_state_seq_get_data(self._ctx, state, length, 0)
-            if lib.llama_state_seq_set_data(ctx, state, written, 0) == 0:
-                lib.llama_memory_clear(lib.llama_get_memory(ctx), True)
-                self._evaluated = []  # the next prompt is processed again in full
+        if self._evaluated and not _set_state(lib, ctx, *self._state()):
+            self._evaluated = []  # the next prompt is processed again in full
         self._use_context(ctx)
 
     # -- facts -------------------------------------------------------------
@@ -431,12 +384,12 @@ class LlamaBackend:
         self, tokens: list[int], options: SamplingOptions, seed: int, cancel: Cancellation
     ) -> Iterator[Event]:
         lib = self._lib
-        clock = _Clock(time.perf_counter())
+        clock = AnswerClock()
         reused, early = self._prefill(tokens, cancel)
         clock.prefilled = time.perf_counter()
         produced = 0
         reason: FinishReason = early or "length"
-        answer = _AnswerText(options.stop)
+        answer = AnswerText(options.stop)
         limit = options.max_tokens
         sampler = self._sampler(options, seed) if early is None else None
         try:
@@ -454,7 +407,7 @@ class LlamaBackend:
                 produced += 1
                 text, stopped = answer.feed(b"" if end_of_turn else self._piece(token))
                 if text:
-                    clock.first_text = clock.first_text or time.perf_counter()
+                    clock.text_shown()
                     yield TextDelta(text)
                 if stopped:
                     reason = "stop"
@@ -469,7 +422,7 @@ class LlamaBackend:
         finally:
             if sampler is not None:
                 lib.llama_sampler_free(sampler)
-        yield clock.finished(reason, len(tokens), reused, produced, seed)
+        yield clock.finished(reason, Usage(len(tokens), produced), reused, seed)
 
     def _decode_one(self, token: int) -> bool:
         """Evaluate a generated token; False when the window has no room left."""
@@ -501,11 +454,15 @@ class LlamaBackend:
 
     def export_state(self) -> tuple[list[int], bytes]:
         """The evaluated tokens and llama.cpp's serialised KV cache for them."""
+        state, written = self._state()
+        return list(self._evaluated), ctypes.string_at(state, written)
+
+    def _state(self) -> tuple[Any, int]:
+        """llama.cpp's serialised KV cache of the conversation, in a ctypes buffer."""
         lib = self._lib
         size = lib.llama_state_seq_get_size(self._ctx, 0)
-        buf = (ctypes.c_uint8 * size)()
-        written = lib.llama_state_seq_get_data(self._ctx, buf, size, 0)
-        return list(self._evaluated), ctypes.string_at(buf, written)
+        state = (ctypes.c_uint8 * size)()
+        return state, lib.llama_state_seq_get_data(self._ctx, state, size, 0)
 
     def import_state(self, tokens: list[int], state: bytes) -> bool:
         """Restore a KV cache made by ``export_state``; on any failure start clean."""
@@ -516,8 +473,7 @@ class LlamaBackend:
         self._forget_from(0)
         self._reserve(len(tokens) + 1)
         buf = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
-        if lib.llama_state_seq_set_data(self._ctx, buf, len(state), 0) == 0:
-            lib.llama_memory_clear(self._memory, True)
+        if not _set_state(lib, self._ctx, buf, len(state)):
             return False
         self._evaluated = list(tokens)
         return True

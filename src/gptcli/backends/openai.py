@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gptcli.backends.base import (
+    AnswerClock,
     Cancellation,
     Event,
     Finished,
@@ -24,7 +25,6 @@ from gptcli.backends.base import (
     Message,
     ModelDetails,
     TextDelta,
-    Timings,
     Usage,
 )
 from gptcli.config import SamplingOptions
@@ -57,26 +57,15 @@ def _json_schema_refused(payload: dict[str, Any], body: str) -> bool:
 class _Progress:
     """What a streamed answer has produced so far, and when."""
 
-    started: float
-    first: float | None = None
+    clock: AnswerClock = field(default_factory=AnswerClock)
     produced: int = 0
     usage: dict[str, Any] = field(default_factory=dict)
     reason: FinishReason = "stop"
 
     def finished(self, estimate: int, seed: int | None) -> Finished:
-        end = time.perf_counter()
-        first = self.first or end
         prompt = int(self.usage.get("prompt_tokens") or estimate)
         completion = int(self.usage.get("completion_tokens") or self.produced)
-        decode = end - first
-        rate = (completion - 1) / decode if completion > 1 and decode else 0.0
-        return Finished(
-            reason=self.reason,
-            usage=Usage(prompt, completion),
-            timings=Timings(first - self.started, first - self.started, decode, prompt, 0),
-            seed=seed,
-            decode_tokens_per_second=rate,
-        )
+        return self.clock.finished(self.reason, Usage(prompt, completion), seed=seed)
 
 
 class OpenAIBackend:
@@ -240,7 +229,7 @@ class OpenAIBackend:
     ) -> Iterator[Event]:
         import httpx
 
-        progress = _Progress(time.perf_counter())
+        progress = _Progress()
         response = None
         try:
             with cancel.interrupting():
@@ -277,7 +266,7 @@ class OpenAIBackend:
             for choice in chunk.get("choices") or ():
                 text = (choice.get("delta") or {}).get("content") or ""
                 if text:
-                    progress.first = progress.first or time.perf_counter()
+                    progress.clock.text_shown()
                     progress.produced += 1
                     yield TextDelta(text)
                 if choice.get("finish_reason") == "length":
