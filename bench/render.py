@@ -17,7 +17,7 @@ import time
 
 from rich.console import Console
 
-from gptcli.render import MarkdownRenderer, PlainRenderer, Renderer
+from gptcli.terminal.render import MarkdownRenderer, PlainRenderer, Renderer
 
 PARAGRAPH = (
     "The **quick** brown fox jumps over the lazy dog while the *committee* debates "

@@ -13,15 +13,15 @@ import statistics
 import tempfile
 from pathlib import Path
 
-from gptcli.backends.base import Cancellation
-from gptcli.backends.llama import LlamaBackend, LoadOptions
-from gptcli.chat import Conversation, Reply
 from gptcli.config import SamplingOptions
-from gptcli.cpuprobe import decide_extra_buffers
-from gptcli.modelfile import read_model_file
-from gptcli.models import bundled_model_path
+from gptcli.conversation.chat import Conversation, Reply
+from gptcli.engine.base import Cancellation
+from gptcli.engine.cpuprobe import decide_extra_buffers
+from gptcli.engine.llama import LlamaBackend, LoadOptions
+from gptcli.engine.modelfile import read_model_file
+from gptcli.models.resolve import bundled_model_path
 from gptcli.paths import app_paths
-from gptcli.snapshot import load_snapshot, save_snapshot
+from gptcli.store.snapshot import load_snapshot, save_snapshot
 
 QUESTION = "Name the capital city of France."
 FILLER = "Tell me a fact about the number {n}."

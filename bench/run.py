@@ -204,9 +204,9 @@ def repl_decode(threads: int) -> float:
 
 def chat_prompt(model: str, text: str) -> str:
     """The exact prompt text `gptcli ask TEXT` evaluates: the model's chat template."""
-    from gptcli.backends.base import Message
-    from gptcli.modelfile import read_model_file
-    from gptcli.template import ChatTemplate, prompt_text
+    from gptcli.engine.base import Message
+    from gptcli.engine.modelfile import read_model_file
+    from gptcli.engine.template import ChatTemplate, prompt_text
 
     template = read_model_file(Path(model)).chat_template
     assert template is not None
@@ -256,7 +256,7 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2)
     parser.add_argument("--skip-repl", action="store_true", help="no chat-in-a-pty figure")
     args = parser.parse_args()
-    from gptcli.models import bundled_model_path
+    from gptcli.models.resolve import bundled_model_path
 
     model = str(bundled_model_path())
     binaries = build_native()

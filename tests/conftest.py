@@ -117,6 +117,6 @@ def fresh_gptcli(private_home: Path) -> Gptcli:
 
 @pytest.fixture(scope="session")
 def bundled_model() -> Path:
-    from gptcli.models import bundled_model_path
+    from gptcli.models.resolve import bundled_model_path
 
     return bundled_model_path()

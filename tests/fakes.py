@@ -5,7 +5,8 @@ from __future__ import annotations
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 
-from gptcli.backends.base import (
+from gptcli.config import SamplingOptions
+from gptcli.engine.base import (
     Cancellation,
     Event,
     Finished,
@@ -16,7 +17,6 @@ from gptcli.backends.base import (
     Timings,
     Usage,
 )
-from gptcli.config import SamplingOptions
 
 
 @dataclass

@@ -9,10 +9,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gptcli.backends.base import Cancellation, Event, Message, ModelDetails
-from gptcli.chat import SUMMARY_HEADER, Conversation
 from gptcli.config import SamplingOptions
-from gptcli.context import chunked_messages, fit_conversation, split_text
+from gptcli.conversation.chat import SUMMARY_HEADER, Conversation
+from gptcli.conversation.context import chunked_messages, fit_conversation, split_text
+from gptcli.engine.base import Cancellation, Event, Message, ModelDetails
 from gptcli.errors import ContextOverflowError
 from tests.fakes import ScriptedBackend
 

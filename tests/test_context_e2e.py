@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from gptcli.store import SessionStore, StoredMessage
+from gptcli.store.sessions import SessionStore, StoredMessage
 from tests.conftest import Gptcli
 
 pytestmark = pytest.mark.slow
@@ -18,7 +18,7 @@ def long_session(home: Path) -> None:
     store = SessionStore(home / "data")
 
     def fill(session: object) -> None:
-        from gptcli.store import Session
+        from gptcli.store.sessions import Session
 
         assert isinstance(session, Session)
         for n in range(8):

@@ -9,7 +9,13 @@ from pathlib import Path
 
 import pytest
 
-from gptcli.cpuprobe import CACHE_NAME, ProbeOutcome, cpu_flags, decide_extra_buffers, run_child
+from gptcli.engine.cpuprobe import (
+    CACHE_NAME,
+    ProbeOutcome,
+    cpu_flags,
+    decide_extra_buffers,
+    run_child,
+)
 from tests.conftest import Gptcli
 
 AMX = frozenset({"sse2", "avx2", "amx_tile", "amx_int8"})
@@ -37,7 +43,7 @@ def test_crashing_child_turns_extra_buffers_off_once(tmp_path: Path) -> None:
     assert second.extra_buffers is False
     assert second.notice is None  # said once, then remembered
     assert len(runner.calls) == 1
-    assert runner.calls[0][1:3] == ["-m", "gptcli.cpuprobe"]
+    assert runner.calls[0][1:3] == ["-m", "gptcli.engine.cpuprobe"]
 
 
 def test_healthy_child_keeps_extra_buffers_silently(tmp_path: Path) -> None:

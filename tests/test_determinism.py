@@ -41,7 +41,7 @@ CONVERSATION: list[tuple[str, int, float]] = [
 
 def environment() -> str:
     """The build and CPU that decide the floating-point results."""
-    from gptcli.cpuprobe import cpu_flags
+    from gptcli.engine.cpuprobe import cpu_flags
 
     flags = hashlib.sha256(" ".join(sorted(cpu_flags())).encode()).hexdigest()[:16]
     return f"llama-cpp-python {version('llama-cpp-python')}, cpu {flags}"
@@ -49,10 +49,10 @@ def environment() -> str:
 
 def converse(model: Path) -> list[str]:
     """Three turns in one process, so the later turns reuse the KV cache."""
-    from gptcli.backends.base import Cancellation, TextDelta
-    from gptcli.backends.llama import LlamaBackend, LoadOptions
-    from gptcli.chat import Conversation, Reply
     from gptcli.config import SamplingOptions
+    from gptcli.conversation.chat import Conversation, Reply
+    from gptcli.engine.base import Cancellation, TextDelta
+    from gptcli.engine.llama import LlamaBackend, LoadOptions
 
     backend = LlamaBackend(LoadOptions(model, threads=2, extra_buffers=False))
     try:
@@ -102,7 +102,7 @@ def test_the_same_seed_gives_the_same_text_in_another_process(gptcli: Gptcli) ->
 def record() -> None:
     import subprocess
 
-    from gptcli.models import bundled_model_path
+    from gptcli.models.resolve import bundled_model_path
     from tests.conftest import gptcli_executable
 
     answers = []
@@ -135,10 +135,10 @@ def test_a_growing_context_answers_as_a_full_size_one(
     """The context starts at 1,024 cells and doubles as the conversation fills it, carrying
     its cache over: in the middle of an answer (turn 1) and of a prompt (turn 2). The answers
     must equal those of a context allocated at full size from the start."""
-    from gptcli.backends import llama
-    from gptcli.backends.base import Cancellation
-    from gptcli.chat import Conversation, Reply
     from gptcli.config import SamplingOptions
+    from gptcli.conversation.chat import Conversation, Reply
+    from gptcli.engine import llama
+    from gptcli.engine.base import Cancellation
 
     document = " ".join(f"Item {n} is a {'red' if n % 3 else 'blue'} box." for n in range(100))
     turns = [

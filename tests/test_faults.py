@@ -75,8 +75,8 @@ def test_ctrl_c_at_any_moment_of_chat_start_exits_cleanly(gptcli: Gptcli) -> Non
 
 def test_interrupted_model_load_raises_keyboard_interrupt(bundled_model: Path) -> None:
     """The engine's load-progress callback stops llama.cpp's loader when Ctrl-C arrives."""
-    from gptcli.backends.base import Cancellation
-    from gptcli.backends.llama import LlamaBackend, LoadOptions
+    from gptcli.engine.base import Cancellation
+    from gptcli.engine.llama import LlamaBackend, LoadOptions
 
     cancel = Cancellation()
     cancel.cancel()
@@ -120,10 +120,10 @@ def test_terminal_resized_while_an_answer_streams(gptcli: Gptcli) -> None:
 def test_engine_failure_mid_answer_leaves_a_sound_engine(bundled_model: Path) -> None:
     """llama_decode failing in the middle of an answer: an error, the partial answer kept,
     and the next turn exactly what a fresh engine answers for the same conversation."""
-    from gptcli.backends.base import Cancellation
-    from gptcli.backends.llama import LlamaBackend, LoadOptions
-    from gptcli.chat import Conversation, Reply
     from gptcli.config import SamplingOptions
+    from gptcli.conversation.chat import Conversation, Reply
+    from gptcli.engine.base import Cancellation
+    from gptcli.engine.llama import LlamaBackend, LoadOptions
     from gptcli.errors import GptcliError
 
     options = SamplingOptions(temperature=0, max_tokens=24)

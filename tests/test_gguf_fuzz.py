@@ -17,8 +17,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gptcli.engine.modelfile import read_model_file
 from gptcli.errors import ModelError
-from gptcli.modelfile import read_model_file
 
 EXAMPLES = int(os.environ.get("GPTCLI_FUZZ_EXAMPLES", "400"))
 
@@ -61,7 +61,7 @@ def _check(tmp_path: Path, data: bytes) -> None:
 
 def _header_end(data: bytes) -> int:
     # Everything before the first tensor's data: magic, counts, metadata, tensor table.
-    from gptcli.modelfile import _parse, _Reader  # the parser's own idea of the layout
+    from gptcli.engine.modelfile import _parse, _Reader  # the parser's own idea of the layout
 
     reader = _Reader(data, Path("x"))
     _parse(reader, len(data))

@@ -13,10 +13,10 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from gptcli.conversation.recorder import conversation_of
 from gptcli.errors import GptcliError
-from gptcli.session import conversation_of
-from gptcli.store import SessionStore, StoredMessage
-from gptcli.transcript import to_json, to_markdown
+from gptcli.store.sessions import SessionStore, StoredMessage
+from gptcli.store.transcript import to_json, to_markdown
 from tests.conftest import Gptcli
 from tests.fakeserver import FakeServer, Script
 

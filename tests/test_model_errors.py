@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from gptcli.engine.modelfile import read_model_file
 from gptcli.errors import ModelError
-from gptcli.modelfile import read_model_file
 from tests.conftest import Gptcli
 
 pytestmark = pytest.mark.slow

@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from gptcli.errors import ModelError
-from gptcli.hub import choose_file
-from gptcli.models import HubRef, parse_hub_ref
+from gptcli.models.hub import choose_file
+from gptcli.models.names import HubRef, parse_hub_ref
 from tests.conftest import Gptcli, gptcli_executable
 from tests.hubserver import HubServer, HubState
 from tests.terminal import Terminal

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gptcli.errors import UsageError
-from gptcli.store import Session, SessionError, SessionStore, StoredMessage, check_name
+from gptcli.store.sessions import Session, SessionError, SessionStore, StoredMessage, check_name
 from tests.conftest import Gptcli
 from tests.terminal import Terminal
 
@@ -24,7 +24,7 @@ FRANCE = "Name the capital city of France."
 WRITER = """
 import sys
 from pathlib import Path
-from gptcli.store import SessionStore, StoredMessage
+from gptcli.store.sessions import SessionStore, StoredMessage
 store = SessionStore(Path(sys.argv[1]))
 tag, count = sys.argv[2], int(sys.argv[3])
 for i in range(count):

@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from gptcli.shellcmd import clean_command, warnings_for
-from gptcli.store import SessionStore, StoredMessage
+from gptcli.conversation.shellcmd import clean_command, warnings_for
+from gptcli.store.sessions import SessionStore, StoredMessage
 from tests.conftest import Gptcli, gptcli_executable
 from tests.terminal import Terminal
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from gptcli.backends.base import Cancellation, Message
-from gptcli.backends.llama import LlamaBackend, LoadOptions
-from gptcli.chat import Conversation, Reply
 from gptcli.config import SamplingOptions
-from gptcli.snapshot import MAGIC, load_snapshot, save_snapshot
+from gptcli.conversation.chat import Conversation, Reply
+from gptcli.engine.base import Cancellation, Message
+from gptcli.engine.llama import LlamaBackend, LoadOptions
+from gptcli.store.snapshot import MAGIC, load_snapshot, save_snapshot
 
 pytestmark = pytest.mark.slow
 GREEDY = SamplingOptions(temperature=0, max_tokens=30)

@@ -31,3 +31,64 @@ def test_ruff_format() -> None:
 def test_mypy_strict() -> None:
     done = _run("mypy")
     assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_import_layers() -> None:
+    """The contracts in pyproject.toml: each layer imports only the layers below it."""
+    lint_imports = Path(sys.executable).with_name("lint-imports")
+    done = subprocess.run(
+        [str(lint_imports), "--no-cache"], cwd=ROOT, capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_no_import_cycles() -> None:
+    """No module imports itself through others, lazy and type-checking imports included."""
+    import grimp
+
+    graph = grimp.build_graph("gptcli", cache_dir=None)
+    cycles = strongly_connected_components(
+        {m: graph.find_modules_directly_imported_by(m) for m in graph.modules}
+    )
+    assert [sorted(c) for c in cycles if len(c) > 1] == []
+
+
+def strongly_connected_components(edges: dict[str, set[str]]) -> list[set[str]]:
+    """Tarjan's algorithm, iterative (the graph is small, but recursion limits are not)."""
+    index: dict[str, int] = {}
+    low: dict[str, int] = {}
+    stack: list[str] = []
+    on_stack: set[str] = set()
+    found: list[set[str]] = []
+    for root in edges:
+        if root in index:
+            continue
+        work = [(root, iter(sorted(edges.get(root, ()))))]
+        index[root] = low[root] = len(index)
+        stack.append(root)
+        on_stack.add(root)
+        while work:
+            node, children = work[-1]
+            child = next(children, None)
+            if child is not None:
+                if child not in index:
+                    index[child] = low[child] = len(index)
+                    stack.append(child)
+                    on_stack.add(child)
+                    work.append((child, iter(sorted(edges.get(child, ())))))
+                elif child in on_stack:
+                    low[node] = min(low[node], index[child])
+                continue
+            work.pop()
+            if work:
+                low[work[-1][0]] = min(low[work[-1][0]], low[node])
+            if low[node] == index[node]:
+                component = set()
+                while True:
+                    member = stack.pop()
+                    on_stack.discard(member)
+                    component.add(member)
+                    if member == node:
+                        break
+                found.append(component)
+    return found

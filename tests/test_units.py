@@ -7,14 +7,14 @@ import io
 import pytest
 from rich.console import Console
 
-from gptcli.backends.base import Cancellation, Finished, Message, TextDelta
-from gptcli.chat import Conversation, Reply
 from gptcli.config import SamplingOptions
+from gptcli.conversation.chat import Conversation, Reply
+from gptcli.engine.base import Cancellation, Finished, Message, TextDelta
+from gptcli.engine.template import CHATML_TEMPLATE, ChatTemplate, TemplateError
+from gptcli.engine.textstream import StopMatcher, Utf8Stream
 from gptcli.errors import UsageError
-from gptcli.inputs import compose_prompt, decode_input
-from gptcli.render import MarkdownRenderer, PlainRenderer, sanitize, split_complete_blocks
-from gptcli.template import CHATML_TEMPLATE, ChatTemplate, TemplateError
-from gptcli.textstream import StopMatcher, Utf8Stream
+from gptcli.terminal.inputs import compose_prompt, decode_input
+from gptcli.terminal.render import MarkdownRenderer, PlainRenderer, sanitize, split_complete_blocks
 from tests.fakes import ScriptedBackend
 
 

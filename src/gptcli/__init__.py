@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-__version__ = "0.1.0"
+from gptcli.version import __version__
+
+__all__ = ["__version__", "main"]
 
 
 def main() -> None:
@@ -11,7 +13,7 @@ def main() -> None:
     import sys
 
     try:
-        from gptcli.cli import main as cli_main
+        from gptcli.cli.app import main as cli_main
     except KeyboardInterrupt:
         sys.stderr.write("\n")
         sys.exit(130)

@@ -233,7 +233,7 @@ _VALIDATORS: dict[str, Validator] = {
 }
 
 
-def _check_value(key: str, value: Any) -> Any:
+def check_value(key: str, value: Any) -> Any:
     """Return ``value`` normalised for ``key``, or raise ValueError saying what is wrong."""
     return None if value is None else _VALIDATORS[key](value)
 
@@ -251,16 +251,16 @@ def check_setting(key: str, raw: str) -> Any:
             import json
 
             try:
-                return _check_value(key, loads_json(text))
+                return check_value(key, loads_json(text))
             except json.JSONDecodeError:
                 raise ValueError('must be a JSON list such as ["###", "END"]') from None
-        return _check_value(key, [text])
+        return check_value(key, [text])
     try:
         value: Any = float(text) if key in _FLOAT_KEYS else int(text)
     except ValueError:
         kind = "a number" if key in _FLOAT_KEYS else "an integer"
         raise ValueError(f"must be {kind}") from None
-    return _check_value(key, value)
+    return check_value(key, value)
 
 
 def _line_of(text: str, key: str) -> int | None:
@@ -306,7 +306,7 @@ def load_config_file(path: Path) -> dict[str, Any]:
         if key not in KNOWN_KEYS:
             raise ConfigError(f"{where}: unknown setting {key!r}")
         try:
-            checked[key] = _check_value(key, value)
+            checked[key] = check_value(key, value)
         except ValueError as exc:
             raise ConfigError(f"{where}: {key} {exc}") from exc
     return checked
@@ -323,7 +323,7 @@ def _check_profiles(raw: dict[str, Any], path: Path) -> dict[str, dict[str, Any]
             if key not in KNOWN_KEYS or key == "profile":
                 raise ConfigError(f"{where}: unknown setting {key!r}")
             try:
-                values[key] = _check_value(key, value)
+                values[key] = check_value(key, value)
             except ValueError as exc:
                 raise ConfigError(f"{where}: {key} {exc}") from exc
         profiles[name] = values
@@ -365,7 +365,7 @@ def resolve_settings(
             if value is None:
                 continue
             try:
-                merged[key] = _check_value(key, value)
+                merged[key] = check_value(key, value)
             except ValueError as exc:
                 label = f"--{key.replace('_', '-')}" if not origin else f"{origin} {key}"
                 raise ConfigError(f"{label} {exc}") from exc
@@ -388,7 +388,7 @@ def load_settings(
 
 def set_config_value(path: Path, key: str, value: str) -> None:
     """Set a top-level string setting in the config file, keeping everything else as written."""
-    from gptcli.atomic import write_private_file
+    from gptcli.paths import write_private_file
 
     try:
         text = path.read_text(encoding="utf-8")

@@ -1,4 +1,4 @@
-"""Where gptcli keeps its files.
+"""Where gptcli keeps its files, and how it writes them.
 
 ``GPTCLI_HOME`` moves all of them under one directory (``config/``, ``data/``,
 ``cache/``); otherwise the platform's conventions apply via platformdirs.
@@ -7,7 +7,9 @@ Nothing is created here: callers create what they write, with private modes.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -52,3 +54,25 @@ def ensure_private_dir(path: Path) -> Path:
     for directory in reversed(missing):
         directory.mkdir(mode=0o700, exist_ok=True)
     return path
+
+
+def write_private_file(path: Path, data: bytes) -> None:
+    """Atomically replace ``path`` with ``data``: temp file, fsync, rename; mode 0600."""
+    ensure_private_dir(path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+    with contextlib.suppress(OSError):
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)

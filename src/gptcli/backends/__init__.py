@@ -1,1 +1,0 @@
-"""Backends turn a conversation into a stream of typed events."""

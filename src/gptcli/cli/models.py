@@ -1,0 +1,236 @@
+"""`gptcli models …` and `gptcli doctor`: Typer commands only, the work is elsewhere."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from gptcli.cli.completion_values import model_names
+from gptcli.cli.options import JsonOpt, print_table
+from gptcli.errors import ModelError, UsageError
+
+models_app = typer.Typer(
+    help="List, inspect, download and register GGUF models.",
+    no_args_is_help=True,
+    context_settings={"help_option_names": ["-h", "--help"]},
+)
+
+
+def _paths() -> Any:
+    from gptcli.paths import app_paths
+
+    return app_paths()
+
+
+def _human_size(size: int) -> str:
+    return f"{size / 2**30:.1f} GiB" if size >= 2**30 else f"{size / 2**20:.0f} MiB"
+
+
+@models_app.command("list")
+def list_models(
+    json_output: JsonOpt = False,
+    profile: Annotated[
+        str | None,
+        typer.Option("--profile", "-p", help="List the models of this profile's server."),
+    ] = None,
+) -> None:
+    """Bundled, registered and downloaded models (or a server's, with --profile)."""
+    from gptcli.engine.modelfile import read_model_file
+    from gptcli.models.registry import ModelRegistry
+    from gptcli.models.resolve import BUNDLED_ALIAS, bundled_model_path
+
+    paths = _paths()
+    if profile is not None:
+        _list_served(paths, profile, json_output)
+        return
+    found: list[tuple[str, Path, str]] = []
+    with contextlib.suppress(ModelError):
+        found.append((BUNDLED_ALIAS, bundled_model_path(), "bundled"))
+    for entry in ModelRegistry(paths.data_dir).load().values():
+        kind = f"downloaded from {entry.repo}" if entry.downloaded else "added"
+        found.append((entry.alias, Path(entry.path), kind))
+    records = []
+    for alias, path, kind in found:
+        record: dict[str, Any] = {"alias": alias, "path": str(path), "source": kind}
+        try:
+            info = read_model_file(path)
+            record.update(
+                size=info.size, quantization=info.quantization, architecture=info.architecture
+            )
+        except ModelError as exc:
+            record.update(error=exc.message)
+        records.append(record)
+    if json_output:
+        typer.echo(json.dumps(records, indent=1))
+        return
+    rows = [
+        [
+            r["alias"],
+            r.get("architecture", "-"),
+            r.get("quantization", "-"),
+            _human_size(r["size"]) if "size" in r else "-",
+            r["source"] if "error" not in r else f"BROKEN: {r['error']}",
+            r["path"],
+        ]
+        for r in records
+    ]
+    print_table(["alias", "arch", "quant", "size", "source", "file"], rows)
+
+
+def _list_served(paths: Any, profile: str, json_output: bool) -> None:
+    from gptcli.config import load_settings
+    from gptcli.engine.openai import OpenAIBackend, RemoteOptions
+
+    settings = load_settings(paths.config_file, {"profile": profile})
+    if settings.backend != "openai" or not settings.base_url:
+        raise UsageError(f"profile {profile!r} names no server (backend = openai, base_url)")
+    backend = OpenAIBackend(
+        RemoteOptions(settings.base_url, settings.model, settings.api_key_env, settings.timeout)
+    )
+    try:
+        served = backend.list_models()
+    finally:
+        backend.close()
+    if json_output:
+        typer.echo(json.dumps([{"id": m, "profile": profile} for m in served], indent=1))
+        return
+    for model in served:
+        typer.echo(model)
+
+
+@models_app.command("info")
+def info(
+    name: Annotated[
+        str,
+        typer.Argument(help="Alias, path or Hugging Face reference.", autocompletion=model_names),
+    ],
+    sha: Annotated[bool, typer.Option("--sha", help="Also compute the file's sha256.")] = False,
+    template: Annotated[
+        bool, typer.Option("--template", help="Show the start of the chat template.")
+    ] = False,
+    json_output: JsonOpt = False,
+) -> None:
+    """GGUF metadata, read without loading the weights."""
+    from gptcli.engine.modelfile import read_model_file
+    from gptcli.models.registry import file_sha256
+    from gptcli.models.resolve import resolve_model
+
+    paths = _paths()
+    path = resolve_model(name, paths, pull=False)
+    model = read_model_file(path)
+    meta = model.metadata
+    facts: dict[str, Any] = {
+        "file": str(path),
+        "name": model.title,
+        "architecture": model.architecture,
+        "parameters": model.parameter_count,
+        "quantization": model.quantization,
+        "trained_context": model.context_length,
+        "chat_template": model.chat_template is not None,
+        "tokenizer": meta.get("tokenizer.ggml.model"),
+        "size": model.size,
+        "gguf_version": model.version,
+        "tensors": len(model.tensors),
+    }
+    if sha:
+        facts["sha256"] = file_sha256(path, paths.cache_dir)
+    if template and model.chat_template:
+        facts["chat_template_text"] = model.chat_template
+    if json_output:
+        typer.echo(json.dumps(facts, indent=1))
+        return
+    from gptcli.terminal.render import sanitize
+
+    rows = []
+    for key, value in facts.items():
+        if key == "chat_template_text":
+            continue
+        if key == "parameters":
+            value = f"{value / 1e6:.1f}M"
+        elif key == "size":
+            value = f"{_human_size(value)} ({value} bytes)"
+        rows.append([key, sanitize(str(value))])
+    print_table(["", ""], rows)
+    if template and model.chat_template:
+        lines = model.chat_template.splitlines()
+        typer.echo("chat template (first 15 lines):")
+        for line in lines[:15]:
+            typer.echo("  " + sanitize(line))
+
+
+@models_app.command("add")
+def add(
+    path: Annotated[Path, typer.Argument(help="A GGUF file.")],
+    alias: Annotated[str, typer.Option("--alias", "-a", help="The name to use with -m.")],
+) -> None:
+    """Register a GGUF file under an alias (the file stays where it is)."""
+    from gptcli.engine.modelfile import read_model_file
+    from gptcli.models.registry import ModelEntry, ModelRegistry, check_alias
+    from gptcli.models.resolve import BUNDLED_ALIAS
+
+    check_alias(alias)
+    if alias.lower() == BUNDLED_ALIAS:
+        raise UsageError(f"{BUNDLED_ALIAS!r} is the bundled model's alias")
+    model = read_model_file(path.expanduser())
+    ModelRegistry(_paths().data_dir).put(
+        ModelEntry(alias=alias, path=str(path.expanduser().resolve()))
+    )
+    typer.echo(f"{alias}: {model.path} ({model.architecture}, {model.quantization})")
+
+
+@models_app.command("rm")
+def remove(
+    alias: Annotated[str, typer.Argument(help="A registered alias.", autocompletion=model_names)],
+    delete_file: Annotated[
+        bool,
+        typer.Option("--delete-file", help="Also delete a file gptcli did not download."),
+    ] = False,
+) -> None:
+    """Forget an alias; deletes the file only if gptcli downloaded it (or --delete-file)."""
+    from gptcli.models.registry import ModelRegistry
+
+    entry = ModelRegistry(_paths().data_dir).remove(alias)
+    if entry is None:
+        raise UsageError(f"no registered model {alias!r} (see gptcli models list)")
+    if entry.downloaded or delete_file:
+        Path(entry.path).unlink(missing_ok=True)
+        typer.echo(f"removed {alias} and deleted {entry.path}")
+    else:
+        typer.echo(f"removed {alias}; kept {entry.path}")
+
+
+@models_app.command("default")
+def default(
+    name: Annotated[str, typer.Argument(help="Alias or path.", autocompletion=model_names)],
+) -> None:
+    """Make a model the default (writes `model = …` in the config file)."""
+    from gptcli.config import set_config_value
+    from gptcli.engine.modelfile import read_model_file
+    from gptcli.models.resolve import resolve_model
+
+    paths = _paths()
+    read_model_file(resolve_model(name, paths, pull=False))
+    set_config_value(paths.config_file, "model", name)
+    typer.echo(f"default model: {name} (in {paths.config_file})")
+
+
+@models_app.command("pull")
+def pull(
+    reference: Annotated[
+        str, typer.Argument(help="owner/repo, owner/repo:QUANT (e.g. Q4_K_M) or owner/repo:FILE.")
+    ],
+    alias: Annotated[str | None, typer.Option("--alias", "-a", help="Alias to register.")] = None,
+) -> None:
+    """Download a GGUF model from Hugging Face (HF_ENDPOINT and HF_HUB_OFFLINE apply)."""
+    from gptcli.models.hub import pull_model
+    from gptcli.models.names import parse_hub_ref
+
+    ref = parse_hub_ref(reference)
+    if ref is None:
+        raise UsageError(f"not a Hugging Face reference: {reference!r} (owner/repo[:QUANT])")
+    entry = pull_model(ref, _paths(), alias)
+    typer.echo(f"{entry.alias}: {entry.path} (sha256 {entry.sha256})")

@@ -1,0 +1,147 @@
+"""What several commands share: options and help texts declared once, and the table printer."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from typing import Annotated, Any, Optional
+
+import typer
+
+from gptcli.cli.completion_values import model_names, role_names
+
+EXIT_STATUS_HELP = (
+    "Exit status: 0 ok; 1 error; 2 usage error or unusable input; 3 model not found or "
+    "unusable; 4 input does not fit the context window; 5 the answer does not match --schema; "
+    "6 a model server could not be reached or answered with an error; 130 interrupted "
+    "(Ctrl-C); 141 stdout closed by its reader (e.g. | head)."
+)
+
+ModelOpt = Annotated[
+    Optional[str],  # noqa: UP045 - typer needs Optional at runtime on 3.10
+    typer.Option(
+        "--model",
+        "-m",
+        help="Model alias, path to a .gguf file, or owner/repo[:QUANT] [env: GPTCLI_MODEL].",
+        autocompletion=model_names,
+    ),
+]
+SystemOpt = Annotated[Optional[str], typer.Option("--system", "-s", help="System prompt.")]  # noqa: UP045
+TemperatureOpt = Annotated[
+    Optional[float],  # noqa: UP045
+    typer.Option("--temperature", "-t", help="Sampling temperature (0 = always the likeliest)."),
+]
+TopPOpt = Annotated[Optional[float], typer.Option("--top-p", help="Nucleus sampling mass.")]  # noqa: UP045
+TopKOpt = Annotated[Optional[int], typer.Option("--top-k", help="Sample among the K likeliest.")]  # noqa: UP045
+MinPOpt = Annotated[Optional[float], typer.Option("--min-p", help="Drop tokens below this share.")]  # noqa: UP045
+RepeatOpt = Annotated[
+    Optional[float],  # noqa: UP045
+    typer.Option("--repeat-penalty", help="Penalty for repeating recent tokens (1 = off)."),
+]
+MaxTokensOpt = Annotated[
+    Optional[int],  # noqa: UP045
+    typer.Option("--max-tokens", "-n", help="Stop the answer after this many tokens."),
+]
+SeedOpt = Annotated[
+    Optional[int],  # noqa: UP045
+    typer.Option("--seed", help="Random seed; the same seed and options give the same text."),
+]
+StopOpt = Annotated[
+    Optional[list[str]],  # noqa: UP045
+    typer.Option("--stop", help="Stop the answer at this text (repeatable)."),
+]
+CtxOpt = Annotated[
+    Optional[int],  # noqa: UP045
+    typer.Option("--ctx", help="Context window in tokens [default: model's, at most 4096]."),
+]
+ThreadsOpt = Annotated[
+    Optional[int],  # noqa: UP045
+    typer.Option("--threads", help="CPU threads [default: physical cores]."),
+]
+GpuLayersOpt = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option(
+        "--gpu-layers",
+        help="Layers to offload to the GPU: 'auto' (all layers when llama.cpp was built with "
+        "CUDA or Metal, else none), 'all' (or -1), or a number; 0 keeps the model on the CPU "
+        "[default: auto].",
+        show_default=False,
+    ),
+]
+ProfileOpt = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option("--profile", "-p", help="Use a [profiles.NAME] table of the config file."),
+]
+BackendOpt = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option("--backend", help="local (llama.cpp in this process) or openai (a server)."),
+]
+BaseUrlOpt = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option("--base-url", help="An OpenAI-compatible server, e.g. http://host:8080/v1."),
+]
+ApiKeyEnvOpt = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option("--api-key-env", help="Read the server's API key from this variable."),
+]
+RoleOpt = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option(
+        "--role",
+        "-r",
+        help="Use a role: its system prompt and default options.",
+        autocompletion=role_names,
+    ),
+]
+VarOpt = Annotated[
+    Optional[list[str]],  # noqa: UP045
+    typer.Option("--var", help="Fill a {placeholder} of the role: KEY=VALUE (repeatable)."),
+]
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
+DebugOpt = Annotated[
+    bool, typer.Option("--debug", help="Show llama.cpp's log and tracebacks on errors.")
+]
+
+
+SETTING_FLAGS = (
+    "model",
+    "system",
+    "temperature",
+    "top_p",
+    "top_k",
+    "min_p",
+    "repeat_penalty",
+    "max_tokens",
+    "seed",
+    "stop",
+    "ctx",
+    "threads",
+    "gpu_layers",
+    "profile",
+    "backend",
+    "base_url",
+    "api_key_env",
+)
+
+
+def setting_flags(arguments: Mapping[str, Any]) -> dict[str, Any]:
+    """The command-line layer of the settings (None = not given), picked from a command's
+    arguments (``ask`` and ``chat`` pass their ``locals()``)."""
+    given = {name: arguments[name] for name in SETTING_FLAGS}
+    stop = given.get("stop")
+    return {
+        **given,
+        "stop": tuple(stop) if stop else None,
+        "backend": given.get("backend") or ("openai" if given.get("base_url") else None),
+    }
+
+
+def print_table(columns: list[str], rows: list[list[str]]) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    table = Table(*columns, box=None, pad_edge=False, highlight=False)
+    for row in rows:
+        table.add_row(*row)
+    # Into a pipe, never cut columns to a guessed width.
+    Console(width=None if sys.stdout.isatty() else 4096).print(table)

@@ -1,0 +1,1 @@
+"""Turns, context budget and overflow policies, long documents, structured output, roles."""

@@ -1,0 +1,1 @@
+"""Backends that turn messages into typed events: llama.cpp in-process, a remote server."""

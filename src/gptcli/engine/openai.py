@@ -1,0 +1,293 @@
+"""A backend for OpenAI-compatible servers (llama-server, vLLM, Ollama, TGI…) over httpx.
+
+Replies stream as server-sent events. Before the first token, 429 (honouring
+Retry-After) and 5xx answers are retried a bounded number of times; after it,
+nothing is retried: a stream cut in the middle keeps the partial answer and
+reports the failure. The API key is read from an environment variable, sent
+only as a bearer token and never shown in messages.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from gptcli.config import SamplingOptions
+from gptcli.engine.base import (
+    AnswerClock,
+    Cancellation,
+    Event,
+    Finished,
+    FinishReason,
+    Message,
+    ModelDetails,
+    TextDelta,
+    Usage,
+)
+from gptcli.errors import ModelError, RemoteError, UsageError
+from gptcli.parsing import loads_json
+
+MAX_RETRIES = 3
+MAX_RETRY_AFTER = 30.0
+DEFAULT_CONTEXT = 8192
+
+
+@dataclass(frozen=True)
+class RemoteOptions:
+    """Where the server is and how to talk to it."""
+
+    base_url: str
+    model: str
+    api_key_env: str | None = None
+    timeout: float = 60.0
+    context_size: int | None = None
+    profile: str | None = None
+
+
+def _json_schema_refused(payload: dict[str, Any], body: str) -> bool:
+    response_format = payload.get("response_format") or {}
+    return response_format.get("type") == "json_schema" and "response_format" in body
+
+
+@dataclass
+class _Progress:
+    """What a streamed answer has produced so far, and when."""
+
+    clock: AnswerClock = field(default_factory=AnswerClock)
+    produced: int = 0
+    usage: dict[str, Any] = field(default_factory=dict)
+    reason: FinishReason = "stop"
+
+    def finished(self, estimate: int, seed: int | None) -> Finished:
+        prompt = int(self.usage.get("prompt_tokens") or estimate)
+        completion = int(self.usage.get("completion_tokens") or self.produced)
+        return self.clock.finished(self.reason, Usage(prompt, completion), seed=seed)
+
+
+class OpenAIBackend:
+    """Chat completions from a remote server, streamed as typed events."""
+
+    def __init__(self, options: RemoteOptions) -> None:
+        import httpx
+
+        self._options = options
+        self._key = os.environ.get(options.api_key_env or "", "") if options.api_key_env else ""
+        if options.api_key_env and not self._key:
+            raise UsageError(f"the environment variable {options.api_key_env} is not set")
+        headers = {"Accept": "text/event-stream"}
+        if self._key:
+            headers["Authorization"] = f"Bearer {self._key}"
+        timeout = httpx.Timeout(options.timeout, connect=min(options.timeout, 10.0))
+        self._client = httpx.Client(base_url=options.base_url, headers=headers, timeout=timeout)
+
+    @property
+    def details(self) -> ModelDetails:
+        where = f"profile {self._options.profile}" if self._options.profile else "remote"
+        return ModelDetails(
+            name=self._options.model,
+            path=self._options.base_url,
+            architecture=where,
+            quantization="server",
+            context_size=self._options.context_size or DEFAULT_CONTEXT,
+            trained_context=None,
+            template_source="the server's",
+        )
+
+    @property
+    def notices(self) -> Sequence[str]:
+        return ()
+
+    def facts(self) -> dict[str, Any]:
+        """What a session records about this backend (never the key)."""
+        return {
+            "name": self._options.model,
+            "backend": "openai",
+            "base_url": self._options.base_url,
+            "profile": self._options.profile,
+        }
+
+    def count_tokens(self, messages: Sequence[Message]) -> int:
+        # The server's tokenizer is not at hand: about 3.5 characters per token, plus overhead.
+        return sum(len(m.content) * 2 // 7 + 4 for m in messages) + 2
+
+    def _hide(self, text: str) -> str:
+        return text.replace(self._key, "***") if self._key else text
+
+    def _fail(self, status: int, body: str) -> Exception:
+        detail = self._hide(" ".join(body.split())[:200])
+        if status in (401, 403):
+            via = f" (check ${self._options.api_key_env})" if self._options.api_key_env else ""
+            return RemoteError(f"the server refused the request: HTTP {status}{via}: {detail}")
+        if status == 404:
+            return ModelError(
+                f"the server has no model {self._options.model!r} or no chat endpoint "
+                f"(HTTP 404): {detail}"
+            )
+        return RemoteError(f"the server answered HTTP {status}: {detail}")
+
+    def _network(self, exc: Exception) -> RemoteError:
+        import httpx
+
+        url = self._options.base_url
+        if isinstance(exc, httpx.ConnectTimeout):
+            return RemoteError(f"no connection to {url} within {self._options.timeout:.0f} s")
+        if isinstance(exc, httpx.ReadTimeout):
+            return RemoteError(
+                f"{url} sent nothing for {self._options.timeout:.0f} s; the stream was closed"
+            )
+        if isinstance(exc, httpx.ConnectError):
+            return RemoteError(f"cannot connect to {url}: {self._hide(str(exc)) or 'refused'}")
+        return RemoteError(
+            f"connection to {url} failed: {type(exc).__name__}: {self._hide(str(exc))}"
+        )
+
+    def _payload(self, messages: Sequence[Message], options: SamplingOptions) -> dict[str, Any]:
+        if options.grammar and options.schema is None:
+            raise UsageError("--grammar needs the local backend; use --schema with servers")
+        body: dict[str, Any] = {
+            "model": self._options.model,
+            "messages": [{"role": m.role, "content": m.content} for m in messages],
+            "stream": True,
+            "stream_options": {"include_usage": True},
+            "temperature": options.temperature,
+            "top_p": options.top_p,
+            # Understood by llama-server, vLLM and Ollama's OpenAI API; ignored elsewhere.
+            "top_k": options.top_k,
+            "min_p": options.min_p,
+            "repeat_penalty": options.repeat_penalty,
+        }
+        if options.max_tokens is not None:
+            body["max_tokens"] = options.max_tokens
+        if options.seed is not None:
+            body["seed"] = options.seed
+        if options.stop:
+            body["stop"] = list(options.stop)
+        if options.schema is not None:
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "answer", "schema": options.schema, "strict": True},
+            }
+        return body
+
+    def list_models(self) -> list[str]:
+        import httpx
+
+        try:
+            response = self._client.get("/models")
+        except httpx.HTTPError as exc:
+            raise self._network(exc) from None
+        if response.status_code != 200:
+            raise self._fail(response.status_code, response.text)
+        try:
+            return [str(m["id"]) for m in response.json()["data"]]
+        except (ValueError, KeyError, TypeError):
+            raise RemoteError("the server's model list is not in the OpenAI format") from None
+
+    def stream(
+        self, messages: Sequence[Message], options: SamplingOptions, cancel: Cancellation
+    ) -> Iterator[Event]:
+        payload = self._payload(messages, options)
+        return self._generate(payload, options, cancel, self.count_tokens(messages))
+
+    def _open(self, payload: dict[str, Any], cancel: Cancellation) -> Any:
+        """POST the request, retrying 429 and 5xx a bounded number of times."""
+        import httpx
+
+        for attempt in range(MAX_RETRIES + 1):
+            request = self._client.build_request("POST", "/chat/completions", json=payload)
+            try:
+                response = self._client.send(request, stream=True)
+            except httpx.HTTPError as exc:
+                raise self._network(exc) from None
+            if response.status_code == 200:
+                return response
+            body = response.read().decode("utf-8", errors="replace")
+            response.close()
+            if _json_schema_refused(payload, body):
+                # llama-cpp-python's server knows only {"type": "json_object", "schema": ...}.
+                schema = payload["response_format"]["json_schema"]["schema"]
+                payload = {**payload, "response_format": {"type": "json_object", "schema": schema}}
+                continue
+            retryable = response.status_code == 429 or response.status_code >= 500
+            if not retryable or attempt == MAX_RETRIES or cancel.cancelled:
+                raise self._fail(response.status_code, body)
+            delay = 0.5 * 2**attempt
+            retry_after = response.headers.get("Retry-After", "")
+            if retry_after.strip().isdigit():
+                delay = float(retry_after)
+            if delay > MAX_RETRY_AFTER:
+                raise self._fail(response.status_code, body)
+            time.sleep(delay)
+        raise AssertionError("unreachable")
+
+    def _generate(
+        self, payload: dict[str, Any], options: SamplingOptions, cancel: Cancellation, estimate: int
+    ) -> Iterator[Event]:
+        import httpx
+
+        progress = _Progress()
+        response = None
+        try:
+            with cancel.interrupting():
+                response = self._open(payload, cancel)
+                yield from self._read(response, cancel, progress)
+        except KeyboardInterrupt:
+            progress.reason = "interrupted"
+        except httpx.RemoteProtocolError:
+            raise RemoteError(
+                "the server cut the stream in the middle of the answer; the part received is kept"
+                if progress.produced
+                else "the server closed the connection without an answer"
+            ) from None
+        except httpx.HTTPError as exc:
+            raise self._network(exc) from None
+        finally:
+            if response is not None:
+                response.close()
+        yield progress.finished(estimate, options.seed)
+
+    def _read(self, response: Any, cancel: Cancellation, progress: _Progress) -> Iterator[Event]:
+        """The answer's text from the server-sent events, noting usage and finish reason."""
+        for line in response.iter_lines():
+            if cancel.cancelled:
+                progress.reason = "interrupted"
+                return
+            if not line.startswith("data:"):
+                continue
+            data = line[5:].strip()
+            if data == "[DONE]":
+                return
+            chunk = self._parse(data)
+            progress.usage = chunk.get("usage") or progress.usage
+            for choice in chunk.get("choices") or ():
+                text = (choice.get("delta") or {}).get("content") or ""
+                if text:
+                    progress.clock.text_shown()
+                    progress.produced += 1
+                    yield TextDelta(text)
+                if choice.get("finish_reason") == "length":
+                    progress.reason = "length"
+        if progress.produced == 0 and not progress.usage:
+            raise RemoteError("the server closed the stream before answering")
+
+    def _parse(self, data: str) -> dict[str, Any]:
+        try:
+            chunk = loads_json(data)
+        except json.JSONDecodeError:
+            raise RemoteError(
+                f"the server sent a malformed chunk: {self._hide(data[:80])!r}"
+            ) from None
+        if not isinstance(chunk, dict):
+            raise RemoteError("the server sent a chunk that is not a JSON object")
+        if "error" in chunk:
+            raise RemoteError(
+                f"the server reported an error: {self._hide(str(chunk['error']))[:200]}"
+            )
+        return chunk
+
+    def close(self) -> None:
+        self._client.close()

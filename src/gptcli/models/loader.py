@@ -1,0 +1,81 @@
+"""Choosing and opening the backend for a set of settings."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from gptcli.config import DEFAULT_MODEL, Settings
+from gptcli.engine.base import Backend, Cancellation
+from gptcli.paths import AppPaths
+
+
+def open_backend(
+    settings: Settings,
+    paths: AppPaths,
+    cancel: Cancellation,
+    debug: bool = False,
+    environ: Mapping[str, str] | None = None,
+) -> tuple[Backend, list[str]]:
+    """Load the configured model or connect to the configured server; returns notices too."""
+    if settings.backend == "openai":
+        return _open_remote(settings), []
+    return _open_local(settings, paths, cancel, debug, environ)
+
+
+def _open_remote(settings: Settings) -> Backend:
+    from gptcli.engine.openai import OpenAIBackend, RemoteOptions
+    from gptcli.errors import UsageError
+
+    if not settings.base_url:
+        raise UsageError("the openai backend needs --base-url (or base_url in a profile)")
+    options = RemoteOptions(
+        base_url=settings.base_url,
+        model=settings.model,
+        api_key_env=settings.api_key_env,
+        timeout=settings.timeout,
+        context_size=settings.engine.ctx,
+        profile=settings.profile,
+    )
+    backend = OpenAIBackend(options)
+    if settings.model == DEFAULT_MODEL:
+        # No model named for this server: use the first one it serves.
+        served = backend.list_models()
+        if served:
+            backend.close()
+            backend = OpenAIBackend(RemoteOptions(**{**options.__dict__, "model": served[0]}))
+    return backend
+
+
+def _open_local(
+    settings: Settings,
+    paths: AppPaths,
+    cancel: Cancellation,
+    debug: bool,
+    environ: Mapping[str, str] | None,
+) -> tuple[Backend, list[str]]:
+    from gptcli.engine.cpuprobe import decide_extra_buffers
+    from gptcli.engine.llama import LlamaBackend, LoadOptions
+    from gptcli.engine.modelfile import read_model_file
+    from gptcli.models.resolve import resolve_model
+
+    path = resolve_model(settings.model, paths)
+    info = read_model_file(path)  # validated before any native code reads it
+    verdict = decide_extra_buffers(
+        path, info.quantization, paths.cache_dir, os.environ if environ is None else environ
+    )
+    engine = settings.engine
+    backend = LlamaBackend(
+        LoadOptions(
+            path=path,
+            ctx=engine.ctx,
+            threads=engine.threads,
+            gpu_layers=engine.gpu_layers,
+            extra_buffers=verdict.extra_buffers,
+            debug=debug,
+        ),
+        cancel,
+        info,
+    )
+    notices = [verdict.notice] if verdict.notice else []
+    return backend, notices + list(backend.notices)

@@ -1,1 +1,0 @@
-"""The interactive REPL: prompt-toolkit input, streamed Markdown answers, slash commands."""

@@ -1,0 +1,1 @@
+"""Sessions on disk (versioned, atomic, locked), KV snapshots and transcripts."""

@@ -1,0 +1,320 @@
+"""Sessions on disk: one JSON file per conversation, versioned, atomic and locked.
+
+Every change is a read-modify-write under an exclusive file lock, written to a
+temporary file, fsynced and renamed over the old one: a crash at any moment
+leaves the previous or the new version, and two processes appending to one
+session lose nothing. A file that does not parse is moved aside as
+``<name>.json.corrupt-<time>``, never overwritten. A file from a newer schema
+is read but never written.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import re
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from gptcli.errors import GptcliError, UsageError
+from gptcli.parsing import loads_json
+from gptcli.paths import ensure_private_dir, write_private_file
+
+SCHEMA = 1
+NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+MAX_FILE = 256 * 1024 * 1024
+
+
+class SessionError(GptcliError):
+    """A session cannot be found, read or written."""
+
+
+class SessionReadOnly(SessionError):
+    """The session was written by a newer gptcli: it may be read, not changed."""
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def pack_text(text: str) -> str | dict[str, str]:
+    """JSON would merge a lone high and low surrogate into one character; keep them apart."""
+    if not _SURROGATE.search(text):
+        return text
+    return {
+        "utf8_surrogatepass_b64": base64.b64encode(text.encode("utf-8", "surrogatepass")).decode()
+    }
+
+
+def unpack_text(value: Any) -> Any:
+    if isinstance(value, dict) and isinstance(value.get("utf8_surrogatepass_b64"), str):
+        return base64.b64decode(value["utf8_surrogatepass_b64"]).decode("utf-8", "surrogatepass")
+    return value
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+
+
+def check_name(name: str) -> str:
+    """A user-supplied session name that cannot leave the sessions directory."""
+    if not NAME.match(name) or name.endswith(".json"):
+        raise UsageError(
+            f"invalid session name {name!r}: use up to 64 letters, digits, '.', '_' or '-', "
+            "starting with a letter or digit"
+        )
+    return name
+
+
+@dataclass
+class StoredMessage:
+    """A message as saved: enough to show it again and to reproduce an answer."""
+
+    role: str
+    content: str
+    time: str = field(default_factory=now)
+    finish_reason: str | None = None
+    model: dict[str, Any] | None = None
+    options: dict[str, Any] | None = None
+    seed: int | None = None
+    usage: dict[str, int] | None = None
+    backend: str | None = None
+    alternatives: list[dict[str, Any]] = field(default_factory=list)
+
+    @classmethod
+    def from_json(cls, raw: object) -> StoredMessage:
+        """A message from its saved form; optional facts of the wrong type are dropped."""
+        if not isinstance(raw, dict):
+            raise ValueError("a message is not a JSON object")
+        known: dict[str, Any] = {
+            k: v for k, v in raw.items() if k in _FACT_TYPES and isinstance(v, _FACT_TYPES[k])
+        }
+        known["content"] = unpack_text(raw.get("content"))
+        if not isinstance(raw.get("role"), str) or not isinstance(known.get("content"), str):
+            raise ValueError("a message lacks its role or content")
+        known["role"] = raw["role"]
+        alternatives = known.get("alternatives", [])
+        known["alternatives"] = [a for a in alternatives if isinstance(a, dict)]
+        return cls(**known)
+
+
+# The saved type of each optional fact of a message (JSON has no other types).
+_FACT_TYPES: dict[str, type] = {
+    "time": str,
+    "finish_reason": str,
+    "model": dict,
+    "options": dict,
+    "seed": int,
+    "usage": dict,
+    "backend": str,
+    "alternatives": list,
+}
+
+
+@dataclass
+class Session:
+    """A saved conversation."""
+
+    name: str
+    title: str = ""
+    system: str | None = None
+    created: str = field(default_factory=now)
+    updated: str = field(default_factory=now)
+    messages: list[StoredMessage] = field(default_factory=list)
+    schema: int = SCHEMA
+
+    @property
+    def turns(self) -> int:
+        return sum(1 for m in self.messages if m.role == "user")
+
+    @property
+    def model_name(self) -> str:
+        answers = [m for m in self.messages if m.role == "assistant" and m.model]
+        return str(answers[-1].model.get("name", "")) if answers and answers[-1].model else ""
+
+    def to_json(self) -> bytes:
+        body = {
+            "schema": self.schema,
+            "name": self.name,
+            "title": pack_text(self.title),
+            "system": pack_text(self.system) if self.system is not None else None,
+            "created": self.created,
+            "updated": self.updated,
+            "messages": [
+                {
+                    k: pack_text(v) if k == "content" else v
+                    for k, v in asdict(m).items()
+                    if v not in (None, [])
+                }
+                for m in self.messages
+            ],
+        }
+        # ensure_ascii keeps lone surrogates and control characters representable.
+        return (json.dumps(body, ensure_ascii=True, indent=1) + "\n").encode("ascii")
+
+    @classmethod
+    def from_json(cls, data: bytes, name: str) -> Session:
+        raw = loads_json(data.decode("utf-8"))
+        if not isinstance(raw, dict) or not isinstance(raw.get("messages"), list):
+            raise ValueError("not a gptcli session")
+        schema = raw.get("schema")
+        if not isinstance(schema, int) or schema < 1:
+            raise ValueError("no schema version")
+        return cls(
+            name=name,
+            title=str(unpack_text(raw.get("title")) or ""),
+            system=system if isinstance(system := unpack_text(raw.get("system")), str) else None,
+            created=str(raw.get("created") or now()),
+            updated=str(raw.get("updated") or now()),
+            messages=[StoredMessage.from_json(m) for m in raw["messages"]],
+            schema=schema,
+        )
+
+
+def migrate(session: Session) -> Session:
+    """Bring an older schema up to date (no older schema exists yet)."""
+    return session
+
+
+def title_from(text: str) -> str:
+    line = " ".join(text.split())
+    return line if len(line) <= 60 else line[:59] + "…"
+
+
+@dataclass(frozen=True)
+class SessionSummary:
+    name: str
+    title: str
+    model: str
+    turns: int
+    updated: str
+    path: Path
+
+
+class SessionStore:
+    """The sessions directory: ``<data dir>/sessions``."""
+
+    def __init__(self, data_dir: Path) -> None:
+        self.directory = data_dir / "sessions"
+
+    def path(self, name: str) -> Path:
+        return self.directory / f"{check_name(name)}.json"
+
+    def exists(self, name: str) -> bool:
+        return self.path(name).is_file()
+
+    @contextmanager
+    def _locked(self, name: str) -> Iterator[Path]:
+        from filelock import FileLock, Timeout
+
+        path = self.path(name)
+        ensure_private_dir(self.directory)
+        lock_path = self.directory / f".{name}.lock"
+        try:
+            with FileLock(str(lock_path), timeout=30, mode=0o600):
+                yield path
+        except Timeout:
+            raise SessionError(f"session {name!r} is locked by another process") from None
+
+    def _read(self, path: Path, name: str) -> Session:
+        try:
+            stat = path.stat()
+            if stat.st_size > MAX_FILE:
+                raise SessionError(f"session file {path} is larger than {MAX_FILE} bytes")
+            data = path.read_bytes()
+        except FileNotFoundError:
+            raise SessionError(f"no session named {name!r} (see gptcli sessions list)") from None
+        except OSError as exc:
+            raise SessionError(f"cannot read session {path}: {exc.strerror}") from None
+        try:
+            session = Session.from_json(data, name)
+        except (ValueError, TypeError, UnicodeDecodeError) as exc:
+            aside = path.with_name(f"{path.name}.corrupt-{time.strftime('%Y%m%d-%H%M%S')}")
+            os.replace(path, aside)
+            raise SessionError(
+                f"session file {path} is corrupt ({exc}); moved aside to {aside.name}"
+            ) from None
+        return migrate(session)
+
+    def load(self, name: str) -> Session:
+        with self._locked(name) as path:
+            return self._read(path, name)
+
+    def create(self, name: str, system: str | None = None) -> Session:
+        with self._locked(name) as path:
+            if path.exists():
+                raise SessionError(f"session {name!r} already exists")
+            session = Session(name=name, system=system)
+            write_private_file(path, session.to_json())
+            return session
+
+    def update(self, name: str, change: Callable[[Session], None], create: bool = False) -> Session:
+        """Apply ``change`` to the latest version on disk, under the lock, atomically."""
+        with self._locked(name) as path:
+            session = Session(name=name) if create and not path.exists() else self._read(path, name)
+            if session.schema > SCHEMA:
+                raise SessionReadOnly(
+                    f"session {name!r} was written by a newer gptcli (schema {session.schema}); "
+                    "it is read-only here"
+                )
+            change(session)
+            session.updated = now()
+            write_private_file(path, session.to_json())
+            return session
+
+    def list(self) -> list[SessionSummary]:
+        summaries = []
+        if not self.directory.is_dir():
+            return []
+        for path in self.directory.glob("*.json"):
+            name = path.name.removesuffix(".json")
+            if not NAME.match(name):
+                continue
+            try:
+                session = Session.from_json(path.read_bytes(), name)
+            except (OSError, ValueError, TypeError, UnicodeDecodeError):
+                continue
+            summaries.append(
+                SessionSummary(
+                    name, session.title, session.model_name, session.turns, session.updated, path
+                )
+            )
+        return sorted(summaries, key=lambda s: s.updated, reverse=True)
+
+    def most_recent(self) -> str | None:
+        found = self.list()
+        return found[0].name if found else None
+
+    def remove(self, name: str) -> None:
+        with self._locked(name) as path:
+            if not path.exists():
+                raise SessionError(f"no session named {name!r}")
+            path.unlink()
+            for extra in self.directory.glob(f"{name}.kv"):
+                extra.unlink(missing_ok=True)
+        (self.directory / f".{name}.lock").unlink(missing_ok=True)
+
+    def rename(self, old: str, new: str) -> None:
+        check_name(new)
+        with self._locked(old) as path, self._locked(new) as target:
+            if not path.exists():
+                raise SessionError(f"no session named {old!r}")
+            if target.exists():
+                raise SessionError(f"a session named {new!r} already exists")
+            session = self._read(path, old)
+            session.name = new
+            write_private_file(target, session.to_json())
+            path.unlink()
+            snapshot = self.directory / f"{old}.kv"
+            if snapshot.exists():
+                os.replace(snapshot, self.directory / f"{new}.kv")
+        (self.directory / f".{old}.lock").unlink(missing_ok=True)
+
+
+def new_session_name() -> str:
+    return time.strftime("%Y%m%d-%H%M%S-") + os.urandom(2).hex()

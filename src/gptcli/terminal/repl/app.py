@@ -1,0 +1,479 @@
+"""The REPL loop: read a line, run a command or send a message, render the answer."""
+
+from __future__ import annotations
+
+import os
+import sys
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from gptcli.config import SamplingOptions, Settings, check_setting
+from gptcli.conversation.chat import Reply
+from gptcli.conversation.context import check_policy, fit_conversation
+from gptcli.conversation.recorder import answer_facts
+from gptcli.engine.base import Cancellation, Event, TextDelta
+from gptcli.errors import ContextOverflowError, GptcliError
+from gptcli.paths import AppPaths, ensure_private_dir
+from gptcli.store.sessions import SessionStore, new_session_name
+from gptcli.terminal.interrupt import sigint_cancels
+from gptcli.terminal.render import (
+    MarkdownRenderer,
+    PlainRenderer,
+    Renderer,
+    clipboard_sequence,
+    sanitize,
+    warm_up,
+)
+from gptcli.terminal.repl import commands
+from gptcli.terminal.repl.keys import repl_key_bindings, unwrap_block
+from gptcli.terminal.repl.sessions import SessionKeeper, resume
+from gptcli.terminal.repl.state import ReplOptions, ReplState
+
+if TYPE_CHECKING:
+    from prompt_toolkit import PromptSession
+    from prompt_toolkit.history import History
+    from prompt_toolkit.input import Input
+    from prompt_toolkit.output import Output
+    from rich.console import Console
+
+
+def history_file(paths: AppPaths) -> Path:
+    """The input history, private to the user: directory 0700, file 0600."""
+    path = ensure_private_dir(paths.data_dir) / "history"
+    fd = os.open(path, os.O_CREAT | os.O_APPEND | os.O_WRONLY, 0o600)
+    os.close(fd)
+    os.chmod(path, 0o600)
+    return path
+
+
+class Repl:
+    """An interactive chat on one terminal; terminal I/O is injectable for tests."""
+
+    def __init__(
+        self,
+        state: ReplState,
+        paths: AppPaths,
+        options: ReplOptions,
+        console: Console,
+        pt_input: Input | None = None,
+        pt_output: Output | None = None,
+    ) -> None:
+        self.state = state
+        self.paths = paths
+        self.options = options
+        self.console = console
+        self._session = self._make_session(pt_input, pt_output)
+        self.sessions = SessionKeeper(state, paths, console, self._note, options.save)
+        self._prefill = ""
+        self.schema: dict[str, object] | None = None
+
+    # -- input ---------------------------------------------------------------
+
+    def _make_session(self, pt_input: Input | None, pt_output: Output | None) -> PromptSession[str]:
+        from prompt_toolkit import PromptSession
+        from prompt_toolkit.history import FileHistory, InMemoryHistory
+
+        history: History = (
+            FileHistory(str(history_file(self.paths)))
+            if self.options.history
+            else InMemoryHistory()
+        )
+        return PromptSession(
+            message=[("class:prompt", ">>> ")],
+            history=history,
+            key_bindings=repl_key_bindings(),
+            completer=commands.SlashCompleter(),
+            complete_while_typing=True,
+            enable_open_in_editor=True,
+            enable_history_search=False,
+            vi_mode=self.options.vi_mode,
+            bottom_toolbar=self._toolbar,
+            prompt_continuation=lambda width, line, soft: "... ".rjust(width),
+            input=pt_input,
+            output=pt_output,
+        )
+
+    def _toolbar(self) -> str:
+        details = self.state.backend.details
+        parts = [f" {details.name}", f"ctx {self.state.context_used}/{details.context_size}"]
+        if self.state.session_name:
+            saved = "" if self.state.recorder else " (not saved)"
+            parts.append(f"session {self.state.session_name}{saved}")
+        if self.state.last is not None:
+            parts.append(f"{self.state.last.decode_tokens_per_second:.1f} tok/s")
+        parts.append("/help")
+        return " │ ".join(parts)
+
+    def _read(self) -> str | None:
+        """One message or command; None means exit."""
+        interrupts = 0
+        while True:
+            default, self._prefill = self._prefill, ""
+            try:
+                return self._session.prompt(default=default)
+            except KeyboardInterrupt:
+                interrupts += 1
+                if interrupts >= 2:
+                    return None
+                self.console.print("[dim](Ctrl-C again or Ctrl-D to exit)[/dim]")
+            except EOFError:
+                return None
+
+    # -- loop ----------------------------------------------------------------
+
+    def run(self) -> int:
+        details = self.state.backend.details
+        self.console.print(
+            f"[bold]gptcli[/bold] · {details.name} ({details.quantization}, "
+            f"{details.context_size} tokens of context). /help for commands, Ctrl-D to exit.",
+            highlight=False,
+        )
+        while True:
+            line = self._read()
+            if line is None:
+                return 0
+            if not line.strip():
+                continue
+            parsed = commands.parse(line)
+            if parsed is None:
+                text = unwrap_block(line)
+                self._send(text[1:] if text.startswith("//") else text)
+                continue
+            if not self._command(*parsed):
+                return 0
+
+    def _renderer(self) -> Renderer:
+        if self.options.plain:
+            return PlainRenderer(self.console.file)
+        return MarkdownRenderer(self.console)
+
+    def _note(self, message: str, style: str = "yellow") -> None:
+        from rich.text import Text
+
+        # Never markup: notes quote paths, names and model text.
+        self.console.print(Text(sanitize(message), style=style))
+
+    def _send(self, text: str) -> None:
+        state = self.state
+        backend = state.backend
+        sampling = state.settings.sampling
+        policy = check_policy(state.settings.on_overflow or "truncate")
+        cancel = Cancellation()
+        try:
+            with sigint_cancels(cancel):
+                fit = fit_conversation(state.conversation, text, backend, policy, sampling, cancel)
+        except ContextOverflowError as exc:
+            self._note(f"not sent: {exc.message}", "red")
+            return
+        except KeyboardInterrupt:
+            self._note("(interrupted while summarising; not sent)", "dim")
+            return
+        if fit.notice():
+            self._note(f"({fit.notice()})")
+        if state.recorder is not None:
+            state.recorder.user(text)  # on disk before the answer starts
+        self._stream(lambda c, r: state.conversation.send(text, backend, sampling, c, r))
+
+    def _stream(
+        self, start: Callable[[Cancellation, Reply], Iterator[Event]], retry: bool = False
+    ) -> None:
+        state = self.state
+        cancel = Cancellation()
+        reply = Reply()
+        renderer = self._renderer()
+        try:
+            with sigint_cancels(cancel):
+                for event in start(cancel, reply):
+                    if isinstance(event, TextDelta):
+                        renderer.feed(event.text)
+        except GptcliError as exc:
+            renderer.finish()
+            self._note(f"error: {exc.message}", "red")
+            return
+        except KeyboardInterrupt:
+            reply.finished = None
+        finally:
+            self._record_answer(reply, retry)
+        renderer.finish()
+        finished = reply.finished
+        if self.schema is not None and finished is not None and finished.reason == "stop":
+            from gptcli.conversation.structured import validate_answer
+
+            try:
+                validate_answer(reply.text, self.schema)
+            except GptcliError as exc:
+                self._note(exc.message, "red")
+        if finished is None or finished.reason == "interrupted":
+            self._note("(interrupted)", "dim")
+        elif finished.reason == "length":
+            self._note(f"(answer cut at {finished.usage.completion_tokens} tokens)", "dim")
+        if finished is not None:
+            state.last = finished
+            state.context_used = finished.usage.total_tokens
+
+    def _record_answer(self, reply: Reply, retry: bool) -> None:
+        state = self.state
+        if state.recorder is None or not (reply.text or reply.finished):
+            return
+        facts = answer_facts(state.backend, self.paths.cache_dir)
+        state.recorder.answer(
+            reply.text, reply.finished, facts, state.settings.sampling, replace_previous=retry
+        )
+
+    # -- sessions (see gptcli.terminal.repl.sessions) ---------------------------------
+
+    def save_snapshot(self) -> None:
+        self.sessions.save_snapshot()
+
+    def restore_snapshot(self) -> None:
+        self.sessions.restore_snapshot()
+
+    def _cmd_sessions(self, arg: str) -> None:
+        self.sessions.list()
+
+    def _cmd_save(self, arg: str) -> None:
+        self.sessions.save(arg)
+
+    _cmd_rename = _cmd_save
+
+    def _cmd_load(self, arg: str) -> None:
+        self.sessions.load(arg)
+
+    # -- commands ------------------------------------------------------------
+
+    def _command(self, name: str, arg: str) -> bool:
+        """Run a slash command; False means exit."""
+        handler = getattr(self, f"_cmd_{name}", None)
+        if name in ("exit", "quit"):
+            return False
+        if handler is None:
+            hint = commands.suggest(name)
+            extra = f" Did you mean /{hint}?" if hint else ""
+            self._note(f"unknown command /{name}.{extra} /help lists them.")
+            return True
+        handler(arg)
+        return True
+
+    def _cmd_help(self, arg: str) -> None:
+        self.console.print(commands.help_text(), highlight=False, markup=False)
+
+    def _cmd_new(self, arg: str) -> None:
+        self.sessions.start_new()
+        self._note("(new conversation)", "dim")
+
+    def _cmd_clear(self, arg: str) -> None:
+        self.console.clear()
+
+    def _cmd_system(self, arg: str) -> None:
+        conversation = self.state.conversation
+        if not arg:
+            shown = conversation.system or "(none: the model's template default applies)"
+            self.console.print(shown, highlight=False, markup=False)
+            return
+        conversation.system = None if arg == "-" else arg
+        if self.state.recorder is not None:
+            self.state.recorder.system(conversation.system)
+        self._note("(system prompt cleared)" if arg == "-" else "(system prompt set)", "dim")
+
+    def _cmd_set(self, arg: str) -> None:
+        name, _, raw = arg.partition(" ")
+        name = name.replace("-", "_")
+        if name == "on_overflow":
+            try:
+                policy = check_policy(raw.strip())
+            except GptcliError as exc:
+                self._note(exc.message, "red")
+                return
+            self.state.settings = replace(self.state.settings, on_overflow=policy)
+            self._note(f"(on_overflow = {policy})", "dim")
+            return
+        if name == "schema":
+            self._set_schema(raw.strip())
+            return
+        if name not in commands.SETTABLE or not raw.strip():
+            self._note(f"usage: /set NAME VALUE, NAME one of {', '.join(commands.SETTABLE)}")
+            return
+        try:
+            value = check_setting(name, raw.strip())
+        except ValueError as exc:
+            self._note(f"{name} {exc}", "red")
+            return
+        sampling = replace(self.state.settings.sampling, **{name: value})
+        self.state.settings = replace(self.state.settings, sampling=sampling)
+        self._note(f"({name} = {value!r})", "dim")
+
+    def _set_schema(self, raw: str) -> None:
+        from gptcli.conversation.structured import load_schema, schema_grammar
+
+        grammar = None
+        self.schema = None
+        if raw and raw not in ("off", "none"):
+            try:
+                self.schema = load_schema(raw)
+                grammar = schema_grammar(self.schema)
+            except GptcliError as exc:
+                self._note(exc.message, "red")
+                return
+        sampling = replace(self.state.settings.sampling, grammar=grammar)
+        self.state.settings = replace(self.state.settings, sampling=sampling)
+        self._note("(answers follow the schema)" if grammar else "(no schema)", "dim")
+
+    def _cmd_show(self, arg: str) -> None:
+        details = self.state.backend.details
+        sampling: SamplingOptions = self.state.settings.sampling
+        rows = [
+            ("model", details.name),
+            ("file", details.path),
+            ("architecture", details.architecture),
+            ("quantisation", details.quantization),
+            ("context", f"{details.context_size} (trained {details.trained_context or '?'})"),
+            ("template", details.template_source),
+            ("on_overflow", self.state.settings.on_overflow or "truncate"),
+            *((key, repr(value)) for key, value in vars(sampling).items() if key != "grammar"),
+            ("schema", "on" if sampling.grammar else "off"),
+        ]
+        width = max(len(k) for k, _ in rows)
+        for key, value in rows:
+            self.console.print(f"  {key:<{width}}  {value}", highlight=False, markup=False)
+
+    def _cmd_model(self, arg: str) -> None:
+        from gptcli.models.loader import open_backend
+
+        if not arg:
+            self._note("usage: /model NAME|PATH")
+            return
+        settings = replace(self.state.settings, model=arg)
+        cancel = Cancellation()
+        try:
+            with sigint_cancels(cancel):
+                backend, notices = open_backend(settings, self.paths, cancel, self.options.debug)
+        except GptcliError as exc:
+            self._note(f"model not changed: {exc.message}", "red")
+            return
+        except KeyboardInterrupt:
+            self._note("(model loading interrupted; model not changed)", "dim")
+            return
+        for notice in notices:
+            self._note(f"note: {notice}")
+        self.state.backend.close()
+        self.state.backend = backend
+        self.state.settings = settings
+        details = backend.details
+        self._note(f"(now using {details.name}, {details.quantization})", "dim")
+
+    def _cmd_role(self, arg: str) -> None:
+        from gptcli.conversation.roles import role_layer
+
+        name, *pairs = arg.split()
+        if not name:
+            self._note("usage: /role NAME [KEY=VALUE...] (gptcli roles list shows them)")
+            return
+        try:
+            layer = role_layer(self.paths.config_dir, name, pairs)
+            options = {k: v for k, v in layer.items() if k in vars(self.state.settings.sampling)}
+        except GptcliError as exc:
+            self._note(exc.message, "red")
+            return
+        sampling = replace(self.state.settings.sampling, **options)
+        self.state.settings = replace(self.state.settings, sampling=sampling)
+        self.state.conversation.system = str(layer["system"])
+        if self.state.recorder is not None:
+            self.state.recorder.system(self.state.conversation.system)
+        if "model" in layer and layer["model"] != self.state.settings.model:
+            self._cmd_model(str(layer["model"]))
+        self._note(f"(role {name}: system prompt and options set)", "dim")
+
+    def _cmd_retry(self, arg: str) -> None:
+        state = self.state
+        if state.conversation.last_user_text() is None:
+            self._note("nothing to retry")
+            return
+        backend, sampling = state.backend, state.settings.sampling
+        self._stream(
+            lambda c, r: state.conversation.regenerate(backend, sampling, c, r), retry=True
+        )
+
+    def _cmd_undo(self, arg: str) -> None:
+        if self.state.conversation.undo():
+            if self.state.recorder is not None:
+                self.state.recorder.undo()
+            self._note("(dropped the last exchange)", "dim")
+        else:
+            self._note("nothing to undo")
+
+    def _cmd_edit(self, arg: str) -> None:
+        text = self.state.conversation.last_user_text()
+        if text is None:
+            self._note("nothing to edit")
+            return
+        self.state.conversation.undo()
+        self._prefill = text
+        self._note("(edit the last prompt and press Enter; Ctrl-X Ctrl-E opens $EDITOR)", "dim")
+
+    def _cmd_copy(self, arg: str) -> None:
+        answer = self.state.conversation.last_answer()
+        if answer is None:
+            self._note("nothing to copy yet")
+            return
+        if not self.console.is_terminal:
+            self._note("cannot copy: the output is not a terminal")
+            return
+        self.console.file.write(
+            clipboard_sequence(answer, inside_tmux=bool(os.environ.get("TMUX")))
+        )
+        self.console.file.flush()
+        self._note(
+            f"(sent {len(answer)} characters to the clipboard with OSC 52; terminals that do "
+            "not allow clipboard writes ignore it)",
+            "dim",
+        )
+
+    def _cmd_stats(self, arg: str) -> None:
+        details = self.state.backend.details
+        last = self.state.last
+        lines = [f"context: {self.state.context_used} of {details.context_size} tokens used"]
+        if last is not None:
+            lines += [
+                f"last answer: {last.usage.completion_tokens} tokens, "
+                f"{last.decode_tokens_per_second:.1f} tokens/s, finished: {last.reason}",
+                f"time to first token: {last.timings.time_to_first_token * 1000:.0f} ms "
+                f"({last.timings.prompt_tokens_evaluated} prompt tokens evaluated, "
+                f"{last.timings.cached_tokens} reused from cache)",
+            ]
+        for line in lines:
+            self.console.print(sanitize(line), highlight=False, markup=False)
+
+
+def run_repl(
+    settings: Settings, paths: AppPaths, options: ReplOptions, console: Console | None = None
+) -> int:
+    from rich.console import Console
+
+    from gptcli.models.loader import open_backend
+
+    console = console or Console(highlight=False)
+    store = SessionStore(paths.data_dir)
+    name = options.resume or (store.most_recent() if options.continue_last else None)
+    conversation = resume(store, name, settings.system, console)
+    if not options.plain:
+        threading.Thread(target=warm_up, name="gptcli-warm-up", daemon=True).start()
+    cancel = Cancellation()
+    with sigint_cancels(cancel):
+        backend, notices = open_backend(settings, paths, cancel, options.debug)
+    for notice in notices:
+        sys.stderr.write(f"gptcli: note: {notice}\n")
+    state = ReplState(settings, backend, conversation)
+    state.session_name = name or new_session_name()
+    repl = Repl(state, paths, options, console)
+    if options.save:
+        state.recorder = repl.sessions.recorder(state.session_name)
+    if name is not None:
+        repl.restore_snapshot()
+    try:
+        return repl.run()
+    finally:
+        repl.save_snapshot()
+        state.backend.close()

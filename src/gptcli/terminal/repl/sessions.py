@@ -1,0 +1,163 @@
+"""The chat's session commands (/sessions, /save, /rename, /load) and its KV snapshots."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from gptcli.conversation.chat import Conversation
+from gptcli.conversation.recorder import SessionRecorder, conversation_of, model_facts
+from gptcli.errors import GptcliError
+from gptcli.paths import AppPaths
+from gptcli.store.sessions import SessionError, SessionStore, check_name, new_session_name
+from gptcli.store.snapshot import Snapshotting, load_snapshot, save_snapshot
+from gptcli.terminal.render import sanitize
+from gptcli.terminal.repl.state import ReplState
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+
+Note = Callable[[str, str], None]
+
+
+@dataclass
+class SessionKeeper:
+    """Names, saves and loads the chat's session; keeps its KV cache beside it."""
+
+    state: ReplState
+    paths: AppPaths
+    console: Console
+    note: Note
+    save_turns: bool = True
+
+    @property
+    def store(self) -> SessionStore:
+        return SessionStore(self.paths.data_dir)
+
+    def recorder(self, name: str) -> SessionRecorder:
+        return SessionRecorder(self.store, name, lambda message: self.note(message, "red"))
+
+    # -- KV snapshots --------------------------------------------------------
+
+    def save_snapshot(self) -> None:
+        """Keep the KV cache beside the session so a resume needs no re-processing."""
+        state = self.state
+        store = self.store
+        if state.recorder is None or state.recorder.failed:
+            return
+        if not isinstance(state.backend, Snapshotting):
+            return
+        if not state.session_name or not store.exists(state.session_name):
+            return
+        try:
+            save_snapshot(
+                store.directory / f"{state.session_name}.kv", state.backend, self._model_sha256()
+            )
+        except OSError as exc:
+            self.note(f"(could not save the session's state: {exc.strerror})", "dim")
+
+    def restore_snapshot(self) -> None:
+        path = self.store.directory / f"{self.state.session_name}.kv"
+        if not isinstance(self.state.backend, Snapshotting):
+            return
+        restored = load_snapshot(path, self.state.backend, self._model_sha256())
+        if restored:
+            self.note(f"(restored the saved state: {restored} tokens need no processing)", "dim")
+
+    def _model_sha256(self) -> str:
+        details = self.state.backend.details
+        facts = model_facts(Path(details.path), details.name, self.paths.cache_dir)
+        return str(facts.get("sha256"))
+
+    # -- commands ------------------------------------------------------------
+
+    def start_new(self) -> None:
+        """A fresh conversation, under a new session name, keeping the system prompt."""
+        state = self.state
+        self.save_snapshot()
+        state.conversation = Conversation(system=state.conversation.system)
+        state.context_used = 0
+        state.session_name = new_session_name()
+        state.recorder = self.recorder(state.session_name) if self.save_turns else None
+
+    def list(self) -> None:
+        found = self.store.list()
+        if not found:
+            self.note("no saved sessions yet", "yellow")
+        for summary in found[:30]:
+            mark = "*" if summary.name == self.state.session_name else " "
+            self.console.print(
+                sanitize(f"{mark} {summary.name:<24} {summary.turns:>3} turns  {summary.title}"),
+                highlight=False,
+                markup=False,
+            )
+
+    def save(self, name: str) -> None:
+        """Name this session: rename its file, or write what was said so far."""
+        state = self.state
+        if not name:
+            self.note(f"usage: /save NAME (this session is {state.session_name})", "yellow")
+            return
+        try:
+            check_name(name)
+            store = self.store
+            if store.exists(state.session_name):
+                store.rename(state.session_name, name)
+            else:
+                recorder = self.recorder(name)
+                recorder.system(state.conversation.system)
+                for message in state.conversation.messages:
+                    if message.role == "user":
+                        recorder.user(message.content)
+                    else:
+                        recorder.answer(message.content, None, {}, state.settings.sampling)
+        except GptcliError as exc:
+            self.note(exc.message, "red")
+            return
+        state.session_name = name
+        state.recorder = self.recorder(name)
+        self.note(f"(session saved as {name})", "dim")
+
+    def load(self, name: str) -> None:
+        if not name:
+            self.note("usage: /load NAME (see /sessions)", "yellow")
+            return
+        try:
+            session = self.store.load(check_name(name))
+        except GptcliError as exc:
+            self.note(exc.message, "red")
+            return
+        self.save_snapshot()
+        self.state.conversation = conversation_of(session)
+        self.state.session_name = name
+        self.state.recorder = self.recorder(name) if self.save_turns else None
+        self.state.context_used = 0
+        self.note(f"(loaded session {name}: {session.turns} turns)", "dim")
+        self.restore_snapshot()
+        for message in session.messages[-2:]:
+            who = "you" if message.role == "user" else "answer"
+            self.console.print(f"[dim]{who}:[/dim] " + sanitize(message.content[:300]))
+
+
+def resume(
+    store: SessionStore, name: str | None, system: str | None, console: Console
+) -> Conversation:
+    """The conversation saved as ``name``, or a new one (``name`` becomes its name)."""
+    conversation = Conversation(system=system)
+    if name is None:
+        return conversation
+    check_name(name)
+    try:
+        session = store.load(name)
+    except SessionError as exc:
+        if store.exists(name):
+            raise
+        if "corrupt" in exc.message:
+            console.print(exc.message, style="red", markup=False)
+        console.print(f"(new session {name})", style="dim", markup=False)
+        return conversation
+    console.print(f"(resumed session {name}: {session.turns} turns)", style="dim", markup=False)
+    return conversation_of(session, system)
