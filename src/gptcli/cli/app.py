@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
+import errno
 import os
 import sys
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from typing import Annotated
 
 import typer
 
 from gptcli.cli.options import EXIT_STATUS_HELP
 from gptcli.errors import ExitStatus, GptcliError
+from gptcli.terminal.interrupt import EXIT_STATUS, Stopped, exit_status, stop_gracefully
 from gptcli.version import __version__
 
 app = typer.Typer(
@@ -39,6 +41,7 @@ def _version_callback(value: bool) -> None:
 
 @app.callback(invoke_without_command=True)
 def root(
+    ctx: typer.Context,
     version: Annotated[
         bool,
         typer.Option(
@@ -47,6 +50,10 @@ def root(
     ] = False,
 ) -> None:
     """Without a command: the REPL on a terminal, `ask` for pipes (see route)."""
+    if ctx.invoked_subcommand != "ask":
+        # `ask` keeps the start-up regime until its input is read, then treats every signal
+        # as a request to stop the answer (terminal/oneshot.py). The others unwind like Ctrl-C.
+        stop_gracefully()
 
 
 def _register_subcommands() -> None:
@@ -96,6 +103,12 @@ def _silence_stdout() -> None:
         pass
 
 
+def _say(line: str) -> None:
+    """One line on stderr, which may be a terminal that is gone: then nothing."""
+    with suppress(OSError, ValueError):
+        print(line, file=sys.stderr)
+
+
 @contextmanager
 def _error_boundary(debug: bool) -> Iterator[list[int]]:
     from gptcli.terminal.render import OutputClosed
@@ -106,24 +119,25 @@ def _error_boundary(debug: bool) -> Iterator[list[int]]:
     except GptcliError as exc:
         if debug:
             raise
-        print(f"gptcli: error: {exc.message}", file=sys.stderr)
+        _say(f"gptcli: error: {exc.message}")
         result[0] = int(exc.exit_code)
-    except OutputClosed:
-        _silence_stdout()
-        result[0] = int(ExitStatus.BROKEN_PIPE)
-    except BrokenPipeError:
+    except (OutputClosed, BrokenPipeError):
         _silence_stdout()
         result[0] = int(ExitStatus.BROKEN_PIPE)
     except KeyboardInterrupt:
-        print(file=sys.stderr)
+        _say("")
         result[0] = int(ExitStatus.INTERRUPTED)
+    except Stopped as stopped:
+        result[0] = EXIT_STATUS[stopped.signum]
     except Exception as exc:
         if debug:
             raise
-        print(
-            f"gptcli: internal error: {type(exc).__name__}: {exc} (run with --debug for details)",
-            file=sys.stderr,
-        )
+        if isinstance(exc, OSError) and exc.errno == errno.EIO:
+            # The terminal is gone (hung up): say nothing; its SIGHUP sets the status.
+            _silence_stdout()
+            result[0] = int(ExitStatus.BROKEN_PIPE)
+            return
+        _say(f"gptcli: internal error: {type(exc).__name__}: {exc} (run with --debug for details)")
         result[0] = int(ExitStatus.ERROR)
 
 
@@ -155,7 +169,7 @@ def run(argv: list[str]) -> int:
             result[0] = exc.exit_code
         except typer.Exit as exc:
             result[0] = exc.exit_code
-    return result[0]
+    return exit_status(result[0])
 
 
 def _closed_standard_streams() -> int | None:

@@ -50,13 +50,13 @@ def _suggest(request: str, model: str | None, shell: str, system: str, debug: bo
     from gptcli.engine.base import Cancellation, Message
     from gptcli.models.loader import open_backend
     from gptcli.paths import app_paths
-    from gptcli.terminal.interrupt import sigint_cancels
+    from gptcli.terminal.interrupt import signals_cancel
 
     paths = app_paths()
     role = role_layer(paths.config_dir, "shell", [f"shell={shell}", f"os={system}"])
     settings = load_settings(paths.config_file, {"model": model}, role)
     cancel = Cancellation()
-    with sigint_cancels(cancel):
+    with signals_cancel(cancel):
         backend, _ = open_backend(settings, paths, cancel, debug)
         try:
             messages = [Message("system", settings.system or ""), Message("user", request)]

@@ -452,6 +452,10 @@ class LlamaBackend:
             "gpu_layers": self._gpu_layers,
         }
 
+    def state_size(self) -> int:
+        """Bytes ``export_state`` would return, without copying them."""
+        return int(self._lib.llama_state_seq_get_size(self._ctx, 0))
+
     def export_state(self) -> tuple[list[int], bytes]:
         """The evaluated tokens and llama.cpp's serialised KV cache for them."""
         state, written = self._state()

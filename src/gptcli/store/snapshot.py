@@ -26,6 +26,8 @@ MAX_STATE = 16 * 1024**3
 class Snapshotting(Protocol):
     def state_key(self) -> dict[str, object]: ...
 
+    def state_size(self) -> int: ...
+
     def export_state(self) -> tuple[list[int], bytes]: ...
 
     def import_state(self, tokens: list[int], state: bytes) -> bool: ...
@@ -35,8 +37,16 @@ def _key(engine: Snapshotting, model_sha256: str) -> dict[str, object]:
     return {**engine.state_key(), "model_sha256": model_sha256}
 
 
-def save_snapshot(path: Path, engine: Snapshotting, model_sha256: str) -> int:
-    """Write the engine's KV cache to ``path``; returns the number of tokens saved."""
+def save_snapshot(
+    path: Path, engine: Snapshotting, model_sha256: str, max_bytes: int | None = None
+) -> int:
+    """Write the engine's KV cache to ``path``; returns the number of tokens saved.
+
+    With ``max_bytes``, a larger state is not written (0 is returned): the caller is
+    short of time, and a missing snapshot only costs the next resume its prefill.
+    """
+    if max_bytes is not None and engine.state_size() > max_bytes:
+        return 0
     tokens, state = engine.export_state()
     if not tokens or not state:
         return 0

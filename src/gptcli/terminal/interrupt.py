@@ -1,34 +1,148 @@
-"""Ctrl-C as a request to stop, not an exception thrown into native code."""
+"""The signals that stop gptcli: Ctrl-C (SIGINT), a closed terminal (SIGHUP), a kill (SIGTERM).
+
+Three regimes, from the first instruction of the process to its exit:
+
+- **Start-up** (``gptcli.main``): nothing has been written yet, so a signal ends the
+  process at once with its status (130, 129, 143). A KeyboardInterrupt raised then
+  could land in a finalizer or an import lock's weakref callback, where Python
+  prints "Exception ignored" and carries on as if nothing had happened: a Ctrl-C
+  that ends in status 0 after the whole answer.
+- **Working** (``stop_gracefully``): a command that writes files runs with
+  Ctrl-C as KeyboardInterrupt and SIGHUP/SIGTERM as ``Stopped``, so every
+  ``finally`` and atomic write unwinds as it does for Ctrl-C.
+- **Answering** (``signals_cancel``): while the engine works, a signal is a
+  request to stop at the next token, so the partial answer is kept and saved.
+  SIGHUP and SIGTERM also end the program once the turn is saved.
+
+SIGHUP means the terminal is gone: standard output and error are pointed at
+/dev/null if they were that terminal, so nothing is written into a dead pty. A
+signal the parent set to be ignored (``nohup``, a background job) stays ignored.
+"""
 
 from __future__ import annotations
 
+import contextlib
+import os
 import signal
 import threading
-from collections.abc import Iterator
-from contextlib import contextmanager
-from types import FrameType
+from types import FrameType, TracebackType
+from typing import TYPE_CHECKING
 
-from gptcli.engine.base import Cancellation
+if TYPE_CHECKING:
+    from gptcli.engine.base import Cancellation
+
+STOP_SIGNALS = (signal.SIGINT, signal.SIGHUP, signal.SIGTERM)
+EXIT_STATUS: dict[int, int] = {signal.SIGINT: 130, signal.SIGHUP: 129, signal.SIGTERM: 143}
+ENDING = (signal.SIGHUP, signal.SIGTERM)
+
+_ending: list[int] = []  # SIGHUP / SIGTERM received, in order
 
 
-@contextmanager
-def sigint_cancels(cancel: Cancellation) -> Iterator[None]:
-    """While active, the first Ctrl-C sets ``cancel``; a second one raises KeyboardInterrupt.
+class Stopped(BaseException):
+    """SIGHUP or SIGTERM: unwind like Ctrl-C, then end with the signal's status.
+
+    A BaseException, so the places that catch KeyboardInterrupt to go on (the
+    REPL's input line, an interrupted summary) do not swallow it.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signal.Signals(signum).name)
+        self.signum = signum
+
+
+def ending_signal() -> int | None:
+    """The first SIGHUP or SIGTERM received, if any: the program must end."""
+    return _ending[0] if _ending else None
+
+
+def exit_status(status: int) -> int:
+    """``status``, unless an ending signal arrived: then that signal's status."""
+    signum = ending_signal()
+    return EXIT_STATUS[signum] if signum is not None else status
+
+
+def _record(signum: int) -> None:
+    if signum in ENDING:
+        _ending.append(signum)
+    if signum == signal.SIGHUP:
+        detach_from_terminal()
+
+
+def detach_from_terminal() -> None:
+    """Point stdout and stderr at /dev/null where they were the (now closed) terminal."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+    except OSError:
+        return
+    for fd in (1, 2):
+        with contextlib.suppress(OSError):
+            if os.isatty(fd):
+                os.dup2(devnull, fd)
+    os.close(devnull)
+
+
+def _install(handler: signal._HANDLER) -> None:
+    if threading.current_thread() is not threading.main_thread():
+        return
+    for signum in STOP_SIGNALS:
+        if signal.getsignal(signum) is not signal.SIG_IGN:
+            signal.signal(signum, handler)
+
+
+def _raise(signum: int, frame: FrameType | None) -> None:
+    _record(signum)
+    if signum == signal.SIGINT:
+        raise KeyboardInterrupt
+    raise Stopped(signum)
+
+
+def stop_gracefully() -> None:
+    """Working regime: Ctrl-C raises KeyboardInterrupt, SIGHUP and SIGTERM raise Stopped."""
+    _install(_raise)
+
+
+class signals_cancel:
+    """While active, the first signal sets ``cancel``; a second one raises.
 
     The engine checks ``cancel`` between tokens and from llama.cpp's abort and
     progress callbacks, so the reply stops cleanly with its state consistent.
+    After a SIGHUP or SIGTERM, leaving the block raises ``Stopped``: the
+    caller's ``finally`` blocks save the turn, and the program ends.
     """
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
 
-    def handle(signum: int, frame: FrameType | None) -> None:
-        if cancel.cancelled:
+    def __init__(self, cancel: Cancellation) -> None:
+        self._cancel = cancel
+        self._previous: dict[int, signal._HANDLER] = {}
+
+    def _handle(self, signum: int, frame: FrameType | None) -> None:
+        first = not self._cancel.cancelled
+        _record(signum)
+        if first:
+            self._cancel.cancel()
+        elif signum == signal.SIGINT:
             raise KeyboardInterrupt
-        cancel.cancel()
+        else:
+            raise Stopped(signum)
 
-    previous = signal.signal(signal.SIGINT, handle)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGINT, previous)
+    def __enter__(self) -> None:
+        if threading.current_thread() is not threading.main_thread():
+            return
+        for signum in STOP_SIGNALS:
+            handler = signal.getsignal(signum)
+            if handler is signal.SIG_IGN or handler is None:
+                continue
+            self._previous[signum] = handler
+            signal.signal(signum, self._handle)
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        traceback: TracebackType | None,
+    ) -> None:
+        for signum, handler in self._previous.items():
+            signal.signal(signum, handler)
+        self._previous.clear()
+        ending = ending_signal()
+        if exc_type is None and ending is not None:
+            raise Stopped(ending)

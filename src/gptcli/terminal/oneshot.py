@@ -16,6 +16,7 @@ from gptcli.conversation.chat import Conversation, Reply
 from gptcli.conversation.context import (
     ChunkedPrompt,
     FitReport,
+    OverflowPolicy,
     check_policy,
     chunked_messages,
     fit_conversation,
@@ -33,7 +34,7 @@ from gptcli.terminal.inputs import (
     read_stdin,
     stdin_is_interactive,
 )
-from gptcli.terminal.interrupt import sigint_cancels
+from gptcli.terminal.interrupt import signals_cancel
 from gptcli.terminal.render import GuardedStream, MarkdownRenderer, PlainRenderer, Renderer
 
 MAX_FILE = 64 * 1024 * 1024
@@ -230,49 +231,80 @@ def run_oneshot(request: OneShot, out: IO[str] | None = None) -> ExitStatus:
         settings.sampling, grammar=grammar, schema=schema, ignore_eos=request.ignore_eos
     )
     instruction, attached = _gather_input(request)
+    # From here on a signal asks the engine to stop at the next token (see interrupt.py);
+    # before, nothing was written and a signal ends the process at once.
     cancel = Cancellation()
-    with sigint_cancels(cancel):
+    with signals_cancel(cancel):
         backend, notices = open_backend(settings, paths, cancel, debug=request.debug)
-    try:
         for notice in notices:
             warn(notice)
-        stream = GuardedStream(out or sys.stdout)
-        conversation, recorder = _open_session(request, settings, paths)
-        reply = Reply()
-        fit: FitReport | None = None
-        chunked: ChunkedPrompt | None = None
-        with sigint_cancels(cancel):
-            if request.chunked:
-                progress = warn if stdin_is_interactive(2) or request.debug else None
-                chunked = chunked_messages(
-                    attached or "",
-                    instruction or DEFAULT_CHUNKED_TASK,
-                    backend,
-                    sampling,
-                    cancel,
-                    lambda line: progress(line) if progress else None,
-                )
-                events: Iterator[Event] = backend.stream(chunked.messages, sampling, cancel)
-            else:
-                user_text = compose_prompt(instruction, attached)
-                fit = fit_conversation(conversation, user_text, backend, policy, sampling, cancel)
-                if fit.notice():
-                    warn(str(fit.notice()))
-                if recorder is not None:
-                    recorder.user(user_text)  # on disk before the answer starts
-                events = conversation.send(user_text, backend, sampling, cancel, reply)
-            held = schema is not None or grammar is not None
-            try:
-                _show(events, reply, request, stream, held, backend.details.name)
-            finally:
-                # Also after a failure mid-answer: the part received is kept, marked.
-                if recorder is not None and (reply.text or reply.finished):
-                    facts = answer_facts(backend, paths.cache_dir)
-                    recorder.answer(reply.text, reply.finished, facts, sampling)
-        extra = {"chunked": _chunk_report(chunked)} if chunked is not None else {}
-        return _finish(request, reply, schema, sampling, backend, fit, stream, extra)
+        try:
+            status = _answer(
+                request,
+                _Turn(settings, paths, sampling, policy, schema),
+                backend,
+                (instruction, attached),
+                cancel,
+                out,
+            )
+        finally:
+            backend.close()
+    return ExitStatus.INTERRUPTED if cancel.cancelled else status
+
+
+@dataclass(frozen=True)
+class _Turn:
+    settings: Settings
+    paths: AppPaths
+    sampling: SamplingOptions
+    policy: OverflowPolicy
+    schema: dict[str, Any] | None
+
+
+def _answer(
+    request: OneShot,
+    turn: _Turn,
+    backend: Backend,
+    inputs: tuple[str | None, str | None],
+    cancel: Cancellation,
+    out: IO[str] | None,
+) -> ExitStatus:
+    instruction, attached = inputs
+    sampling, paths = turn.sampling, turn.paths
+    stream = GuardedStream(out or sys.stdout)
+    conversation, recorder = _open_session(request, turn.settings, paths)
+    reply = Reply()
+    fit: FitReport | None = None
+    chunked: ChunkedPrompt | None = None
+    if request.chunked:
+        progress = warn if stdin_is_interactive(2) or request.debug else None
+        chunked = chunked_messages(
+            attached or "",
+            instruction or DEFAULT_CHUNKED_TASK,
+            backend,
+            sampling,
+            cancel,
+            lambda line: progress(line) if progress else None,
+        )
+        events: Iterator[Event] = backend.stream(chunked.messages, sampling, cancel)
+    else:
+        user_text = compose_prompt(instruction, attached)
+        fit = fit_conversation(conversation, user_text, backend, turn.policy, sampling, cancel)
+        if fit.notice():
+            warn(str(fit.notice()))
+        if recorder is not None:
+            recorder.user(user_text)  # on disk before the answer starts
+        events = conversation.send(user_text, backend, sampling, cancel, reply)
+    held = sampling.grammar is not None
+    try:
+        _show(events, reply, request, stream, held, backend.details.name)
     finally:
-        backend.close()
+        # Also after a failure mid-answer: the part received is kept, marked.
+        if recorder is not None and (reply.text or reply.finished):
+            facts = answer_facts(backend, paths.cache_dir)
+            recorder.answer(reply.text, reply.finished, facts, sampling)
+    extra = {"chunked": _chunk_report(chunked)} if chunked is not None else {}
+    return _finish(request, reply, turn.schema, sampling, backend, fit, stream, extra)
 
 
 class JsonLines:

@@ -18,7 +18,7 @@ from gptcli.engine.base import Cancellation, Event, TextDelta
 from gptcli.errors import ContextOverflowError, GptcliError
 from gptcli.paths import AppPaths, ensure_private_dir
 from gptcli.store.sessions import SessionStore, new_session_name
-from gptcli.terminal.interrupt import sigint_cancels
+from gptcli.terminal.interrupt import Stopped, signals_cancel
 from gptcli.terminal.render import (
     MarkdownRenderer,
     PlainRenderer,
@@ -163,7 +163,7 @@ class Repl:
         policy = check_policy(state.settings.on_overflow or "truncate")
         cancel = Cancellation()
         try:
-            with sigint_cancels(cancel):
+            with signals_cancel(cancel):
                 fit = fit_conversation(state.conversation, text, backend, policy, sampling, cancel)
         except ContextOverflowError as exc:
             self._note(f"not sent: {exc.message}", "red")
@@ -185,7 +185,7 @@ class Repl:
         reply = Reply()
         renderer = self._renderer()
         try:
-            with sigint_cancels(cancel):
+            with signals_cancel(cancel):
                 for event in start(cancel, reply):
                     if isinstance(event, TextDelta):
                         renderer.feed(event.text)
@@ -195,6 +195,9 @@ class Repl:
             return
         except KeyboardInterrupt:
             reply.finished = None
+        except Stopped:
+            renderer.finish()
+            raise
         finally:
             self._record_answer(reply, retry)
         renderer.finish()
@@ -348,7 +351,7 @@ class Repl:
         settings = replace(self.state.settings, model=arg)
         cancel = Cancellation()
         try:
-            with sigint_cancels(cancel):
+            with signals_cancel(cancel):
                 backend, notices = open_backend(settings, self.paths, cancel, self.options.debug)
         except GptcliError as exc:
             self._note(f"model not changed: {exc.message}", "red")
@@ -461,7 +464,7 @@ def run_repl(
     if not options.plain:
         threading.Thread(target=warm_up, name="gptcli-warm-up", daemon=True).start()
     cancel = Cancellation()
-    with sigint_cancels(cancel):
+    with signals_cancel(cancel):
         backend, notices = open_backend(settings, paths, cancel, options.debug)
     for notice in notices:
         sys.stderr.write(f"gptcli: note: {notice}\n")

@@ -13,6 +13,7 @@ from gptcli.errors import GptcliError
 from gptcli.paths import AppPaths
 from gptcli.store.sessions import SessionError, SessionStore, check_name, new_session_name
 from gptcli.store.snapshot import Snapshotting, load_snapshot, save_snapshot
+from gptcli.terminal.interrupt import ending_signal
 from gptcli.terminal.render import sanitize
 from gptcli.terminal.repl.state import ReplState
 
@@ -21,6 +22,8 @@ if TYPE_CHECKING:
 
 
 Note = Callable[[str, str], None]
+# A KV state this size is written and synced in well under a second on an SSD.
+SIGNALLED_SNAPSHOT_LIMIT = 256 * 2**20
 
 
 @dataclass
@@ -52,9 +55,14 @@ class SessionKeeper:
             return
         if not state.session_name or not store.exists(state.session_name):
             return
+        # Ended by SIGHUP or SIGTERM: write only what takes well under a second.
+        limit = SIGNALLED_SNAPSHOT_LIMIT if ending_signal() is not None else None
         try:
             save_snapshot(
-                store.directory / f"{state.session_name}.kv", state.backend, self._model_sha256()
+                store.directory / f"{state.session_name}.kv",
+                state.backend,
+                self._model_sha256(),
+                max_bytes=limit,
             )
         except OSError as exc:
             self.note(f"(could not save the session's state: {exc.strerror})", "dim")
