@@ -7,6 +7,48 @@ import threading
 import time
 from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+# How servers refuse an input longer than their context, each in its own words.
+REFUSALS: dict[str, dict[str, Any]] = {
+    "ctx-llama-server": {
+        "error": {
+            "code": 400,
+            "message": "the request exceeds the available context size, try increasing it",
+            "type": "exceed_context_size_error",
+            "n_prompt_tokens": 3539,
+            "n_ctx": 2048,
+        }
+    },
+    "ctx-vllm": {
+        "object": "error",
+        "message": "This model's maximum context length is 2048 tokens. However, you requested "
+        "3600 tokens (3539 in the messages, 61 in the completion). Please reduce the length of "
+        "the messages or completion.",
+        "type": "BadRequestError",
+        "param": None,
+        "code": 400,
+    },
+    "ctx-vllm-new": {
+        "error": {
+            "message": "This model's maximum context length is 2048 tokens. However, your "
+            "request has 3539 input tokens. Please reduce the length of the input messages.",
+            "type": "BadRequestError",
+            "param": None,
+            "code": 400,
+        }
+    },
+    "ctx-openai": {
+        "error": {
+            "message": "This model's maximum context length is 2048 tokens. However, your "
+            "messages resulted in 3539 tokens. Please reduce the length of the messages.",
+            "type": "invalid_request_error",
+            "param": "messages",
+            "code": "context_length_exceeded",
+        }
+    },
+    "400": {"error": {"message": "temperature must be positive", "type": "invalid_request_error"}},
+}
 
 
 def sse(text: str) -> bytes:
@@ -16,12 +58,19 @@ def sse(text: str) -> bytes:
 
 @dataclass
 class Script:
-    """What the server does for each POST, in order (the last one repeats)."""
+    """What the server does for each POST, in order (the last one repeats), and what it says
+    about itself: ``props`` is llama-server's ``/props`` (404 when None), ``models`` the
+    entries of ``/v1/models``."""
 
     steps: list[str]
     retry_after: str = "1"
     echo: str = ""
+    props: dict[str, Any] | None = None
+    props_stall: bool = False
+    models: list[dict[str, Any]] = field(default_factory=lambda: [{"id": "fake"}])
     requests: list[tuple[float, dict[str, str]]] = field(default_factory=list)
+    bodies: list[dict[str, Any]] = field(default_factory=list)
+    gets: list[str] = field(default_factory=list)
 
 
 def _handler(script: Script) -> type[BaseHTTPRequestHandler]:
@@ -46,11 +95,19 @@ def _handler(script: Script) -> type[BaseHTTPRequestHandler]:
             self.wfile.flush()
 
         def do_GET(self) -> None:
-            self._plain(200, json.dumps({"object": "list", "data": [{"id": "fake"}]}))
+            script.gets.append(self.path)
+            if self.path == "/props" and script.props_stall:
+                time.sleep(30)
+            elif self.path == "/props" and script.props is not None:
+                self._plain(200, json.dumps(script.props))
+            elif self.path == "/v1/models":
+                self._plain(200, json.dumps({"object": "list", "data": script.models}))
+            else:
+                self._plain(404, '{"detail": "Not Found"}')
 
         def do_POST(self) -> None:
             length = int(self.headers.get("Content-Length", "0"))
-            self.rfile.read(length)
+            script.bodies.append(json.loads(self.rfile.read(length)))
             script.requests.append((time.monotonic(), dict(self.headers)))
             step = script.steps[min(len(script.requests) - 1, len(script.steps) - 1)]
             if step == "stall":
@@ -58,6 +115,9 @@ def _handler(script: Script) -> type[BaseHTTPRequestHandler]:
                 return
             if step in ("401", "404", "500"):
                 self._plain(int(step), json.dumps({"error": f"nope {script.echo}"}))
+                return
+            if step in REFUSALS:
+                self._plain(400, json.dumps(REFUSALS[step]))
                 return
             if step == "429":
                 self._plain(429, '{"error": "slow down"}', {"Retry-After": script.retry_after})
@@ -68,6 +128,10 @@ def _handler(script: Script) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             if step == "malformed":
                 self._chunk(b"data: {not json\n\n")
+                self._chunk(b"")
+                return
+            if step == "ctx-in-stream":
+                self._chunk(b"data: " + json.dumps(REFUSALS["ctx-llama-server"]).encode() + b"\n\n")
                 self._chunk(b"")
                 return
             if step == "nested":

@@ -92,6 +92,56 @@ def test_two_turn_session_records_the_server_never_the_key(
 
 
 @pytest.mark.slow
+def test_a_long_input_to_a_server_that_does_not_say_its_window(
+    gptcli: Gptcli, server: LlamaServer
+) -> None:
+    # llama-cpp-python's server says neither its window (2,048 here) nor, when streaming,
+    # why it refuses: it closes the stream. gptcli says what may be the cause, and --ctx
+    # then makes it the context error before anything is sent.
+    document = "Every sentence here is filler for the test. " * 250
+    ask = ("ask", "--base-url", server.url, "-m", "smol", "Summarise.")
+    silent = gptcli(*ask, input=document)
+    assert silent.returncode == 6
+    assert silent.stderr == (
+        "gptcli: error: the server closed the stream before answering; the input (about 3153 "
+        "tokens) may be longer than its context window: say that window with --ctx\n"
+    )
+    told = gptcli(*ask, "--ctx", "2048", input=document)
+    assert told.returncode == 4
+    assert "fit the 2048-token context window" in told.stderr
+
+
+@pytest.mark.slow
+def test_truncate_against_the_server_with_its_window(gptcli: Gptcli, server: LlamaServer) -> None:
+    # Token counts are estimated, and this text has a tenth more tokens than the estimate
+    # (3.1 characters each): a window set a little below the server's 2,048 leaves the margin.
+    long_session(gptcli.home)
+    result = gptcli(
+        "ask",
+        "--base-url",
+        server.url,
+        "-m",
+        "smol",
+        "--ctx",
+        "1600",
+        "--session",
+        "long",
+        "--on-overflow",
+        "truncate",
+        "--json",
+        "-t",
+        "0",
+        "-n",
+        "20",
+        FRANCE,
+    )
+    assert result.returncode == 0, result.stderr
+    data = json.loads(result.stdout)
+    assert data["context"]["dropped_messages"] > 0
+    assert data["usage"]["prompt_tokens"] < 2048  # the server's own count
+
+
+@pytest.mark.slow
 def test_schema_through_the_server(gptcli: Gptcli, server: LlamaServer) -> None:
     schema = '{"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}'
     result = gptcli(
@@ -216,3 +266,130 @@ def test_malformed_chunk(gptcli: Gptcli, fake: FakeServer) -> None:
     assert result.returncode == 6
     assert "malformed chunk" in result.stderr
     assert result.stderr.count("\n") == 1
+
+
+def long_session(home: Path, turns: int = 8) -> None:
+    """A saved conversation of about 2,500 estimated tokens."""
+    from gptcli.store.sessions import Session, SessionStore, StoredMessage
+
+    def fill(session: Session) -> None:
+        for n in range(turns):
+            session.messages.append(StoredMessage("user", f"Tell me about town number {n}."))
+            session.messages.append(
+                StoredMessage("assistant", f"Town {n} has a market, a river and a mill. " * 25)
+            )
+
+    SessionStore(home / "data").update("long", fill, create=True)
+
+
+def test_llama_server_props_give_the_window_and_the_policies_use_it(
+    gptcli: Gptcli, fake: FakeServer
+) -> None:
+    fake.script.props = {"default_generation_settings": {"n_ctx": 2048}, "total_slots": 2}
+    short = gptcli("ask", "--base-url", fake.url, "-m", "fake", "--json", "hi")
+    assert short.returncode == 0, short.stderr
+    assert json.loads(short.stdout)["context"]["window"] == 2048
+    assert fake.script.gets == ["/props"]  # at the server's root, and nothing more asked
+    long_session(gptcli.home)
+    ask = ("ask", "--base-url", fake.url, "-m", "fake", "--session", "long", "--json")
+    refused = gptcli(*ask, "--on-overflow", "error", FRANCE)
+    assert refused.returncode == 4
+    assert refused.stdout == ""
+    assert "but only 1792 fit the 2048-token context window" in refused.stderr
+    assert refused.stderr.count("\n") == 1
+    assert len(fake.script.bodies) == 1  # refused before anything was sent
+    truncated = gptcli(*ask, "--on-overflow", "truncate", FRANCE)
+    assert truncated.returncode == 0, truncated.stderr
+    context = json.loads(truncated.stdout)["context"]
+    assert context["window"] == 2048
+    assert context["dropped_messages"] > 0
+    assert "oldest messages were dropped" in truncated.stderr
+    sent = fake.script.bodies[-1]["messages"]
+    assert 1 < len(sent) < 17 and sent[-1] == {"role": "user", "content": FRANCE}
+
+
+def test_vllm_max_model_len_for_the_model_in_use(gptcli: Gptcli, fake: FakeServer) -> None:
+    fake.script.models = [
+        {"id": "first", "object": "model", "max_model_len": 1000},
+        {"id": "fake", "object": "model", "max_model_len": 3000},
+    ]
+    named = gptcli("ask", "--base-url", fake.url, "-m", "fake", "--json", "hi")
+    assert named.returncode == 0, named.stderr
+    assert json.loads(named.stdout)["context"]["window"] == 3000
+    assert fake.script.gets == ["/props", "/v1/models"]
+    served_first = gptcli("ask", "--base-url", fake.url, "--json", "hi")
+    assert json.loads(served_first.stdout)["context"]["window"] == 1000
+    fake.script.models = [{"id": "fake", "object": "model", "owned_by": "me"}]
+    silent = gptcli("ask", "--base-url", fake.url, "-m", "fake", "--json", "hi")
+    assert json.loads(silent.stdout)["context"]["window"] == 8192  # says nothing: the fallback
+
+
+def test_ctx_and_the_profile_ctx_win_over_the_server(gptcli: Gptcli, fake: FakeServer) -> None:
+    fake.script.props = {"default_generation_settings": {"n_ctx": 2048}}
+    flag = gptcli("ask", "--base-url", fake.url, "-m", "fake", "--ctx", "1000", "--json", "hi")
+    assert json.loads(flag.stdout)["context"]["window"] == 1000
+    profile(gptcli, fake.url, model="fake", ctx=1500)
+    chosen = gptcli("ask", "-p", "box", "--json", "hi")
+    assert json.loads(chosen.stdout)["context"]["window"] == 1500
+    assert fake.script.gets == []  # the server is not even asked
+
+
+def test_a_stalled_props_costs_seconds_and_leaves_the_fallback(
+    gptcli: Gptcli, fake: FakeServer
+) -> None:
+    fake.script.props_stall = True
+    started = time.monotonic()
+    result = gptcli("ask", "--base-url", fake.url, "-m", "fake", "--json", "hi")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["context"]["window"] == 8192
+    assert time.monotonic() - started < 10
+    assert fake.script.gets == ["/props"]  # a server that stalls is not asked again
+
+
+REFUSED = (
+    "gptcli: error: the input is 3539 tokens but the server's context window holds 2048 (the "
+    "server refused it; try --ctx 2048 with --on-overflow truncate|summarize, or --chunked for "
+    "long documents)\n"
+)
+
+
+@pytest.mark.parametrize(
+    "step", ["ctx-llama-server", "ctx-vllm", "ctx-vllm-new", "ctx-openai", "ctx-in-stream"]
+)
+def test_a_context_refusal_is_the_context_error(
+    gptcli: Gptcli, fake: FakeServer, step: str
+) -> None:
+    fake.script.steps = [step]
+    # A server that claims a larger window than it serves: its refusal still counts.
+    fake.script.props = {"default_generation_settings": {"n_ctx": 8192}}
+    result = gptcli("ask", "--base-url", fake.url, "-m", "fake", "--session", "s", FRANCE)
+    assert result.returncode == 4
+    assert result.stdout == ""
+    assert result.stderr == REFUSED
+    assert len(fake.script.requests) == 1  # never retried
+
+
+def test_a_refusal_teaches_the_backend_the_servers_window(fake: FakeServer) -> None:
+    # What lets the chat's default policy (truncate) fit the next turn.
+    from gptcli.config import SamplingOptions
+    from gptcli.engine.base import Cancellation, Message
+    from gptcli.engine.openai import OpenAIBackend, RemoteOptions
+    from gptcli.errors import ContextOverflowError
+
+    fake.script.steps = ["ctx-vllm", "ok"]
+    backend = OpenAIBackend(RemoteOptions(fake.url, "fake"))
+    try:
+        assert backend.details.context_size == 8192
+        with pytest.raises(ContextOverflowError) as refused:
+            list(backend.stream([Message("user", "hi")], SamplingOptions(), Cancellation()))
+        assert (refused.value.needed, refused.value.available) == (3539, 2048)
+        assert backend.details.context_size == 2048
+    finally:
+        backend.close()
+
+
+def test_other_refusals_stay_remote_errors(gptcli: Gptcli, fake: FakeServer) -> None:
+    fake.script.steps = ["400"]
+    result = gptcli("ask", "--base-url", fake.url, "-m", "fake", FRANCE)
+    assert result.returncode == 6
+    assert "HTTP 400: " in result.stderr and "temperature must be positive" in result.stderr

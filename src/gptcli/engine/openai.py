@@ -3,8 +3,10 @@
 Replies stream as server-sent events. Before the first token, 429 (honouring
 Retry-After) and 5xx answers are retried a bounded number of times; after it,
 nothing is retried: a stream cut in the middle keeps the partial answer and
-reports the failure. The API key is read from an environment variable, sent
-only as a bearer token and never shown in messages.
+reports the failure. A server's refusal of an input too long for its context
+is a ContextOverflowError, like the local backend's. The API key is read from
+an environment variable, sent only as a bearer token and never shown in
+messages.
 """
 
 from __future__ import annotations
@@ -28,12 +30,22 @@ from gptcli.engine.base import (
     TextDelta,
     Usage,
 )
-from gptcli.errors import ModelError, RemoteError, UsageError
+from gptcli.engine.serverinfo import (
+    ContextRefusal,
+    context_refusal,
+    server_root,
+    window_from_models,
+    window_from_props,
+)
+from gptcli.errors import ContextOverflowError, ModelError, RemoteError, UsageError
 from gptcli.parsing import loads_json
 
 MAX_RETRIES = 3
 MAX_RETRY_AFTER = 30.0
-DEFAULT_CONTEXT = 8192
+DEFAULT_CONTEXT = 8192  # for servers that do not say their window
+PROBE_TIMEOUT = 3.0  # seconds for each question about the window
+PROBE_LIMIT = 1 << 20  # bytes: an answer about the window is small
+SILENT_REFUSAL_HINT = 512  # tokens: a larger input may be what a silent server refused
 
 
 @dataclass(frozen=True)
@@ -75,6 +87,9 @@ class OpenAIBackend:
         import httpx
 
         self._options = options
+        # Lowered when the server refuses an input and names a smaller window, so that the
+        # overflow policies fit the next turn of a chat to what the server really holds.
+        self._window = options.context_size or DEFAULT_CONTEXT
         self._key = os.environ.get(options.api_key_env or "", "") if options.api_key_env else ""
         if options.api_key_env and not self._key:
             raise UsageError(f"the environment variable {options.api_key_env} is not set")
@@ -92,7 +107,7 @@ class OpenAIBackend:
             path=self._options.base_url,
             architecture=where,
             quantization="server",
-            context_size=self._options.context_size or DEFAULT_CONTEXT,
+            context_size=self._window,
             trained_context=None,
             template_source="the server's",
         )
@@ -117,7 +132,69 @@ class OpenAIBackend:
     def _hide(self, text: str) -> str:
         return text.replace(self._key, "***") if self._key else text
 
-    def _fail(self, status: int, body: str) -> Exception:
+    def server_window(self, model: str) -> int | None:
+        """The server's context per request where it says it, asked in at most two short GETs.
+
+        llama-server's ``/props`` first (its per-slot ``n_ctx``), then vLLM's
+        ``max_model_len`` in ``/models``. Any failure gives None and the fallback stays;
+        a server that refuses a long input is still reported as an overflow.
+        """
+        import httpx
+
+        probes = (
+            (f"{server_root(self._options.base_url)}/props", window_from_props),
+            ("/models", lambda body: window_from_models(body, model)),
+        )
+        for url, read in probes:
+            try:
+                body = self._fetch_small(url)
+            except (httpx.TimeoutException, httpx.ConnectError):
+                return None  # unreachable or slow: the request itself will say so, once
+            except httpx.HTTPError:
+                continue
+            window = read(body) if body is not None else None
+            if window is not None:
+                return window
+        return None
+
+    def _fetch_small(self, url: str) -> bytes | None:
+        """The body of a GET if it is 200 and under PROBE_LIMIT, within about PROBE_TIMEOUT."""
+        import httpx
+
+        seconds = min(self._options.timeout, PROBE_TIMEOUT)
+        deadline = time.monotonic() + seconds
+        headers = {"Accept": "application/json"}
+        with self._client.stream("GET", url, headers=headers, timeout=seconds) as response:
+            if response.status_code != 200:
+                return None
+            body = bytearray()
+            for piece in response.iter_bytes():
+                body += piece
+                if len(body) > PROBE_LIMIT or time.monotonic() > deadline:
+                    raise httpx.ReadTimeout("the answer about the window is too long or too slow")
+        return bytes(body)
+
+    def _refused(self, refusal: ContextRefusal, estimate: int) -> ContextOverflowError:
+        """The context error for a server's refusal; a smaller window it names is adopted."""
+        needed = refusal.prompt_tokens
+        window = refusal.window
+        assumed = self.details.context_size
+        size = f"{needed} tokens" if needed else f"about {estimate} tokens"
+        holds = f"holds {window}" if window else "cannot hold it"
+        ctx = f"--ctx {window}" if window and window < assumed else "a smaller --ctx"
+        self._window = min(window or assumed, assumed)
+        return ContextOverflowError(
+            f"the input is {size} but the server's context window {holds} (the server refused "
+            f"it; try {ctx} with --on-overflow truncate|summarize, or --chunked for long "
+            "documents)",
+            needed=needed or estimate,
+            available=window or assumed,
+        )
+
+    def _fail(self, status: int, body: str, estimate: int = 0) -> Exception:
+        refusal = context_refusal(status, body)
+        if refusal is not None:
+            return self._refused(refusal, estimate)
         detail = self._hide(" ".join(body.split())[:200])
         if status in (401, 403):
             via = f" (check ${self._options.api_key_env})" if self._options.api_key_env else ""
@@ -193,7 +270,7 @@ class OpenAIBackend:
         payload = self._payload(messages, options)
         return self._generate(payload, options, cancel, self.count_tokens(messages))
 
-    def _open(self, payload: dict[str, Any], cancel: Cancellation) -> Any:
+    def _open(self, payload: dict[str, Any], cancel: Cancellation, estimate: int) -> Any:
         """POST the request, retrying 429 and 5xx a bounded number of times."""
         import httpx
 
@@ -214,13 +291,13 @@ class OpenAIBackend:
                 continue
             retryable = response.status_code == 429 or response.status_code >= 500
             if not retryable or attempt == MAX_RETRIES or cancel.cancelled:
-                raise self._fail(response.status_code, body)
+                raise self._fail(response.status_code, body, estimate)
             delay = 0.5 * 2**attempt
             retry_after = response.headers.get("Retry-After", "")
             if retry_after.strip().isdigit():
                 delay = float(retry_after)
             if delay > MAX_RETRY_AFTER:
-                raise self._fail(response.status_code, body)
+                raise self._fail(response.status_code, body, estimate)
             time.sleep(delay)
         raise AssertionError("unreachable")
 
@@ -233,8 +310,8 @@ class OpenAIBackend:
         response = None
         try:
             with cancel.interrupting():
-                response = self._open(payload, cancel)
-                yield from self._read(response, cancel, progress)
+                response = self._open(payload, cancel, estimate)
+                yield from self._read(response, cancel, progress, estimate)
         except KeyboardInterrupt:
             progress.reason = "interrupted"
         except httpx.RemoteProtocolError:
@@ -250,7 +327,9 @@ class OpenAIBackend:
                 response.close()
         yield progress.finished(estimate, options.seed)
 
-    def _read(self, response: Any, cancel: Cancellation, progress: _Progress) -> Iterator[Event]:
+    def _read(
+        self, response: Any, cancel: Cancellation, progress: _Progress, estimate: int
+    ) -> Iterator[Event]:
         """The answer's text from the server-sent events, noting usage and finish reason."""
         for line in response.iter_lines():
             if cancel.cancelled:
@@ -261,7 +340,7 @@ class OpenAIBackend:
             data = line[5:].strip()
             if data == "[DONE]":
                 return
-            chunk = self._parse(data)
+            chunk = self._parse(data, estimate)
             progress.usage = chunk.get("usage") or progress.usage
             for choice in chunk.get("choices") or ():
                 text = (choice.get("delta") or {}).get("content") or ""
@@ -272,9 +351,16 @@ class OpenAIBackend:
                 if choice.get("finish_reason") == "length":
                     progress.reason = "length"
         if progress.produced == 0 and not progress.usage:
-            raise RemoteError("the server closed the stream before answering")
+            # llama-cpp-python's server refuses a streamed input too long for it this way.
+            maybe = (
+                f"; the input (about {estimate} tokens) may be longer than its context window: "
+                "say that window with --ctx"
+                if estimate > SILENT_REFUSAL_HINT
+                else ""
+            )
+            raise RemoteError(f"the server closed the stream before answering{maybe}")
 
-    def _parse(self, data: str) -> dict[str, Any]:
+    def _parse(self, data: str, estimate: int) -> dict[str, Any]:
         try:
             chunk = loads_json(data)
         except json.JSONDecodeError:
@@ -284,6 +370,10 @@ class OpenAIBackend:
         if not isinstance(chunk, dict):
             raise RemoteError("the server sent a chunk that is not a JSON object")
         if "error" in chunk:
+            # Some servers refuse inside the stream, after a 200.
+            refusal = context_refusal(400, chunk)
+            if refusal is not None:
+                raise self._refused(refusal, estimate)
             raise RemoteError(
                 f"the server reported an error: {self._hide(str(chunk['error']))[:200]}"
             )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from dataclasses import replace
 
 from gptcli.config import DEFAULT_MODEL, Settings
 from gptcli.engine.base import Backend, Cancellation
@@ -24,6 +25,11 @@ def open_backend(
 
 
 def _open_remote(settings: Settings) -> Backend:
+    """Connect to the server and learn its model and window, unless the settings name them.
+
+    The window comes from --ctx or the profile's ``ctx``, else from the server itself
+    (llama-server's per-slot context, vLLM's ``max_model_len``), else the backend's fallback.
+    """
     from gptcli.engine.openai import OpenAIBackend, RemoteOptions
     from gptcli.errors import UsageError
 
@@ -38,13 +44,18 @@ def _open_remote(settings: Settings) -> Backend:
         profile=settings.profile,
     )
     backend = OpenAIBackend(options)
+    learned = options
     if settings.model == DEFAULT_MODEL:
         # No model named for this server: use the first one it serves.
         served = backend.list_models()
         if served:
-            backend.close()
-            backend = OpenAIBackend(RemoteOptions(**{**options.__dict__, "model": served[0]}))
-    return backend
+            learned = replace(learned, model=served[0])
+    if learned.context_size is None:
+        learned = replace(learned, context_size=backend.server_window(learned.model))
+    if learned == options:
+        return backend
+    backend.close()
+    return OpenAIBackend(learned)
 
 
 def _open_local(
