@@ -81,7 +81,9 @@ def search(
                 "name": h.name,
                 "title": h.title,
                 "updated": h.updated,
-                "snippet": h.snippet.replace(MARK_START, "").replace(MARK_END, ""),
+                "snippet": " ".join(
+                    h.snippet.replace(MARK_START, "").replace(MARK_END, "").split()
+                ),
                 "rank": round(h.rank, 3),
             }
             for h in hits
