@@ -240,6 +240,9 @@ def test_repl_saves_resumes_and_keeps_retried_answers(gptcli: Gptcli) -> None:
         resumed.wait_prompt(2)
         resumed.type_line("/sessions")
         resumed.wait_text("* trip")
+        resumed.type_line("/search capital france")
+        resumed.wait_text("(/load NAME continues one)")
+        assert "trip" in resumed.screen_text().split("/search capital france")[-1]
     finally:
         resumed.close()
     assert json.loads(gptcli("sessions", "list", "--json").stdout)[0]["turns"] == 2

@@ -30,7 +30,7 @@ def _store() -> SessionStore:
     from gptcli.paths import app_paths
     from gptcli.store.sessions import SessionStore
 
-    return SessionStore(app_paths().data_dir)
+    return SessionStore(app_paths().data_dir, note=lambda line: typer.echo(line, err=True))
 
 
 @sessions_app.command("list")
@@ -63,6 +63,47 @@ def list_sessions(
             for s in found
         ],
     )
+
+
+@sessions_app.command("search")
+def search(
+    text: Annotated[str, typer.Argument(help='Words that must all occur; "a phrase" in quotes.')],
+    limit: Annotated[int, typer.Option("--limit", "-n", min=1, help="At most this many.")] = 20,
+    json_output: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+) -> None:
+    """Find sessions by what was said in them (titles and messages), best match first."""
+    from gptcli.store.index import MARK_END, MARK_START
+
+    hits = _store().search(text, limit)
+    if json_output:
+        rows = [
+            {
+                "name": h.name,
+                "title": h.title,
+                "updated": h.updated,
+                "snippet": " ".join(
+                    h.snippet.replace(MARK_START, "").replace(MARK_END, "").split()
+                ),
+                "rank": round(h.rank, 3),
+            }
+            for h in hits
+        ]
+        typer.echo(json.dumps(rows, ensure_ascii=False, indent=1))
+        return
+    if not hits:
+        typer.echo(f"no session mentions {text}", err=True)
+        return
+    from gptcli.terminal.render import hit_line
+
+    width = max(len(h.name) for h in hits)
+    if not sys.stdout.isatty():
+        sys.stdout.write("".join(hit_line(h.name, h.snippet, width).plain + "\n" for h in hits))
+        return
+    from rich.console import Console
+
+    console = Console(highlight=False)
+    for hit in hits:
+        console.print(hit_line(hit.name, hit.snippet, width), soft_wrap=True)
 
 
 @sessions_app.command("show")

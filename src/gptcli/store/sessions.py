@@ -16,19 +16,21 @@ import os
 import re
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from gptcli.errors import GptcliError, UsageError
 from gptcli.parsing import loads_json
 from gptcli.paths import ensure_private_dir, write_private_file
+from gptcli.store.index import Entry, Hit, IndexUnavailable, SessionIndex, query_terms, snippet_of
 
 SCHEMA = 1
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 MAX_FILE = 256 * 1024 * 1024
+_T = TypeVar("_T")
 
 
 class SessionError(GptcliError):
@@ -186,6 +188,23 @@ def title_from(text: str) -> str:
     return line if len(line) <= 60 else line[:59] + "…"
 
 
+def index_entry(session: Session) -> Entry:
+    return Entry(
+        title=session.title,
+        model=session.model_name,
+        turns=session.turns,
+        updated=session.updated,
+        text="\n".join(m.content for m in session.messages),
+    )
+
+
+def _parse_for_index(data: bytes, name: str) -> Entry:
+    return index_entry(migrate(Session.from_json(data, name)))
+
+
+Note = Callable[[str], None]
+
+
 @dataclass(frozen=True)
 class SessionSummary:
     name: str
@@ -197,10 +216,15 @@ class SessionSummary:
 
 
 class SessionStore:
-    """The sessions directory: ``<data dir>/sessions``."""
+    """The sessions directory: ``<data dir>/sessions``.
 
-    def __init__(self, data_dir: Path) -> None:
+    ``note`` hears, in one line, why listing or search had to read every file.
+    """
+
+    def __init__(self, data_dir: Path, note: Note | None = None) -> None:
         self.directory = data_dir / "sessions"
+        self.note = note
+        self.index = SessionIndex(self.directory, lambda n: bool(NAME.match(n)), _parse_for_index)
 
     def path(self, name: str) -> Path:
         return self.directory / f"{check_name(name)}.json"
@@ -251,6 +275,7 @@ class SessionStore:
                 raise SessionError(f"session {name!r} already exists")
             session = Session(name=name, system=system)
             write_private_file(path, session.to_json())
+            self._record(session)
             return session
 
     def update(self, name: str, change: Callable[[Session], None], create: bool = False) -> Session:
@@ -265,25 +290,74 @@ class SessionStore:
             change(session)
             session.updated = now()
             write_private_file(path, session.to_json())
+            self._record(session)
             return session
 
-    def list(self) -> list[SessionSummary]:
-        summaries = []
-        if not self.directory.is_dir():
-            return []
+    def _record(self, session: Session) -> None:
+        """Bring the index up to date with a file just written; never fails the save."""
+        # On failure the next read sees the file's new size and time and re-reads it.
+        with suppress(IndexUnavailable, OSError):
+            self.index.record(session.name, index_entry(session))
+
+    def _forget(self, name: str) -> None:
+        with suppress(IndexUnavailable, OSError):
+            self.index.forget(name)
+
+    def _from_index(self, use: Callable[[], _T]) -> _T | None:
+        """``use()`` on the index, again if it was corrupt and thrown away; None: read the files."""
+        for attempt in (1, 2):
+            try:
+                return use()
+            except IndexUnavailable as exc:
+                if exc.retry and attempt == 1:
+                    continue
+                if self.note is not None:
+                    self.note(f"(session index unusable: {exc.reason}; reading every file)")
+                return None
+        return None
+
+    def _scan(self) -> Iterator[Session]:
         for path in self.directory.glob("*.json"):
             name = path.name.removesuffix(".json")
             if not NAME.match(name):
                 continue
             try:
-                session = Session.from_json(path.read_bytes(), name)
+                yield Session.from_json(path.read_bytes(), name)
             except (OSError, ValueError, TypeError, UnicodeDecodeError):
                 continue
-            summaries.append(
-                SessionSummary(
-                    name, session.title, session.model_name, session.turns, session.updated, path
-                )
-            )
+
+    def search(self, text: str, limit: int = 20) -> list[Hit]:
+        """Sessions whose title or messages hold every word (or "quoted phrase") of ``text``."""
+        if not self.directory.is_dir() or not query_terms(text):
+            return []
+        hits = self._from_index(lambda: self.index.search(text, limit))
+        if hits is not None:
+            return hits
+        terms = [t.lower() for t in query_terms(text)]
+        found = []
+        for session in self._scan():
+            body = session.title + "\n" + "\n".join(m.content for m in session.messages)
+            lowered = body.lower()
+            if all(t in lowered for t in terms):
+                count = sum(lowered.count(t) for t in terms)
+                snippet = snippet_of(body, terms)
+                found.append(Hit(session.name, session.title, session.updated, snippet, -count))
+        return sorted(found, key=lambda h: (h.rank, h.name))[:limit]
+
+    def list(self) -> list[SessionSummary]:
+        """Every readable session, most recently updated first."""
+        if not self.directory.is_dir():
+            return []
+        rows = self._from_index(self.index.rows)
+        if rows is not None:
+            return [
+                SessionSummary(r.name, r.title, r.model, r.turns, r.updated, self.path(r.name))
+                for r in rows
+            ]
+        summaries = [
+            SessionSummary(s.name, s.title, s.model_name, s.turns, s.updated, self.path(s.name))
+            for s in self._scan()
+        ]
         return sorted(summaries, key=lambda s: s.updated, reverse=True)
 
     def most_recent(self) -> str | None:
@@ -295,6 +369,7 @@ class SessionStore:
             if not path.exists():
                 raise SessionError(f"no session named {name!r}")
             path.unlink()
+            self._forget(name)
             for extra in self.directory.glob(f"{name}.kv"):
                 extra.unlink(missing_ok=True)
         (self.directory / f".{name}.lock").unlink(missing_ok=True)
@@ -309,7 +384,9 @@ class SessionStore:
             session = self._read(path, old)
             session.name = new
             write_private_file(target, session.to_json())
+            self._record(session)
             path.unlink()
+            self._forget(old)
             snapshot = self.directory / f"{old}.kv"
             if snapshot.exists():
                 os.replace(snapshot, self.directory / f"{new}.kv")

@@ -24,6 +24,7 @@ if TYPE_CHECKING:
     from rich.console import Console, ConsoleOptions, RenderResult
     from rich.live import Live
     from rich.segment import Segment
+    from rich.text import Text
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
 _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
@@ -32,6 +33,19 @@ _FENCE = re.compile(r"^ {0,3}(`{3,}|~{3,})")
 def sanitize(text: str) -> str:
     """Remove terminal control characters (escape sequences start with one) but keep \\n and \\t."""
     return _CONTROL.sub("", text.replace("\r\n", "\n"))
+
+
+def hit_line(name: str, snippet: str, width: int) -> Text:
+    """A search hit on one line: the session's name, then the snippet with its matches in bold.
+
+    The matches arrive between \\x02 and \\x03 (see gptcli.store.index).
+    """
+    from rich.text import Text
+
+    line = Text(f"{name:<{width}}  ")
+    for number, piece in enumerate(re.split("[\x02\x03]", snippet)):
+        line.append(re.sub(r"\s+", " ", sanitize(piece)), style="bold" if number % 2 else "")
+    return line
 
 
 def clipboard_sequence(text: str, inside_tmux: bool = False) -> str:

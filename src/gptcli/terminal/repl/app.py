@@ -237,6 +237,9 @@ class Repl:
     def _cmd_sessions(self, arg: str) -> None:
         self.sessions.list()
 
+    def _cmd_search(self, arg: str) -> None:
+        self.sessions.search(arg)
+
     def _cmd_save(self, arg: str) -> None:
         self.sessions.save(arg)
 

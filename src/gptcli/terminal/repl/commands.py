@@ -42,6 +42,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("rename", "NAME", "rename this session"),
     Command("load", "NAME", "continue a saved session"),
     Command("sessions", "", "list saved sessions"),
+    Command("search", "WORDS", "find saved sessions that mention WORDS (then /load NAME)"),
 )
 NAMES = tuple(c.name for c in COMMANDS)
 SETTABLE = (

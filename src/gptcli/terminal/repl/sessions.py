@@ -1,4 +1,4 @@
-"""The chat's session commands (/sessions, /save, /rename, /load) and its KV snapshots."""
+"""The chat's session commands (/sessions, /search, /save, /rename, /load) and its KV snapshots."""
 
 from __future__ import annotations
 
@@ -102,6 +102,23 @@ class SessionKeeper:
                 highlight=False,
                 markup=False,
             )
+
+    def search(self, text: str) -> None:
+        """Sessions that mention ``text``, one line each, for /load."""
+        from gptcli.terminal.render import hit_line
+
+        if not text:
+            self.note('usage: /search WORDS (all must occur; "a phrase" in quotes)', "yellow")
+            return
+        store = SessionStore(self.paths.data_dir, note=lambda line: self.note(line, "dim"))
+        hits = store.search(text, 20)
+        if not hits:
+            self.note(f"no session mentions {text}", "yellow")
+            return
+        width = max(len(h.name) for h in hits)
+        for hit in hits:
+            self.console.print(hit_line(hit.name, hit.snippet, width), soft_wrap=True)
+        self.note("(/load NAME continues one)", "dim")
 
     def save(self, name: str) -> None:
         """Name this session: rename its file, or write what was said so far."""
