@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from tests.timing import patience
+
 SCRIPT_DIR = Path(sys.executable).parent
 
 
@@ -51,7 +53,7 @@ class Gptcli:
             input=data,
             stdin=subprocess.DEVNULL if data is None else None,
             capture_output=True,
-            timeout=timeout,
+            timeout=patience(timeout),
             env={**self.env, **(env or {})},
             cwd=cwd,
             check=False,

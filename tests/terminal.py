@@ -8,6 +8,8 @@ from collections.abc import Callable
 import pexpect
 import pyte
 
+from tests.timing import patience
+
 
 class _Screen(pyte.HistoryScreen):
     """Answers the terminal's queries (cursor position) the way a real terminal does."""
@@ -64,7 +66,7 @@ class Terminal:
         return [line.rstrip() for line in top] + self.screen_text().split("\n")
 
     def wait_for(self, predicate: Callable[[str], bool], timeout: float = 60) -> str:
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + patience(timeout)
         while time.monotonic() < deadline:
             self.pump(0.1)
             text = self.screen_text()
@@ -98,7 +100,7 @@ class Terminal:
         self.child.sendcontrol(key)
 
     def wait_exit(self, timeout: float = 30) -> int:
-        deadline = time.monotonic() + timeout
+        deadline = time.monotonic() + patience(timeout)
         while self.child.isalive() and time.monotonic() < deadline:
             self.pump(0.1)
         self.pump(0.1)

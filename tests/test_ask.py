@@ -8,6 +8,7 @@ import subprocess
 import pytest
 
 from tests.conftest import Gptcli, gptcli_executable
+from tests.timing import maps_file, patience, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -219,10 +220,12 @@ def _interrupt_after(gptcli: Gptcli, seconds: float, *args: str, stdin: bytes) -
             stderr=subprocess.PIPE,
             env=gptcli.env,
         )
-    time.sleep(seconds)
+    # The model is mapped: loading is under way; prefill of the long prompt follows.
+    wait_until(lambda: maps_file(child.pid, ".gguf"), 60, "the model to be loaded")
+    time.sleep(patience(seconds))
     sent = time.monotonic()
     child.send_signal(signal.SIGINT)
-    _, stderr = child.communicate(timeout=30)
+    _, stderr = child.communicate(timeout=patience(30))
     assert b"Traceback" not in stderr
     return child.returncode, time.monotonic() - sent
 
@@ -230,9 +233,9 @@ def _interrupt_after(gptcli: Gptcli, seconds: float, *args: str, stdin: bytes) -
 def test_ctrl_c_during_prompt_processing_returns_promptly(gptcli: Gptcli) -> None:
     document = ("The quick brown fox jumps over the lazy dog. " * 330).encode()
     # About 3,300 prompt tokens: several seconds of prefill on a small CPU.
-    status, took = _interrupt_after(gptcli, 1.5, "--ctx", "8192", "Summarise.", stdin=document)
+    status, took = _interrupt_after(gptcli, 0.7, "--ctx", "8192", "Summarise.", stdin=document)
     assert status == 130
-    assert took < 2.0
+    assert took < patience(2.0)
 
 
 def test_ctrl_c_during_generation_keeps_the_partial_answer(gptcli: Gptcli) -> None:
@@ -250,7 +253,7 @@ def test_ctrl_c_during_generation_keeps_the_partial_answer(gptcli: Gptcli) -> No
     first = child.stdout.read(40)  # it is answering
     time.sleep(0.3)
     child.send_signal(signal.SIGINT)
-    rest, stderr = child.communicate(timeout=30)
+    rest, stderr = child.communicate(timeout=patience(30))
     assert child.returncode == 130
     assert len(first + rest) > 40
     assert b"Traceback" not in stderr

@@ -150,7 +150,7 @@ def test_long_document_chunked(gptcli: Gptcli, tmp_path: Path) -> None:
         "--file",
         str(document),
         "Who is the lighthouse keeper, and where was the treasure found?",
-        timeout=900,
+        timeout=1200,
     )
     assert result.returncode == 0, result.stderr
     data = json.loads(result.stdout)

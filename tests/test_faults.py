@@ -17,6 +17,7 @@ from tests.conftest import Gptcli, gptcli_executable
 from tests.fakeserver import FakeServer, Script
 from tests.terminal import Terminal
 from tests.test_repl import answer_after, start
+from tests.timing import blocked_reading, patience, wait_until
 
 MiB = 1024 * 1024
 ROMEO = "Who wrote Romeo and Juliet?"
@@ -302,12 +303,11 @@ def test_ctrl_c_while_waiting_for_a_stdin_that_never_closes(gptcli: Gptcli) -> N
         assert child.stdin is not None
         child.stdin.write(b"some text, and the writer never closes the pipe\n")
         child.stdin.flush()
-        time.sleep(2)
-        assert child.poll() is None  # still waiting for the end of stdin
+        wait_until(lambda: blocked_reading(child.pid), 60, "gptcli to wait for more stdin")
         started = time.monotonic()
         child.send_signal(signal.SIGINT)
-        out, err = child.communicate(timeout=10)
-        assert time.monotonic() - started < 2
+        out, err = child.communicate(timeout=patience(10))
+        assert time.monotonic() - started < patience(2)
     finally:
         child.kill()
     assert child.returncode == 130

@@ -15,6 +15,7 @@ from tests.conftest import Gptcli, gptcli_executable
 from tests.fakeserver import FakeServer, Script
 from tests.llama_server import LlamaServer, free_port
 from tests.terminal import Terminal
+from tests.timing import patience
 
 FRANCE = "Name the capital city of France."
 SECRET = "sk-test-0123456789-secret"
@@ -181,7 +182,7 @@ def test_connection_refused_and_dns_failure(gptcli: Gptcli) -> None:
     dns = gptcli("ask", "--base-url", "http://no-such-host.invalid:8080/v1", "hi")
     assert dns.returncode == 6
     assert "cannot connect to http://no-such-host.invalid:8080/v1" in dns.stderr
-    assert time.monotonic() - started < 20
+    assert time.monotonic() - started < patience(20)
     for result in (refused, dns):
         assert result.stderr.count("\n") == 1 and "Traceback" not in result.stderr
 
@@ -193,7 +194,7 @@ def test_stall_times_out(gptcli: Gptcli, fake: FakeServer) -> None:
     result = gptcli("ask", "-p", "box", "hi")
     assert result.returncode == 6
     assert "sent nothing for 1 s" in result.stderr
-    assert time.monotonic() - started < 10
+    assert time.monotonic() - started < patience(10)
 
 
 def test_ctrl_c_closes_a_stalled_stream_promptly(gptcli: Gptcli, fake: FakeServer) -> None:
@@ -209,9 +210,9 @@ def test_ctrl_c_closes_a_stalled_stream_promptly(gptcli: Gptcli, fake: FakeServe
         time.sleep(0.05)
     sent = time.monotonic()
     child.send_signal(signal.SIGINT)
-    _, stderr = child.communicate(timeout=20)
+    _, stderr = child.communicate(timeout=patience(20))
     assert child.returncode == 130
-    assert time.monotonic() - sent < 3
+    assert time.monotonic() - sent < patience(3)
     assert b"Traceback" not in stderr
 
 
@@ -342,7 +343,7 @@ def test_a_stalled_props_costs_seconds_and_leaves_the_fallback(
     result = gptcli("ask", "--base-url", fake.url, "-m", "fake", "--json", "hi")
     assert result.returncode == 0, result.stderr
     assert json.loads(result.stdout)["context"]["window"] == 8192
-    assert time.monotonic() - started < 10
+    assert time.monotonic() - started < patience(10)
     assert fake.script.gets == ["/props"]  # a server that stalls is not asked again
 
 

@@ -17,6 +17,7 @@ import pytest
 from gptcli.store.sessions import SessionStore
 from tests.conftest import Gptcli, gptcli_executable
 from tests.terminal import Terminal
+from tests.timing import patience
 
 STORY = "Write a very long story about a dragon."
 STATUS: dict[int, int] = {signal.SIGHUP: 129, signal.SIGTERM: 143, signal.SIGINT: 130}
@@ -26,15 +27,6 @@ def _session(home: Path, name: str) -> dict[str, object]:
     data = json.loads((home / "data" / "sessions" / f"{name}.json").read_text())
     assert isinstance(data, dict)
     return data
-
-
-def _wait_exit(child: subprocess.Popen[bytes], timeout: float) -> int:
-    try:
-        child.wait(timeout=timeout)
-    except subprocess.TimeoutExpired:
-        child.kill()
-        raise
-    return child.returncode
 
 
 @pytest.mark.slow
@@ -59,7 +51,7 @@ def test_ctrl_c_at_any_moment_of_ask_never_reports_success(gptcli: Gptcli) -> No
         child.stdin.flush()
         time.sleep(rng.uniform(0, 0.8))
         child.send_signal(signal.SIGINT)
-        out, err = child.communicate(timeout=60)
+        out, err = child.communicate(timeout=patience(60))
         seen[child.returncode] = seen.get(child.returncode, 0) + 1
         # -SIGINT: the signal came before gptcli's own code ran (Python's default action).
         assert child.returncode in (130, -signal.SIGINT), (child.returncode, err)
@@ -84,7 +76,7 @@ def test_signal_mid_answer_in_ask_session_keeps_the_partial_answer(
     assert child.stdout is not None
     first = child.stdout.read(60)  # it is answering
     child.send_signal(signum)
-    rest, err = child.communicate(timeout=60)
+    rest, err = child.communicate(timeout=patience(60))
     assert child.returncode == STATUS[signum], err
     assert b"Traceback" not in err
     messages = _session(gptcli.home, "s")["messages"]
@@ -111,7 +103,7 @@ def _hang_up(term: Terminal) -> None:
 
 
 def _exit_status(term: Terminal, timeout: float = 60) -> int:
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + patience(timeout)
     while term.child.isalive():
         assert time.monotonic() < deadline, "still running"
         time.sleep(0.05)
@@ -207,7 +199,7 @@ def test_signals_at_random_moments_of_saves_never_break_the_file(tmp_path: Path)
         child.send_signal(signum)
         if rng.random() < 0.3:
             child.send_signal(rng.choice([signal.SIGTERM, signal.SIGHUP]))
-        out, err = child.communicate(timeout=60)
+        out, err = child.communicate(timeout=patience(60))
         assert child.returncode in (1, -signal.SIGTERM, -signal.SIGHUP), err
         assert "corrupt" not in err
         acknowledged += 1 + len(out.splitlines())

@@ -13,8 +13,9 @@ from gptcli.cli.completion_values import model_names, role_names
 EXIT_STATUS_HELP = (
     "Exit status: 0 ok; 1 error; 2 usage error or unusable input; 3 model not found or "
     "unusable; 4 input does not fit the context window; 5 the answer does not match --schema; "
-    "6 a model server could not be reached or answered with an error; 130 interrupted "
-    "(Ctrl-C); 141 stdout closed by its reader (e.g. | head)."
+    "6 a model server could not be reached or answered with an error; 129 the terminal was "
+    "closed (SIGHUP); 130 interrupted (Ctrl-C); 141 stdout closed by its reader (e.g. | head); "
+    "143 terminated (SIGTERM)."
 )
 
 ModelOpt = Annotated[
