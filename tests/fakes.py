@@ -38,6 +38,9 @@ class ScriptedBackend:
     def count_tokens(self, messages: Sequence[Message]) -> int:
         return sum(len(m.content.split()) for m in messages)
 
+    def token_bytes(self) -> int | None:
+        return None
+
     def stream(
         self, messages: Sequence[Message], options: SamplingOptions, cancel: Cancellation
     ) -> Iterator[Event]:

@@ -11,7 +11,12 @@ from hypothesis import strategies as st
 
 from gptcli.config import SamplingOptions
 from gptcli.conversation.chat import SUMMARY_HEADER, Conversation
-from gptcli.conversation.context import chunked_messages, fit_conversation, split_text
+from gptcli.conversation.context import (
+    PartProgress,
+    chunked_messages,
+    fit_conversation,
+    split_text,
+)
 from gptcli.engine.base import Cancellation, Event, Message, ModelDetails
 from gptcli.errors import ContextOverflowError
 from tests.fakes import ScriptedBackend
@@ -144,7 +149,7 @@ def test_split_text_prefers_paragraphs_then_sentences() -> None:
 def test_chunked_messages_map_reduce() -> None:
     document = "\n\n".join(f"Paragraph {n} " + "filler " * 20 for n in range(30))
     backend = WindowBackend([], window=200)
-    progress: list[str] = []
+    progress: list[PartProgress] = []
     chunked = chunked_messages(
         document,
         "List the facts.",
@@ -159,6 +164,6 @@ def test_chunked_messages_map_reduce() -> None:
     assert messages[0].content.endswith("---\n\nList the facts.")
     assert "Notes on consecutive parts" in messages[0].content
     assert chunked.notes is not None and "Part 1: SUMMARY" in chunked.notes
-    assert progress and progress[0].startswith("summarising part 1 of ")
+    assert progress and str(progress[0]) == "summarising part 1"
     asked = [m.content for call in backend.seen for m in call]
     assert any("Paragraph 0" in a for a in asked) and any("Paragraph 29" in a for a in asked)

@@ -13,8 +13,9 @@ applied to the whole.
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
+from itertools import chain
 from typing import Literal
 
 from gptcli.config import SamplingOptions
@@ -25,7 +26,26 @@ from gptcli.errors import ContextOverflowError, UsageError
 OverflowPolicy = Literal["error", "truncate", "summarize"]
 POLICIES: tuple[OverflowPolicy, ...] = ("error", "truncate", "summarize")
 SUMMARY_TOKENS = 300
-Progress = Callable[[str], None]
+COUNT_PIECE = 64 * 1024  # characters tokenized at a time: bounded memory, Ctrl-C between
+STREAM_WINDOW = 256 * 1024  # characters of a streamed document split into parts at a time
+
+
+@dataclass(frozen=True)
+class PartProgress:
+    """One part of a long document about to be summarised."""
+
+    number: int
+    of: int | None  # parts in this round; None while the document is still being read
+    round: int = 1
+    done: int = 0  # characters of the document in the parts before this one (first round)
+
+    def __str__(self) -> str:
+        total = f" of {self.of}" if self.of is not None else ""
+        level = f" (round {self.round})" if self.round > 1 else ""
+        return f"summarising part {self.number}{total}{level}"
+
+
+Progress = Callable[[PartProgress], None]
 
 
 def check_policy(value: str) -> OverflowPolicy:
@@ -98,6 +118,74 @@ def fit_conversation(
     return _summarize_oldest(conversation, latest, backend, budget, options, cancel)
 
 
+def input_limit(
+    conversation: Conversation, policy: OverflowPolicy, options: SamplingOptions, size: int
+) -> int:
+    """The most tokens a new message can have and still be answered under ``policy``.
+
+    Policies make room by shrinking history, never the new message: alone, it must
+    leave room for the answer (``fit_conversation`` with nothing left to drop, then
+    the engine's own check that at least --max-tokens, or one token, remain).
+    """
+    if policy == "error" or not conversation.messages:
+        return size - answer_reserve(options, size)
+    return size - (options.max_tokens or 1)
+
+
+def read_within(blocks: Iterable[str], backend: Backend, limit: int, cancel: Cancellation) -> str:
+    """A document read block by block, whole if it may fit ``limit`` tokens, else refused
+    as soon as it cannot, without reading or tokenizing the rest.
+
+    With a tokenizer that bounds the bytes one token stands for, a text of more than
+    ``limit`` times that many bytes cannot fit: the refusal is certain before any
+    counting. Otherwise the blocks are counted as they come (one token of slack per
+    block boundary, where a cut may split what would be one token).
+    """
+    per_token = backend.token_bytes()
+    count = _count_text(backend)
+    parts: list[str] = []
+    size = 0
+    for block in blocks:
+        if cancel.cancelled:
+            raise KeyboardInterrupt
+        parts.append(block)
+        if per_token is not None:
+            size += len(block.encode("utf-8", errors="surrogatepass"))
+            over = size > limit * per_token
+        else:
+            size += count_long(block, count, cancel)
+            over = size - len(parts) > limit
+        if over:
+            seen = count_long("".join(parts), count, cancel)
+            window = backend.details.context_size
+            raise ContextOverflowError(
+                f"the input is at least {max(seen, limit + 1)} tokens but only {limit} fit the "
+                f"{window}-token context window with {window - limit} left for the answer "
+                "(try a larger --ctx, or --chunked for long documents)",
+                needed=max(seen, limit + 1),
+                available=limit,
+            )
+    return "".join(parts)
+
+
+def count_long(text: str, count: Callable[[str], int], cancel: Cancellation) -> int:
+    """Tokens in ``text``, counted a bounded piece at a time (cut at whitespace)."""
+    if len(text) <= COUNT_PIECE:
+        return count(text)
+    total = 0
+    start = 0
+    while start < len(text):
+        if cancel.cancelled:
+            raise KeyboardInterrupt
+        end = min(len(text), start + COUNT_PIECE)
+        if end < len(text):
+            space = max(text.rfind(" ", start, end), text.rfind("\n", start, end))
+            end = space if space > start else end
+        total += count(text[start:end])
+        start = end
+    return total
+
+
 def _summarize_oldest(
     conversation: Conversation,
     latest: Message,
@@ -138,6 +226,7 @@ def _summarize_oldest(
 
 _PARAGRAPHS = re.compile(r"\n[ \t]*\n+")
 _SENTENCES = re.compile(r"(?<=[.!?])\s+")
+_Unit = tuple[str, int, bool]  # (text, tokens, starts a paragraph)
 
 
 def split_text(text: str, count: Callable[[str], int], limit: int, overlap: int = 0) -> list[str]:
@@ -146,7 +235,11 @@ def split_text(text: str, count: Callable[[str], int], limit: int, overlap: int 
     Each piece after the first starts with the end of the previous one (about
     ``overlap`` tokens of whole sentences) so facts on a boundary are seen whole.
     """
-    units: list[tuple[str, int, bool]] = []  # (text, tokens, starts a paragraph)
+    return [chunk for chunk, _ in _pack(_units(text, count, limit), limit, overlap)]
+
+
+def _units(text: str, count: Callable[[str], int], limit: int) -> list[_Unit]:
+    units: list[_Unit] = []
     for paragraph in _PARAGRAPHS.split(text):
         if not paragraph.strip():
             continue
@@ -167,13 +260,18 @@ def split_text(text: str, count: Callable[[str], int], limit: int, overlap: int 
                 piece = " ".join(words[start : start + step])
                 units.append((piece, count(piece), first))
                 first = False
-    chunks: list[str] = []
-    current: list[tuple[str, int, bool]] = []
+    return units
+
+
+def _pack(units: list[_Unit], limit: int, overlap: int) -> list[tuple[str, int]]:
+    """Units packed into (piece, tokens) of at most ``limit`` tokens, with overlap."""
+    chunks: list[tuple[str, int]] = []
+    current: list[_Unit] = []
     used = 0
     for unit in units:
         if current and used + unit[1] > limit:
-            chunks.append(_join(current))
-            tail: list[tuple[str, int, bool]] = []
+            chunks.append((_join(current), used))
+            tail: list[_Unit] = []
             carried = 0
             for previous in reversed(current):
                 if carried + previous[1] > overlap:
@@ -184,17 +282,76 @@ def split_text(text: str, count: Callable[[str], int], limit: int, overlap: int 
         current.append(unit)
         used += unit[1]
     if current:
-        chunks.append(_join(current))
+        chunks.append((_join(current), used))
     return chunks
 
 
-def _join(units: list[tuple[str, int, bool]]) -> str:
+def _join(units: list[_Unit]) -> str:
     parts = []
     for index, (text, _, new_paragraph) in enumerate(units):
         if index:
             parts.append("\n\n" if new_paragraph else " ")
         parts.append(text)
     return "".join(parts)
+
+
+def _cut(text: str) -> int:
+    """Where to end a window of a streamed text: after its last paragraph break in the
+    second half, else after its last whitespace, else at its end."""
+    breaks = list(_PARAGRAPHS.finditer(text, len(text) // 2))
+    if breaks:
+        return breaks[-1].end()
+    space = max(text.rfind(" "), text.rfind("\n"))
+    return space + 1 if space > 0 else len(text)
+
+
+class _StreamSplit:
+    """``split_text`` over a stream of text: one window at a time, so memory holds a
+    window and a part, not the document. The last part of each window is carried
+    into the next, where it may grow, so parts are cut as in one whole split."""
+
+    def __init__(self, count: Callable[[str], int], limit: int, overlap: int) -> None:
+        self._count, self._limit, self._overlap = count, limit, overlap
+        self.tokens = 0  # of the text split so far
+        self.done = 0  # characters of the text in the parts handed out, about
+
+    def parts(self, blocks: Iterable[str], cancel: Cancellation) -> Iterator[str]:
+        carry, carried = "", 0
+        pending: list[str] = []
+        held = 0
+        handed = 0  # characters taken from ``blocks``
+        for block in chain(blocks, [None]):
+            if cancel.cancelled:
+                raise KeyboardInterrupt
+            if block is not None:
+                pending.append(block)
+                held += len(block)
+                handed += len(block)
+                if held < STREAM_WINDOW:
+                    continue
+            text = carry + "".join(pending)
+            cut = len(text) if block is None else _cut(text)
+            if cancel.cancelled:
+                raise KeyboardInterrupt
+            units = _units(text[:cut], self._count, self._limit)
+            tokens = sum(unit[1] for unit in units)
+            self.tokens += tokens - carried
+            chunks = _pack(units, self._limit, self._overlap)
+            start, passed = handed - len(text), 0
+            if cut < len(text) and len(chunks) < 2:  # less than a part so far: wait for more
+                carry, carried = text, tokens
+                pending, held = [], 0
+                continue
+            final = cut == len(text)  # the end, or a window with no place to cut
+            for chunk, size in chunks if final else chunks[:-1]:
+                self.done = start + cut * passed // max(1, tokens)
+                yield chunk
+                passed += size
+            carry, carried = "", 0
+            if not final:
+                last, carried = chunks[-1]
+                carry = last + ("\n\n" if text[cut - 1] == "\n" else " ") + text[cut:]
+            pending, held = [], 0
 
 
 def _count_text(backend: Backend) -> Callable[[str], int]:
@@ -214,7 +371,9 @@ def summarize_text(
     size = backend.details.context_size
     count = _count_text(backend)
     limit = max(64, size - (options.max_tokens or SUMMARY_TOKENS) - count(goal) - 120)
-    notes = _reduce(text, goal, backend, options, cancel, progress, limit)
+    notes = text
+    if count_long(text, count, cancel) > limit:
+        notes = _reduce([text], goal, backend, options, cancel, progress, limit)[0]
     return complete(backend, [Message("user", f"{notes}\n\n---\n\n{goal}")], options, cancel)
 
 
@@ -229,28 +388,44 @@ class ChunkedPrompt:
 
 
 def chunked_messages(
-    document: str,
+    document: str | Iterable[str],
     instruction: str,
     backend: Backend,
     options: SamplingOptions,
     cancel: Cancellation,
     progress: Progress | None = None,
 ) -> ChunkedPrompt:
-    """The final prompt for a long document: its notes (map-reduced if needed), then the task."""
+    """The final prompt for a long document: its notes (map-reduced if needed), then the task.
+
+    The document may be a stream of text blocks: it is read only as far as the parts
+    being summarised, so memory depends on the part size and the notes, not the document.
+    """
     size = backend.details.context_size
     count = _count_text(backend)
     limit = size - answer_reserve(options, size) - count(instruction) - 120
-    tokens = count(document)
-    if tokens <= limit:
-        return ChunkedPrompt([Message("user", f"{document}\n\n---\n\n{instruction}")], tokens)
+    blocks = iter([document] if isinstance(document, str) else document)
+    head: list[str] = []
+    seen = 0
+    for block in blocks:  # read until it is clear whether it fits one prompt
+        head.append(block)
+        seen += count_long(block, count, cancel)
+        if seen - len(head) > limit:
+            break
+    else:
+        whole = "".join(head)
+        tokens = count_long(whole, count, cancel)
+        if tokens <= limit:
+            return ChunkedPrompt([Message("user", f"{whole}\n\n---\n\n{instruction}")], tokens)
+        head = [whole]
     parts: list[int] = []
 
-    def counted(line: str) -> None:
+    def counted(step: PartProgress) -> None:
         parts.append(1)
         if progress:
-            progress(line)
+            progress(step)
 
-    notes = _reduce(document, instruction, backend, options, cancel, counted, limit)
+    stream = chain(head, blocks)
+    notes, tokens = _reduce(stream, instruction, backend, options, cancel, counted, limit)
     prompt = f"Notes on consecutive parts of a long text:\n\n{notes}\n\n---\n\n{instruction}"
     return ChunkedPrompt([Message("user", prompt)], tokens, len(parts), notes)
 
@@ -286,15 +461,16 @@ def _notes_on(
 
 
 def _reduce(
-    text: str,
+    blocks: Iterable[str],
     goal: str,
     backend: Backend,
     options: SamplingOptions,
     cancel: Cancellation,
     progress: Progress | None,
     limit: int,
-) -> str:
-    """Replace ``text`` by notes on its parts, round after round, until it fits ``limit``."""
+) -> tuple[str, int]:
+    """Replace a text by notes on its parts, round after round, until it fits ``limit``;
+    returns the notes and the text's tokens. The first round reads the text as a stream."""
     count = _count_text(backend)
     window = backend.details.context_size
     # Each part plus its notes must fit the window; notes must be much shorter than the
@@ -308,25 +484,29 @@ def _reduce(
         grammar=None,
         repeat_penalty=max(options.repeat_penalty, 1.15),
     )
-    depth = 0
-    size = count(text)
-    while size > limit:
-        chunks = split_text(text, count, chunk_limit, overlap=min(128, limit // 10))
+    overlap = min(128, limit // 10)
+    splitter = _StreamSplit(count, chunk_limit, overlap)
+    chunks: Iterable[str] = splitter.parts(blocks, cancel)
+    depth, known, size = 1, None, 0
+    while True:
         notes = []
         for number, chunk in enumerate(chunks, 1):
             if progress:
-                level = f" (round {depth + 1})" if depth else ""
-                progress(f"summarising part {number} of {len(chunks)}{level}")
+                progress(PartProgress(number, known, depth, splitter.done))
             body = " ".join(_notes_on(chunk, goal, backend, options, cancel, count))
             notes.append(f"Part {number}: {body}")
         text = "\n\n".join(notes)
-        depth += 1
-        smaller = count(text)
+        size = size or splitter.tokens
+        smaller = count_long(text, count, cancel)
         if smaller >= size:
             raise ContextOverflowError(
                 "the context window is too small to summarise this text (try a larger --ctx)",
                 needed=smaller,
                 available=limit,
             )
+        if smaller <= limit:
+            return text, splitter.tokens
         size = smaller
-    return text
+        depth += 1
+        split = split_text(text, count, chunk_limit, overlap=overlap)
+        chunks, known = split, len(split)

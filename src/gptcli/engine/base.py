@@ -178,6 +178,11 @@ class Backend(Protocol):
 
     def count_tokens(self, messages: Sequence[Message]) -> int: ...
 
+    def token_bytes(self) -> int | None:
+        """The most bytes of text one token can stand for, where the tokenizer guarantees a
+        limit (a text of N bytes is then at least N / token_bytes tokens); None if unknown."""
+        ...
+
     def stream(
         self, messages: Sequence[Message], options: SamplingOptions, cancel: Cancellation
     ) -> Iterator[Event]: ...

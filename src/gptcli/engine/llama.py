@@ -114,6 +114,7 @@ class LlamaBackend:
 
         self._on_abort = on_abort
         self._evaluated: list[int] = []
+        self._token_bytes: int | None = None
         self._template = self._load_template()
 
     def _load_model(self, options: LoadOptions) -> None:
@@ -248,6 +249,11 @@ class LlamaBackend:
         return _chatml(bos, eos)
 
     def tokenize(self, text: str, special: bool) -> list[int]:
+        buf, count = self._tokens(text, special)
+        return list(buf[:count])
+
+    def _tokens(self, text: str, special: bool) -> tuple[Any, int]:
+        """The tokens of ``text`` in a ctypes array (4 bytes each, not a Python int each)."""
         data = text.encode("utf-8", errors="surrogatepass")
         capacity = len(data) + 16
         buf = (self._lib.llama_token * capacity)()
@@ -260,7 +266,24 @@ class LlamaBackend:
             count = self._lib.llama_tokenize(
                 self._vocab, data, len(data), buf, capacity, False, special
             )
-        return list(buf[:count])
+        return buf, count
+
+    def token_bytes(self) -> int | None:
+        """The longest token's text: byte-level BPE and SentencePiece cover every input byte
+        with the bytes of some token's piece, so no token stands for more. Other tokenizers
+        normalise text first (collapsing spaces, say) and promise no such limit."""
+        if self._token_bytes is None:
+            lib = self._lib
+            kind = lib.llama_vocab_type(self._vocab)
+            if kind not in (lib.LLAMA_VOCAB_TYPE_BPE, lib.LLAMA_VOCAB_TYPE_SPM):
+                return None
+            buf = ctypes.create_string_buffer(256)
+            longest = 1
+            for token in range(lib.llama_vocab_n_tokens(self._vocab)):
+                size = lib.llama_token_to_piece(self._vocab, token, buf, 256, 0, True)
+                longest = max(longest, -size if size < 0 else size)
+            self._token_bytes = longest
+        return self._token_bytes
 
     def _piece(self, token: int, special: bool = False) -> bytes:
         buf = ctypes.create_string_buffer(64)
@@ -279,19 +302,32 @@ class LlamaBackend:
             tokens.insert(0, bos)
         return tokens
 
-    def prompt_tokens(self, messages: Sequence[Message]) -> list[int]:
+    def _render(self, messages: Sequence[Message]) -> list[PromptPiece]:
         try:
-            pieces = self._template.render(messages)
+            return self._template.render(messages)
         except TemplateError as exc:
             if self._template.source.startswith("built-in"):
                 raise GptcliError(str(exc)) from exc
             self._notices.append(f"{exc}; using the ChatML template instead")
             self._template = _chatml(self._template.bos_token, self._template.eos_token)
-            pieces = self._template.render(messages)
-        return self._pieces_to_tokens(pieces)
+            return self._template.render(messages)
+
+    def prompt_tokens(self, messages: Sequence[Message]) -> list[int]:
+        return self._pieces_to_tokens(self._render(messages))
 
     def count_tokens(self, messages: Sequence[Message]) -> int:
-        return len(self.prompt_tokens(messages))
+        # As prompt_tokens, without a Python int per token: a long text is counted in
+        # a few bytes per byte of text instead of about forty.
+        total, first = 0, None
+        for piece in self._render(messages):
+            buf, count = self._tokens(piece.text, piece.special)
+            if count and first is None:
+                first = buf[0]
+            total += count
+        bos = self._lib.llama_vocab_bos(self._vocab)
+        if self._lib.llama_vocab_get_add_bos(self._vocab) and bos >= 0 and first != bos:
+            total += 1
+        return total
 
     # -- generation --------------------------------------------------------
 

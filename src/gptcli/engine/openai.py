@@ -129,6 +129,9 @@ class OpenAIBackend:
         # The server's tokenizer is not at hand: about 3.5 characters per token, plus overhead.
         return sum(len(m.content) * 2 // 7 + 4 for m in messages) + 2
 
+    def token_bytes(self) -> int | None:
+        return None
+
     def _hide(self, text: str) -> str:
         return text.replace(self._key, "***") if self._key else text
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterator, Mapping
+import time
+from collections.abc import Callable, Iterator, Mapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -17,9 +18,12 @@ from gptcli.conversation.context import (
     ChunkedPrompt,
     FitReport,
     OverflowPolicy,
+    PartProgress,
     check_policy,
     chunked_messages,
     fit_conversation,
+    input_limit,
+    read_within,
 )
 from gptcli.conversation.recorder import SessionRecorder, answer_facts, conversation_of
 from gptcli.conversation.roles import role_layer
@@ -29,15 +33,14 @@ from gptcli.paths import AppPaths, app_paths
 from gptcli.store.sessions import SessionError, SessionStore, check_name, new_session_name
 from gptcli.terminal.inputs import (
     STDIN_ONLY,
+    Attachment,
     compose_prompt,
-    decode_input,
-    read_stdin,
     stdin_is_interactive,
 )
 from gptcli.terminal.interrupt import signals_cancel
 from gptcli.terminal.render import GuardedStream, MarkdownRenderer, PlainRenderer, Renderer
 
-MAX_FILE = 64 * 1024 * 1024
+READ_AHEAD = 1024 * 1024  # characters of input read before the model loads
 DEFAULT_CHUNKED_TASK = "Summarise this text."
 
 
@@ -75,48 +78,64 @@ def warn(message: str, kind: str = "note") -> None:
     sys.stderr.flush()
 
 
-def _read_files(paths: tuple[Path, ...]) -> str | None:
-    parts = []
-    for path in paths:
-        try:
-            if path.is_dir():
-                raise UsageError(f"{path} is a directory, not a text file")
-            if path.stat().st_size > MAX_FILE:
-                raise UsageError(f"{path} is larger than {MAX_FILE // 2**20} MiB")
-            data = path.read_bytes()
-        except FileNotFoundError:
-            raise UsageError(f"file not found: {path}") from None
-        except OSError as exc:
-            raise UsageError(f"cannot read {path}: {exc.strerror}") from None
-        decoded = decode_input(data, source=str(path))
-        if decoded.warning:
-            warn(decoded.warning, "warning")
-        parts.append(f"=== {path.name} ===\n{decoded.text.rstrip()}")
-    return "\n\n".join(parts) if parts else None
+def _gather_input(request: OneShot, cancel: Cancellation) -> tuple[str | None, Attachment]:
+    """(instruction, attached text): the prompt argument, then files and piped stdin.
 
-
-def _gather_input(request: OneShot) -> tuple[str | None, str | None]:
-    """(instruction, attached text): the prompt argument, then files and piped stdin."""
+    The attachment is read ahead only a little here (enough for any input that fits a
+    context, and to refuse binary input before the model loads); the rest is read as
+    it is used, so a huge input never sits in memory whole.
+    """
     prompt = None if request.prompt == STDIN_ONLY else request.prompt
-    attached = _read_files(request.files)
     stdin = sys.stdin
-    if stdin is None or stdin.closed or stdin_is_interactive(0):
-        if prompt is None and attached is None:
-            raise UsageError(
-                "no prompt: give one as an argument, or pipe text on stdin (see gptcli ask --help)"
-            )
-        return prompt, attached
+    interactive = stdin is None or stdin.closed or stdin_is_interactive(0)
+    attachment = Attachment(
+        request.files,
+        None if interactive else stdin.buffer,
+        lambda message: warn(message, "warning"),
+        cancel,
+    )
+    if interactive and prompt is None and not request.files:
+        raise UsageError(
+            "no prompt: give one as an argument, or pipe text on stdin (see gptcli ask --help)"
+        )
 
     def hint() -> None:
         if stdin_is_interactive(2):
             warn("waiting for stdin to end (Ctrl-D); use </dev/null to send none")
 
-    piped = read_stdin(stdin.buffer, hint if prompt is not None else None)
-    if piped.warning:
-        warn(piped.warning, "warning")
-    if piped.text.strip():
-        attached = f"{attached}\n\n{piped.text}" if attached else piped.text
-    return prompt, attached
+    attachment.read_ahead(READ_AHEAD, hint if prompt is not None else None)
+    return prompt, attachment
+
+
+def _part_progress(attachment: Attachment) -> Callable[[PartProgress], None]:
+    """Progress lines for --chunked: parts and, while the input is read, how far and when done."""
+    started: list[float] = []
+
+    def show(step: PartProgress) -> None:
+        started[:] = started or [time.monotonic()]
+        if step.of is not None or step.done <= 0 or not attachment.chars_read:
+            warn(str(step))
+            return
+        done = step.done * attachment.bytes_read / attachment.chars_read
+        total = attachment.total_bytes
+        if total is None or done >= total:
+            warn(f"{step} ({_size(done)} done)")
+            return
+        parts = max(step.number, round((step.number - 1) * total / done))
+        left = (time.monotonic() - started[0]) * (total - done) / done
+        warn(f"{step} of ~{parts} ({_size(done)} of {_size(total)}, {_duration(left)} left)")
+
+    return show
+
+
+def _size(count: float) -> str:
+    return f"{count / 2**20:.1f} MiB" if count >= 2**20 else f"{count / 2**10:.0f} KiB"
+
+
+def _duration(seconds: float) -> str:
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
 
 
 def _renderer(stream: GuardedStream, plain: bool) -> Renderer:
@@ -230,10 +249,10 @@ def run_oneshot(request: OneShot, out: IO[str] | None = None) -> ExitStatus:
     sampling = replace(
         settings.sampling, grammar=grammar, schema=schema, ignore_eos=request.ignore_eos
     )
-    instruction, attached = _gather_input(request)
-    # From here on a signal asks the engine to stop at the next token (see interrupt.py);
-    # before, nothing was written and a signal ends the process at once.
+    # Until the input is read (a little ahead: the rest streams later) a signal ends the
+    # process at once; from here on it asks the engine to stop at the next token.
     cancel = Cancellation()
+    instruction, attachment = _gather_input(request, cancel)
     with signals_cancel(cancel):
         backend, notices = open_backend(settings, paths, cancel, debug=request.debug)
         for notice in notices:
@@ -243,7 +262,7 @@ def run_oneshot(request: OneShot, out: IO[str] | None = None) -> ExitStatus:
                 request,
                 _Turn(settings, paths, sampling, policy, schema),
                 backend,
-                (instruction, attached),
+                (instruction, attachment),
                 cancel,
                 out,
             )
@@ -265,11 +284,11 @@ def _answer(
     request: OneShot,
     turn: _Turn,
     backend: Backend,
-    inputs: tuple[str | None, str | None],
+    inputs: tuple[str | None, Attachment],
     cancel: Cancellation,
     out: IO[str] | None,
 ) -> ExitStatus:
-    instruction, attached = inputs
+    instruction, attachment = inputs
     sampling, paths = turn.sampling, turn.paths
     stream = GuardedStream(out or sys.stdout)
     conversation, recorder = _open_session(request, turn.settings, paths)
@@ -277,18 +296,21 @@ def _answer(
     fit: FitReport | None = None
     chunked: ChunkedPrompt | None = None
     if request.chunked:
-        progress = warn if stdin_is_interactive(2) or request.debug else None
+        progress = _part_progress(attachment)
         chunked = chunked_messages(
-            attached or "",
+            attachment.blocks(),
             instruction or DEFAULT_CHUNKED_TASK,
             backend,
             sampling,
             cancel,
-            lambda line: progress(line) if progress else None,
+            progress if stdin_is_interactive(2) or request.debug else None,
         )
         events: Iterator[Event] = backend.stream(chunked.messages, sampling, cancel)
     else:
-        user_text = compose_prompt(instruction, attached)
+        size = backend.details.context_size
+        limit = input_limit(conversation, turn.policy, sampling, size)
+        attached = read_within(attachment.blocks(), backend, limit, cancel)
+        user_text = compose_prompt(instruction, attached or None)
         fit = fit_conversation(conversation, user_text, backend, turn.policy, sampling, cancel)
         if fit.notice():
             warn(str(fit.notice()))
