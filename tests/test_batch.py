@@ -130,7 +130,10 @@ def test_ctrl_c_then_resume_answers_the_rest_once(gptcli: Gptcli, tmp_path: Path
 
 @pytest.fixture(scope="module")
 def server(bundled_model: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[LlamaServer]:
-    running = LlamaServer(bundled_model, tmp_path_factory.mktemp("server") / "server.log")
+    # By default llama_cpp.server ends the answer it is streaming when another request
+    # arrives; a batch sends several at once, as to any server that queues or batches them.
+    log = tmp_path_factory.mktemp("server") / "server.log"
+    running = LlamaServer(bundled_model, log, extra=("--interrupt_requests", "False"))
     yield running
     running.close()
 
