@@ -35,7 +35,9 @@ def free_port() -> int:
 class LlamaServer:
     """Starts the server and waits until it lists its model."""
 
-    def __init__(self, model: Path, log: Path, alias: str = "smol") -> None:
+    def __init__(
+        self, model: Path, log: Path, alias: str = "smol", extra: tuple[str, ...] = ()
+    ) -> None:
         self.port = free_port()
         self.log = log
         self.url = f"http://127.0.0.1:{self.port}/v1"
@@ -56,6 +58,7 @@ class LlamaServer:
                 "2048",
                 "--n_threads",
                 "2",
+                *extra,
             ],
             stdout=subprocess.DEVNULL,
             stderr=log.open("wb"),  # a pipe nobody reads would fill and stall the server

@@ -58,6 +58,7 @@ def root(
 
 def _register_subcommands() -> None:
     from gptcli.cli.ask import ask
+    from gptcli.cli.batch import batch
     from gptcli.cli.chat import chat
     from gptcli.cli.cmd import cmd
     from gptcli.cli.completions import completions_app
@@ -68,6 +69,7 @@ def _register_subcommands() -> None:
 
     app.command(epilog=EXIT_STATUS_HELP)(ask)
     app.command(epilog=EXIT_STATUS_HELP)(chat)
+    app.command(epilog=EXIT_STATUS_HELP)(batch)
     app.add_typer(models_app, name="models")
     app.add_typer(sessions_app, name="sessions")
     app.add_typer(roles_app, name="roles")
@@ -77,7 +79,7 @@ def _register_subcommands() -> None:
 
 
 _register_subcommands()
-COMMANDS = ("ask", "chat", "models", "sessions", "roles", "cmd", "completions", "doctor")
+COMMANDS = ("ask", "chat", "batch", "models", "sessions", "roles", "cmd", "completions", "doctor")
 
 
 def route(argv: list[str], interactive: bool) -> list[str]:

@@ -475,6 +475,62 @@ class LlamaBackend:
         self._evaluated.append(token)
         return True
 
+    # -- what engine/batch.py builds on ------------------------------------
+
+    @property
+    def lib(self) -> Any:
+        """The ctypes bindings this model was loaded with."""
+        return self._lib
+
+    @property
+    def vocab(self) -> Any:
+        return self._vocab
+
+    @property
+    def on_gpu(self) -> bool:
+        return bool(self._gpu_layers > 0 and self._lib.llama_supports_gpu_offload())
+
+    def kv_bytes_per_cell(self) -> int:
+        """Bytes of (f16) K and V cache one token of one sequence takes."""
+        lib, model = self._lib, self._model
+        heads = max(1, lib.llama_model_n_head(model))
+        head_dim = lib.llama_model_n_embd(model) // heads
+        layers, kv_heads = lib.llama_model_n_layer(model), lib.llama_model_n_head_kv(model)
+        return int(2 * 2 * layers * kv_heads * head_dim)
+
+    def parallel_context(self, sequences: int, cells_each: int, n_batch: int) -> Any:
+        """A new context on this model for ``sequences`` independent sequences.
+
+        Each sequence gets a KV stream of its own of ``cells_each`` cells (kv_unified
+        off): attention then runs over one sequence's cells only, which llama.h
+        recommends for sequences that share no long prefix. The caller frees it.
+        """
+        lib = self._lib
+        cparams = lib.llama_context_default_params()
+        cparams.n_ctx = sequences * cells_each
+        cparams.n_seq_max = sequences
+        cparams.kv_unified = False
+        cparams.n_batch = n_batch
+        cparams.n_ubatch = n_batch
+        cparams.n_threads = self._threads
+        cparams.n_threads_batch = self._threads
+        cparams.no_perf = True
+        cparams.flash_attn_type = self._flash
+        ctx = lib.llama_init_from_model(self._model, cparams)
+        if not ctx:
+            raise ModelError(
+                f"llama.cpp could not create a context of {sequences} x {cells_each} tokens "
+                f"for {self._path} (out of memory? try a smaller --parallel or --ctx)"
+            )
+        return ctx
+
+    def sampler(self, options: SamplingOptions, seed: int) -> Any:
+        """A new sampler chain for one answer (grammar, penalties, temperature, seed)."""
+        return self._sampler(options, seed)
+
+    def piece(self, token: int) -> bytes:
+        return self._piece(token)
+
     # -- state snapshots ---------------------------------------------------
 
     def state_key(self) -> dict[str, object]:

@@ -1,0 +1,349 @@
+"""Many answers at once: parallel sequences of one llama.cpp context, continuously batched.
+
+Every ``llama_decode`` call carries the next token of each sequence that is
+answering, and fills the rest of the batch with prompt tokens of sequences that
+have just taken a free slot. When an answer ends, its cells are removed and the
+next job takes the slot in the following batch, so the batch stays full until
+the jobs run out. Each sequence has its own sampler chain (seed, grammar), its
+own stop strings, end-of-generation and token limit, exactly as a single answer
+has in engine/llama.py.
+
+Any other backend (a server) is driven by :class:`StreamPool`: up to N answers
+streamed by threads at once, the server batching them on its side.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import queue
+import secrets
+import threading
+import time
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from gptcli.config import SamplingOptions
+from gptcli.engine.base import (
+    AnswerClock,
+    Backend,
+    Cancellation,
+    Finished,
+    FinishReason,
+    Message,
+    TextDelta,
+    Usage,
+)
+from gptcli.engine.llama import LlamaBackend
+from gptcli.engine.textstream import AnswerText
+from gptcli.errors import ContextOverflowError, GptcliError
+
+BATCH_TOKENS = 512  # tokens per llama_decode call: answers' next tokens plus prompt chunks
+CPU_PARALLEL_PER_CORE = 4
+CPU_PARALLEL_MAX = 16
+GPU_PARALLEL_MAX = 32
+KV_SHARE_OF_MEMORY = 4  # the KV caches of all sequences may take 1/4 of the available memory
+
+
+@dataclass(frozen=True)
+class BatchJob:
+    """One prompt to answer; ``index`` is its place in the input."""
+
+    index: int
+    messages: tuple[Message, ...]
+    options: SamplingOptions
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """A finished job: its text and Finished event, or the error that stopped it."""
+
+    index: int
+    text: str = ""
+    finished: Finished | None = None
+    error: GptcliError | None = None
+
+
+def available_memory() -> int | None:
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def default_parallel(backend: LlamaBackend, cells_each: int) -> int:
+    """How many sequences to decode together when --parallel is not given.
+
+    On a CPU, aggregate decode keeps rising up to about 4 sequences per core
+    (llama-batched-bench, 2 cores: 97 t/s for 1 sequence, 173 for 4, 202 for 8,
+    231 for 16) while each answer slows down, so 4 per physical core, at most 16;
+    on a GPU 32. Fewer when the KV caches of that many full windows would take
+    more than a quarter of the available memory.
+    """
+    on_gpu = backend.on_gpu
+    wanted = (
+        GPU_PARALLEL_MAX
+        if on_gpu
+        else min(CPU_PARALLEL_MAX, CPU_PARALLEL_PER_CORE * max(1, backend.threads))
+    )
+    memory = available_memory()
+    if memory is not None and not on_gpu:
+        per_sequence = backend.kv_bytes_per_cell() * cells_each
+        wanted = min(wanted, max(1, memory // KV_SHARE_OF_MEMORY // max(1, per_sequence)))
+    return max(1, min(int(wanted), int(backend.lib.llama_max_parallel_sequences())))
+
+
+@dataclass
+class _Sequence:
+    """A job in a slot: its prompt still to evaluate, then its answer token by token."""
+
+    job: BatchJob
+    slot: int
+    prompt: list[int]
+    sampler: Any
+    seed: int
+    answer: AnswerText
+    clock: AnswerClock = field(default_factory=AnswerClock)
+    fed: int = 0  # prompt tokens evaluated (or placed in the batch being decoded)
+    next_token: int | None = None  # sampled, to evaluate in the next batch
+    produced: int = 0
+    text: list[str] = field(default_factory=list)
+
+
+class LlamaBatch:
+    """Continuous batching over ``parallel`` sequences of one llama.cpp context."""
+
+    def __init__(self, backend: LlamaBackend, parallel: int, cells_each: int) -> None:
+        self._backend = backend
+        self._lib = backend.lib
+        self._vocab = backend.vocab
+        self._parallel = parallel
+        self._cells = cells_each
+        self._n_batch = BATCH_TOKENS
+        self._ctx = backend.parallel_context(parallel, cells_each, self._n_batch)
+        self._memory = self._lib.llama_get_memory(self._ctx)
+        self._batch = self._lib.llama_batch_init(self._n_batch, 0, 1)
+        self._tokens_decoded = 0
+        self._cancel = Cancellation()
+
+        @self._lib.ggml_abort_callback  # type: ignore[untyped-decorator]
+        def on_abort(user_data: ctypes.c_void_p) -> bool:
+            return self._cancel.cancelled
+
+        self._on_abort = on_abort
+
+    @property
+    def tokens_generated(self) -> int:
+        """Answer tokens produced so far, over all sequences (for progress)."""
+        return self._tokens_decoded
+
+    def run(self, jobs: Iterator[BatchJob], cancel: Cancellation) -> Iterator[BatchOutcome]:
+        """Answer ``jobs`` (pulled only when a slot is free); outcomes in finishing order.
+
+        After ``cancel``, the answers in progress are dropped, not reported.
+        """
+        self._cancel = cancel
+        self._lib.llama_set_abort_callback(self._ctx, self._on_abort, None)
+        slots: list[_Sequence | None] = [None] * self._parallel
+        more = True
+        try:
+            while not cancel.cancelled:
+                for slot, held in enumerate(slots):
+                    while more and held is None:
+                        job = next(jobs, None)
+                        if job is None:
+                            more = False
+                            break
+                        started = self._start(job, slot)
+                        if isinstance(started, BatchOutcome):
+                            yield started
+                        else:
+                            slots[slot] = held = started
+                active = [s for s in slots if s is not None]
+                if not active:
+                    return
+                yield from self._step(active, slots, cancel)
+        finally:
+            for held in slots:
+                if held is not None:
+                    self._lib.llama_sampler_free(held.sampler)
+
+    def _start(self, job: BatchJob, slot: int) -> _Sequence | BatchOutcome:
+        options = job.options
+        try:
+            tokens = self._backend.prompt_tokens(job.messages)
+            wanted = options.max_tokens or 1
+            if len(tokens) + wanted > self._cells:
+                raise ContextOverflowError(
+                    f"the prompt is {len(tokens)} tokens and {wanted} more are needed for the "
+                    f"answer, but each sequence holds {self._cells} (try a larger --ctx)",
+                    needed=len(tokens) + wanted,
+                    available=self._cells,
+                )
+            seed = options.seed if options.seed is not None else secrets.randbelow(2**32 - 1)
+            sampler = self._backend.sampler(options, seed)
+        except GptcliError as exc:
+            return BatchOutcome(job.index, error=exc)
+        return _Sequence(job, slot, tokens, sampler, seed, AnswerText(options.stop))
+
+    def _step(
+        self, active: list[_Sequence], slots: list[_Sequence | None], cancel: Cancellation
+    ) -> Iterator[BatchOutcome]:
+        """One llama_decode: answering sequences' next tokens, then prompt chunks."""
+        batch = self._batch
+        outputs: list[tuple[int, _Sequence]] = []
+        count = 0
+
+        def add(token: int, position: int, seq: _Sequence, logits: bool) -> None:
+            nonlocal count
+            batch.token[count] = token
+            batch.pos[count] = position
+            batch.n_seq_id[count] = 1
+            batch.seq_id[count][0] = seq.slot
+            batch.logits[count] = logits
+            if logits:
+                outputs.append((count, seq))
+            count += 1
+
+        for seq in active:
+            if seq.next_token is not None:
+                add(seq.next_token, len(seq.prompt) + seq.produced - 1, seq, True)
+                seq.next_token = None
+        for seq in active:
+            remaining = len(seq.prompt) - seq.fed
+            if remaining <= 0 or count >= self._n_batch:
+                continue
+            take = min(remaining, self._n_batch - count)
+            for offset in range(take):
+                position = seq.fed + offset
+                add(seq.prompt[position], position, seq, position == len(seq.prompt) - 1)
+            seq.fed += take
+        batch.n_tokens = count
+        status = self._lib.llama_decode(self._ctx, batch)
+        if status == 2 or cancel.cancelled:
+            return
+        if status != 0:
+            raise GptcliError(f"llama.cpp failed to decode a batch (code {status})")
+        for index, seq in outputs:
+            reason = self._advance(seq, index)
+            if reason is not None:
+                slots[seq.slot] = None
+                yield self._finish(seq, reason)
+
+    def _advance(self, seq: _Sequence, index: int) -> FinishReason | None:
+        """Sample the sequence's next token from output ``index``; a reason when it ends."""
+        lib = self._lib
+        if seq.produced == 0:
+            seq.clock.prefilled = time.perf_counter()
+        options = seq.job.options
+        token = lib.llama_sampler_sample(seq.sampler, self._ctx, index)
+        end_of_turn = lib.llama_vocab_is_eog(self._vocab, token)
+        if end_of_turn and not options.ignore_eos:
+            return "stop"
+        seq.produced += 1
+        self._tokens_decoded += 1
+        text, stopped = seq.answer.feed(b"" if end_of_turn else self._backend.piece(token))
+        if text:
+            seq.clock.text_shown()
+            seq.text.append(text)
+        if stopped:
+            return "stop"
+        if options.max_tokens is not None and seq.produced >= options.max_tokens:
+            return "length"
+        if len(seq.prompt) + seq.produced >= self._cells:
+            return "length"  # this sequence's cells are full
+        seq.next_token = token
+        return None
+
+    def _finish(self, seq: _Sequence, reason: FinishReason) -> BatchOutcome:
+        lib = self._lib
+        if reason != "stop":
+            seq.text.append(seq.answer.flush())
+        lib.llama_sampler_free(seq.sampler)
+        lib.llama_memory_seq_rm(self._memory, seq.slot, -1, -1)
+        usage = Usage(len(seq.prompt), seq.produced)
+        finished = seq.clock.finished(reason, usage, 0, seq.seed)
+        return BatchOutcome(seq.job.index, "".join(seq.text), finished)
+
+    def close(self) -> None:
+        lib = self._lib
+        if self._batch is not None:
+            lib.llama_batch_free(self._batch)
+            self._batch = None
+        if self._ctx:
+            lib.llama_free(self._ctx)
+            self._ctx = None
+
+
+class StreamPool:
+    """Up to ``parallel`` answers streamed at once from any backend (a server batches them)."""
+
+    def __init__(self, backend: Backend, parallel: int) -> None:
+        self._backend = backend
+        self._parallel = parallel
+        self._tokens = 0
+        self._lock = threading.Lock()
+
+    @property
+    def tokens_generated(self) -> int:
+        return self._tokens
+
+    def _answer(self, job: BatchJob, cancel: Cancellation) -> BatchOutcome:
+        text: list[str] = []
+        try:
+            options = job.options
+            if options.seed is None:
+                options = replace(options, seed=secrets.randbelow(2**31 - 1))
+            for event in self._backend.stream(job.messages, options, cancel):
+                if isinstance(event, TextDelta):
+                    text.append(event.text)
+                else:
+                    with self._lock:
+                        self._tokens += event.usage.completion_tokens
+                    return BatchOutcome(job.index, "".join(text), event)
+        except GptcliError as exc:
+            return BatchOutcome(job.index, "".join(text), error=exc)
+        return BatchOutcome(job.index, "".join(text), error=GptcliError("the answer ended early"))
+
+    def run(self, jobs: Iterator[BatchJob], cancel: Cancellation) -> Iterator[BatchOutcome]:
+        """Answer ``jobs``, pulled as threads free up; outcomes in finishing order."""
+        done: queue.Queue[Future[BatchOutcome]] = queue.Queue()
+        stop = Cancellation()  # the threads' own flag: set on ``cancel``, and on leaving
+        in_flight = 0
+        more = True
+        with ThreadPoolExecutor(self._parallel, thread_name_prefix="gptcli-batch") as pool:
+            try:
+                while not cancel.cancelled:
+                    while more and in_flight < self._parallel:
+                        job = next(jobs, None)
+                        if job is None:
+                            more = False
+                            break
+                        future = pool.submit(self._answer, job, stop)
+                        future.add_done_callback(done.put)
+                        in_flight += 1
+                    if in_flight == 0:
+                        return
+                    try:
+                        finished = done.get(timeout=0.2)
+                    except queue.Empty:
+                        continue
+                    in_flight -= 1
+                    outcome = finished.result()
+                    if cancel.cancelled or _interrupted(outcome):
+                        continue
+                    yield outcome
+            finally:
+                stop.cancel()  # the threads still streaming stop at their next chunk
+
+    def close(self) -> None:
+        pass
+
+
+def _interrupted(outcome: BatchOutcome) -> bool:
+    return outcome.finished is not None and outcome.finished.reason == "interrupted"
