@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gptcli.config import SamplingOptions
+from gptcli.config import SamplingOptions, ThinkMode
 from gptcli.engine import native
 from gptcli.engine.base import (
     AnswerClock,
@@ -34,6 +34,14 @@ from gptcli.engine.base import (
 from gptcli.engine.modelfile import ModelFileInfo, read_model_file
 from gptcli.engine.template import CHATML_TEMPLATE, ChatTemplate, PromptPiece, TemplateError
 from gptcli.engine.textstream import AnswerText
+from gptcli.engine.thinking import (
+    HARMONY,
+    format_of_template,
+    prompt_opens_thinking,
+    split_events,
+    splitter_for,
+    template_switches,
+)
 from gptcli.errors import ContextOverflowError, GptcliError, ModelError, UsageError
 
 DEFAULT_CONTEXT = 4096
@@ -115,6 +123,7 @@ class LlamaBackend:
         self._on_abort = on_abort
         self._evaluated: list[int] = []
         self._template = self._load_template()
+        self._special_pieces = False  # harmony's channels are control tokens, shown as text
 
     def _load_model(self, options: LoadOptions) -> None:
         """The weights, offloaded as asked; Ctrl-C during the load stops llama.cpp's loader."""
@@ -279,16 +288,19 @@ class LlamaBackend:
             tokens.insert(0, bos)
         return tokens
 
-    def prompt_tokens(self, messages: Sequence[Message]) -> list[int]:
+    def prompt_tokens(self, messages: Sequence[Message], think: ThinkMode = "auto") -> list[int]:
+        return self._pieces_to_tokens(self._prompt_pieces(messages, think))
+
+    def _prompt_pieces(self, messages: Sequence[Message], think: ThinkMode) -> list[PromptPiece]:
         try:
-            pieces = self._template.render(messages)
+            switches = template_switches(self._template.text, think)
+            return self._template.render(messages, variables=switches)
         except TemplateError as exc:
             if self._template.source.startswith("built-in"):
                 raise GptcliError(str(exc)) from exc
             self._notices.append(f"{exc}; using the ChatML template instead")
             self._template = _chatml(self._template.bos_token, self._template.eos_token)
-            pieces = self._template.render(messages)
-        return self._pieces_to_tokens(pieces)
+            return self._template.render(messages)
 
     def count_tokens(self, messages: Sequence[Message]) -> int:
         return len(self.prompt_tokens(messages))
@@ -375,10 +387,15 @@ class LlamaBackend:
     def stream(
         self, messages: Sequence[Message], options: SamplingOptions, cancel: Cancellation
     ) -> Iterator[Event]:
-        tokens = self.prompt_tokens(messages)
+        pieces = self._prompt_pieces(messages, options.think)
+        tokens = self._pieces_to_tokens(pieces)
         self.check_fits(len(tokens), options)
         seed = options.seed if options.seed is not None else secrets.randbelow(2**32 - 1)
-        return self._generate(tokens, options, seed, cancel)
+        fmt = format_of_template(self._template.text)
+        tail = pieces[-1].text if pieces and pieces[-1].special else ""
+        self._special_pieces = fmt == HARMONY
+        splitter = splitter_for(fmt, inside=prompt_opens_thinking(tail, fmt))
+        return split_events(self._generate(tokens, options, seed, cancel), splitter)
 
     def _generate(
         self, tokens: list[int], options: SamplingOptions, seed: int, cancel: Cancellation
@@ -405,7 +422,8 @@ class LlamaBackend:
                     reason = "stop"
                     break
                 produced += 1
-                text, stopped = answer.feed(b"" if end_of_turn else self._piece(token))
+                piece = b"" if end_of_turn else self._piece(token, self._special_pieces)
+                text, stopped = answer.feed(piece)
                 if text:
                     clock.text_shown()
                     yield TextDelta(text)
