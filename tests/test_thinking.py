@@ -361,3 +361,32 @@ def test_local_thinking_through_the_bundled_model(gptcli: Gptcli) -> None:
     as_json = json.loads(gptcli(*ask, "--json", "What is the capital of France?").stdout)
     assert as_json["text"] == "Paris."
     assert as_json["thinking"] == "The capital of France is Paris."
+
+
+def test_repl_collapses_the_thinking_and_shows_it_on_request(
+    gptcli: Gptcli, fake: FakeServer
+) -> None:
+    from tests.conftest import gptcli_executable
+    from tests.terminal import Terminal
+
+    fake.script.steps = ["think-reasoning"]
+    env = {**gptcli.env, "TERM": "xterm-256color"}
+    term = Terminal([gptcli_executable(), "--base-url", fake.url, "-m", "fake"], env)
+    try:
+        term.wait_prompt(1)
+        term.type_line("hi")
+        term.wait_prompt(2)
+        screen = "\n".join(term.scrollback())
+        assert "Hello world" in screen and "thought for" in screen
+        assert "The user greets me." not in screen
+        term.type_line("/show thinking")
+        term.wait_text("The user greets me.")
+        term.type_line("/think off")
+        term.wait_text("(think = off)")
+        term.type_line("again")
+        term.wait_prompt(5)
+        assert fake.script.bodies[-1]["chat_template_kwargs"] == {"enable_thinking": False}
+        term.ctrl("d")
+        assert term.wait_exit() == 0
+    finally:
+        term.close()
