@@ -51,9 +51,33 @@ REFUSALS: dict[str, dict[str, Any]] = {
 }
 
 
-def sse(text: str) -> bytes:
-    chunk = {"choices": [{"index": 0, "delta": {"content": text}, "finish_reason": None}]}
+def sse(text: str, field: str = "content") -> bytes:
+    chunk = {"choices": [{"index": 0, "delta": {field: text}, "finish_reason": None}]}
     return f"data: {json.dumps(chunk)}\n\n".encode()
+
+
+# Answers of reasoning models: the thinking inside the content, cut across chunks as a
+# tokenizer would (llama-server --reasoning-format none, vLLM without a reasoning parser),
+# or sent apart as reasoning_content (llama-server's default, vLLM) or reasoning.
+THINKING_STEPS: dict[str, list[tuple[str, str]]] = {
+    "think-content": [
+        ("content", "<th"),
+        ("content", "ink>\nThe user"),
+        ("content", " greets me.</"),
+        ("content", "think>\n\nHello"),
+        ("content", " world"),
+    ],
+    "think-reasoning": [
+        ("reasoning_content", "The user"),
+        ("reasoning_content", " greets me."),
+        ("content", "Hello"),
+        ("content", " world"),
+    ],
+    "think-reasoning-vllm": [
+        ("reasoning", "The user greets me."),
+        ("content", "Hello world"),
+    ],
+}
 
 
 @dataclass
@@ -132,6 +156,12 @@ def _handler(script: Script) -> type[BaseHTTPRequestHandler]:
                 return
             if step == "ctx-in-stream":
                 self._chunk(b"data: " + json.dumps(REFUSALS["ctx-llama-server"]).encode() + b"\n\n")
+                self._chunk(b"")
+                return
+            if step in THINKING_STEPS:
+                for field, piece in THINKING_STEPS[step]:
+                    self._chunk(sse(piece, field))
+                self._chunk(b"data: [DONE]\n\n")
                 self._chunk(b"")
                 return
             if step == "nested":

@@ -20,6 +20,7 @@ The config file is TOML at ``<config dir>/config.toml``::
     save = true                  # save chat sessions (false = incognito)
     on_overflow = "truncate"     # error | truncate | summarize (default: error in ask,
                                  # truncate in the chat)
+    think = "auto"               # on | off | auto: a reasoning model's thinking switch
 """
 
 from __future__ import annotations
@@ -30,12 +31,13 @@ import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from gptcli.errors import ConfigError
 from gptcli.parsing import TOMLDecodeError, loads_json, loads_toml
 
 DEFAULT_MODEL = "smollm2"
+ThinkMode = Literal["on", "off", "auto"]
 
 
 @dataclass(frozen=True)
@@ -53,6 +55,7 @@ class SamplingOptions:
     grammar: str | None = None  # GBNF; from --schema or --grammar, never from the config file
     schema: dict[str, Any] | None = None  # the JSON schema behind `grammar`, for remote servers
     ignore_eos: bool = False  # keep generating past end-of-turn (benchmarks)
+    think: ThinkMode = "auto"  # on | off | auto (the model's default): its thinking switch
 
 
 @dataclass(frozen=True)
@@ -217,6 +220,7 @@ _VALIDATORS: dict[str, Validator] = {
     "profile": _name,
     "timeout": _seconds,
     "on_overflow": _choice("error", "truncate", "summarize"),
+    "think": _choice("on", "off", "auto"),
     "model": _text(allow_empty=False),
     "system": _text(allow_empty=True),
     "stop": _stops,

@@ -22,9 +22,11 @@ from gptcli.cli.options import (
     RepeatOpt,
     RoleOpt,
     SeedOpt,
+    ShowThinkingOpt,
     StopOpt,
     SystemOpt,
     TemperatureOpt,
+    ThinkOpt,
     ThreadsOpt,
     TopKOpt,
     TopPOpt,
@@ -56,6 +58,8 @@ def ask(
     ctx: CtxOpt = None,
     threads: ThreadsOpt = None,
     gpu_layers: GpuLayersOpt = None,
+    think: ThinkOpt = None,
+    show_thinking: ShowThinkingOpt = False,
     json_output: Annotated[
         bool, typer.Option("--json", help="Print one JSON object with text, usage and timings.")
     ] = False,
@@ -151,6 +155,7 @@ def ask(
         jsonl=jsonl,
         quiet=quiet,
         ignore_eos=ignore_eos,
+        show_thinking=show_thinking,
     )
     status = run_oneshot(request)
     if status != ExitStatus.OK:

@@ -23,9 +23,11 @@ from gptcli.cli.options import (
     RepeatOpt,
     RoleOpt,
     SeedOpt,
+    ShowThinkingOpt,
     StopOpt,
     SystemOpt,
     TemperatureOpt,
+    ThinkOpt,
     ThreadsOpt,
     TopKOpt,
     TopPOpt,
@@ -49,6 +51,8 @@ def chat(
     ctx: CtxOpt = None,
     threads: ThreadsOpt = None,
     gpu_layers: GpuLayersOpt = None,
+    think: ThinkOpt = None,
+    show_thinking: ShowThinkingOpt = False,
     plain: Annotated[
         bool, typer.Option("--plain", help="Print answers as exact text, no Markdown.")
     ] = False,
@@ -107,6 +111,7 @@ def chat(
         plain=plain or bool(os.environ.get("NO_COLOR")) or os.environ.get("TERM") == "dumb",
         vi_mode=settings.vi_mode,
         debug=debug,
+        show_thinking=show_thinking,
     )
     status = run_repl(settings, paths, options)
     if status:

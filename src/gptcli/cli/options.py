@@ -98,6 +98,22 @@ VarOpt = Annotated[
     Optional[list[str]],  # noqa: UP045
     typer.Option("--var", help="Fill a {placeholder} of the role: KEY=VALUE (repeatable)."),
 ]
+ThinkOpt = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option(
+        "--think",
+        help="A reasoning model's thinking: on, off, or auto (the model's default) "
+        "[default: auto].",
+        show_default=False,
+    ),
+]
+ShowThinkingOpt = Annotated[
+    bool,
+    typer.Option(
+        "--show-thinking",
+        help="Show the thinking in full (on stderr when stdout is not a terminal).",
+    ),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 DebugOpt = Annotated[
     bool, typer.Option("--debug", help="Show llama.cpp's log and tracebacks on errors.")
@@ -122,13 +138,14 @@ SETTING_FLAGS = (
     "backend",
     "base_url",
     "api_key_env",
+    "think",
 )
 
 
 def setting_flags(arguments: Mapping[str, Any]) -> dict[str, Any]:
     """The command-line layer of the settings (None = not given), picked from a command's
     arguments (``ask`` and ``chat`` pass their ``locals()``)."""
-    given = {name: arguments[name] for name in SETTING_FLAGS}
+    given = {name: arguments.get(name) for name in SETTING_FLAGS}
     stop = given.get("stop")
     return {
         **given,

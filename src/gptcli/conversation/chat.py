@@ -6,7 +6,15 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from gptcli.config import SamplingOptions
-from gptcli.engine.base import Backend, Cancellation, Event, Finished, Message, TextDelta
+from gptcli.engine.base import (
+    Backend,
+    Cancellation,
+    Event,
+    Finished,
+    Message,
+    TextDelta,
+    ThinkingDelta,
+)
 from gptcli.errors import ContextOverflowError
 
 TokenCounter = Callable[[Sequence[Message]], int]
@@ -15,10 +23,15 @@ SUMMARY_HEADER = "Summary of the earlier part of this conversation (written by t
 
 @dataclass
 class Reply:
-    """An answer as it was produced: its text and how it ended."""
+    """An answer as it was produced: its thinking, its text and how it ended.
+
+    Only the text goes back into the history: the chat templates drop a past
+    answer's thinking (or expect it dropped), so what is counted is what is sent.
+    """
 
     text: str = ""
     finished: Finished | None = None
+    thinking: str = ""
 
 
 @dataclass
@@ -76,6 +89,8 @@ class Conversation:
             for event in backend.stream(self.as_messages(), options, cancel):
                 if isinstance(event, TextDelta):
                     reply.text += event.text
+                elif isinstance(event, ThinkingDelta):
+                    reply.thinking += event.text
                 else:
                     reply.finished = event
                 yield event

@@ -83,8 +83,10 @@ class SessionRecorder:
         model: dict[str, Any],
         options: SamplingOptions,
         replace_previous: bool = False,
+        thinking: str = "",
     ) -> None:
-        """Save an answer; on a retry (``replace_previous``) the old one becomes an alternative."""
+        """Save an answer (with the thinking before it, if any); on a retry
+        (``replace_previous``) the old one becomes an alternative."""
         message = StoredMessage(
             "assistant",
             text,
@@ -99,6 +101,7 @@ class SessionRecorder:
             if finished
             else None,
             backend=str(model.get("backend", "local")),
+            thinking=thinking or None,
         )
 
         def change(session: Session) -> None:

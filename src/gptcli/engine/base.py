@@ -62,6 +62,13 @@ class TextDelta:
 
 
 @dataclass(frozen=True)
+class ThinkingDelta:
+    """A piece of the model's thinking before its answer: shown apart, never sent back."""
+
+    text: str
+
+
+@dataclass(frozen=True)
 class Finished:
     """The last event of every stream."""
 
@@ -70,9 +77,10 @@ class Finished:
     timings: Timings
     seed: int | None  # None when a server chose it and did not say
     decode_tokens_per_second: float = field(default=0.0)
+    thinking_tokens: int = 0  # of usage.completion_tokens, about
 
 
-Event = TextDelta | Finished
+Event = TextDelta | ThinkingDelta | Finished
 
 
 @dataclass

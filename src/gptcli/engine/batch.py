@@ -302,7 +302,7 @@ class StreamPool:
             for event in self._backend.stream(job.messages, options, cancel):
                 if isinstance(event, TextDelta):
                     text.append(event.text)
-                else:
+                elif isinstance(event, Finished):  # thinking is not part of a batch answer
                     with self._lock:
                         self._tokens += event.usage.completion_tokens
                     return BatchOutcome(job.index, "".join(text), event)

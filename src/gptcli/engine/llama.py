@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gptcli.config import SamplingOptions
+from gptcli.config import SamplingOptions, ThinkMode
 from gptcli.engine import native
 from gptcli.engine.base import (
     AnswerClock,
@@ -34,6 +34,14 @@ from gptcli.engine.base import (
 from gptcli.engine.modelfile import ModelFileInfo, read_model_file
 from gptcli.engine.template import CHATML_TEMPLATE, ChatTemplate, PromptPiece, TemplateError
 from gptcli.engine.textstream import AnswerText
+from gptcli.engine.thinking import (
+    HARMONY,
+    format_of_template,
+    prompt_opens_thinking,
+    split_events,
+    splitter_for,
+    template_switches,
+)
 from gptcli.errors import ContextOverflowError, GptcliError, ModelError, UsageError
 
 DEFAULT_CONTEXT = 4096
@@ -116,6 +124,7 @@ class LlamaBackend:
         self._evaluated: list[int] = []
         self._token_bytes: int | None = None
         self._template = self._load_template()
+        self._special_pieces = False  # harmony's channels are control tokens, shown as text
 
     def _load_model(self, options: LoadOptions) -> None:
         """The weights, offloaded as asked; Ctrl-C during the load stops llama.cpp's loader."""
@@ -302,9 +311,13 @@ class LlamaBackend:
             tokens.insert(0, bos)
         return tokens
 
-    def _render(self, messages: Sequence[Message]) -> list[PromptPiece]:
+    def prompt_tokens(self, messages: Sequence[Message], think: ThinkMode = "auto") -> list[int]:
+        return self._pieces_to_tokens(self._prompt_pieces(messages, think))
+
+    def _prompt_pieces(self, messages: Sequence[Message], think: ThinkMode) -> list[PromptPiece]:
         try:
-            return self._template.render(messages)
+            switches = template_switches(self._template.text, think)
+            return self._template.render(messages, variables=switches)
         except TemplateError as exc:
             if self._template.source.startswith("built-in"):
                 raise GptcliError(str(exc)) from exc
@@ -312,14 +325,11 @@ class LlamaBackend:
             self._template = _chatml(self._template.bos_token, self._template.eos_token)
             return self._template.render(messages)
 
-    def prompt_tokens(self, messages: Sequence[Message]) -> list[int]:
-        return self._pieces_to_tokens(self._render(messages))
-
     def count_tokens(self, messages: Sequence[Message]) -> int:
         # As prompt_tokens, without a Python int per token: a long text is counted in
         # a few bytes per byte of text instead of about forty.
         total, first = 0, None
-        for piece in self._render(messages):
+        for piece in self._prompt_pieces(messages, "auto"):
             buf, count = self._tokens(piece.text, piece.special)
             if count and first is None:
                 first = buf[0]
@@ -411,10 +421,15 @@ class LlamaBackend:
     def stream(
         self, messages: Sequence[Message], options: SamplingOptions, cancel: Cancellation
     ) -> Iterator[Event]:
-        tokens = self.prompt_tokens(messages)
+        pieces = self._prompt_pieces(messages, options.think)
+        tokens = self._pieces_to_tokens(pieces)
         self.check_fits(len(tokens), options)
         seed = options.seed if options.seed is not None else secrets.randbelow(2**32 - 1)
-        return self._generate(tokens, options, seed, cancel)
+        fmt = format_of_template(self._template.text)
+        tail = pieces[-1].text if pieces and pieces[-1].special else ""
+        self._special_pieces = fmt == HARMONY
+        splitter = splitter_for(fmt, inside=prompt_opens_thinking(tail, fmt))
+        return split_events(self._generate(tokens, options, seed, cancel), splitter)
 
     def _generate(
         self, tokens: list[int], options: SamplingOptions, seed: int, cancel: Cancellation
@@ -441,7 +456,8 @@ class LlamaBackend:
                     reason = "stop"
                     break
                 produced += 1
-                text, stopped = answer.feed(b"" if end_of_turn else self._piece(token))
+                piece = b"" if end_of_turn else self._piece(token, self._special_pieces)
+                text, stopped = answer.feed(piece)
                 if text:
                     clock.text_shown()
                     yield TextDelta(text)

@@ -28,6 +28,7 @@ from gptcli.engine.base import (
     Message,
     ModelDetails,
     TextDelta,
+    ThinkingDelta,
     Usage,
 )
 from gptcli.engine.serverinfo import (
@@ -37,6 +38,7 @@ from gptcli.engine.serverinfo import (
     window_from_models,
     window_from_props,
 )
+from gptcli.engine.thinking import TAGS, TagSplitter, split_events
 from gptcli.errors import ContextOverflowError, ModelError, RemoteError, UsageError
 from gptcli.parsing import loads_json
 
@@ -246,6 +248,9 @@ class OpenAIBackend:
             body["seed"] = options.seed
         if options.stop:
             body["stop"] = list(options.stop)
+        if options.think != "auto":
+            # llama-server (--jinja) and vLLM pass these to the model's template.
+            body["chat_template_kwargs"] = {"enable_thinking": options.think == "on"}
         if options.schema is not None:
             body["response_format"] = {
                 "type": "json_schema",
@@ -271,7 +276,9 @@ class OpenAIBackend:
         self, messages: Sequence[Message], options: SamplingOptions, cancel: Cancellation
     ) -> Iterator[Event]:
         payload = self._payload(messages, options)
-        return self._generate(payload, options, cancel, self.count_tokens(messages))
+        events = self._generate(payload, options, cancel, self.count_tokens(messages))
+        # Servers that do not separate the thinking themselves leave <think> in the content.
+        return split_events(events, TagSplitter(*TAGS["think"]))
 
     def _open(self, payload: dict[str, Any], cancel: Cancellation, estimate: int) -> Any:
         """POST the request, retrying 429 and 5xx a bounded number of times."""
@@ -346,7 +353,14 @@ class OpenAIBackend:
             chunk = self._parse(data, estimate)
             progress.usage = chunk.get("usage") or progress.usage
             for choice in chunk.get("choices") or ():
-                text = (choice.get("delta") or {}).get("content") or ""
+                delta = choice.get("delta") or {}
+                # llama-server and vLLM send the thinking apart (older vLLM as "reasoning").
+                thought = delta.get("reasoning_content") or delta.get("reasoning") or ""
+                if thought and isinstance(thought, str):
+                    progress.clock.text_shown()
+                    progress.produced += 1
+                    yield ThinkingDelta(thought)
+                text = delta.get("content") or ""
                 if text:
                     progress.clock.text_shown()
                     progress.produced += 1

@@ -10,7 +10,7 @@ differently.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -114,8 +114,14 @@ class ChatTemplate:
         except Exception as exc:  # any compile failure of untrusted code
             raise TemplateError(f"chat template does not compile: {exc}") from exc
 
-    def _render(self, messages: Sequence[dict[str, str]], add_generation_prompt: bool) -> str:
+    def _render(
+        self,
+        messages: Sequence[dict[str, str]],
+        add_generation_prompt: bool,
+        variables: Mapping[str, Any] | None = None,
+    ) -> str:
         context: dict[str, Any] = {
+            **(variables or {}),
             "messages": list(messages),
             "add_generation_prompt": add_generation_prompt,
             "bos_token": self.bos_token,
@@ -134,19 +140,26 @@ class ChatTemplate:
         return rendered
 
     def render(
-        self, messages: Sequence[Message], add_generation_prompt: bool = True
+        self,
+        messages: Sequence[Message],
+        add_generation_prompt: bool = True,
+        variables: Mapping[str, Any] | None = None,
     ) -> list[PromptPiece]:
-        """Render ``messages`` into pieces: template text and verbatim message text."""
+        """Render ``messages`` into pieces: template text and verbatim message text.
+
+        ``variables`` are extra template variables (a thinking switch such as
+        ``enable_thinking``).
+        """
         tag = secrets.token_hex(8)
         markers = [f"\ue000{tag}:{i}\ue001" for i in range(len(messages))]
         marked = [{"role": m.role, "content": mk} for m, mk in zip(messages, markers, strict=True)]
-        rendered = self._render(marked, add_generation_prompt)
+        rendered = self._render(marked, add_generation_prompt, variables)
         pieces: list[PromptPiece] = []
         rest = rendered
         for message, marker in zip(messages, markers, strict=True):
             before, found, after = rest.partition(marker)
             if not found or marker in after:
-                return self._render_inline(messages, add_generation_prompt)
+                return self._render_inline(messages, add_generation_prompt, variables)
             if before:
                 pieces.append(PromptPiece(before, special=True))
             if message.content:
@@ -157,13 +170,17 @@ class ChatTemplate:
         return pieces
 
     def _render_inline(
-        self, messages: Sequence[Message], add_generation_prompt: bool
+        self,
+        messages: Sequence[Message],
+        add_generation_prompt: bool,
+        variables: Mapping[str, Any] | None = None,
     ) -> list[PromptPiece]:
         # The template transforms or repeats contents, so markers cannot be
         # traced back. Render the real text: the template's own control tokens
         # must work, at the cost of parsing special-token text in the contents.
         plain = [{"role": m.role, "content": m.content} for m in messages]
-        return [PromptPiece(self._render(plain, add_generation_prompt), special=True)]
+        rendered = self._render(plain, add_generation_prompt, variables)
+        return [PromptPiece(rendered, special=True)]
 
 
 def prompt_text(pieces: Sequence[PromptPiece]) -> str:

@@ -87,6 +87,9 @@ class StoredMessage:
     usage: dict[str, int] | None = None
     backend: str | None = None
     alternatives: list[dict[str, Any]] = field(default_factory=list)
+    # A reasoning model's thinking before this answer; optional, so files from
+    # before it (and readers that ignore it) stay valid at the same schema.
+    thinking: str | None = None
 
     @classmethod
     def from_json(cls, raw: object) -> StoredMessage:
@@ -97,6 +100,8 @@ class StoredMessage:
             k: v for k, v in raw.items() if k in _FACT_TYPES and isinstance(v, _FACT_TYPES[k])
         }
         known["content"] = unpack_text(raw.get("content"))
+        thinking = unpack_text(raw.get("thinking"))
+        known["thinking"] = thinking if isinstance(thinking, str) and thinking else None
         if not isinstance(raw.get("role"), str) or not isinstance(known.get("content"), str):
             raise ValueError("a message lacks its role or content")
         known["role"] = raw["role"]
@@ -149,7 +154,7 @@ class Session:
             "updated": self.updated,
             "messages": [
                 {
-                    k: pack_text(v) if k == "content" else v
+                    k: pack_text(v) if k in ("content", "thinking") else v
                     for k, v in asdict(m).items()
                     if v not in (None, [])
                 }

@@ -27,7 +27,7 @@ from gptcli.conversation.context import (
 )
 from gptcli.conversation.recorder import SessionRecorder, answer_facts, conversation_of
 from gptcli.conversation.roles import role_layer
-from gptcli.engine.base import Backend, Cancellation, Event, Finished, TextDelta
+from gptcli.engine.base import Backend, Cancellation, Event, Finished, TextDelta, ThinkingDelta
 from gptcli.errors import ExitStatus, SchemaMismatchError, UsageError
 from gptcli.paths import AppPaths, app_paths
 from gptcli.store.sessions import SessionError, SessionStore, check_name, new_session_name
@@ -39,6 +39,13 @@ from gptcli.terminal.inputs import (
 )
 from gptcli.terminal.interrupt import signals_cancel
 from gptcli.terminal.render import GuardedStream, MarkdownRenderer, PlainRenderer, Renderer
+from gptcli.terminal.thinking import (
+    Forwarded,
+    Ignored,
+    LiveThinking,
+    PlainThinking,
+    ThinkingSink,
+)
 
 READ_AHEAD = 1024 * 1024  # characters of input read before the model loads
 DEFAULT_CHUNKED_TASK = "Summarise this text."
@@ -65,6 +72,7 @@ class OneShot:
     jsonl: bool = False
     quiet: bool = False
     ignore_eos: bool = False
+    show_thinking: bool = False
 
 
 _quiet: ContextVar[bool] = ContextVar("quiet", default=False)
@@ -160,6 +168,7 @@ def _json_result(
     window = backend.details.context_size
     return {
         "text": reply.text,
+        "thinking": reply.thinking,
         "model": backend.details.name,
         "finish_reason": finished.reason,
         "seed": finished.seed,
@@ -324,7 +333,7 @@ def _answer(
         # Also after a failure mid-answer: the part received is kept, marked.
         if recorder is not None and (reply.text or reply.finished):
             facts = answer_facts(backend, paths.cache_dir)
-            recorder.answer(reply.text, reply.finished, facts, sampling)
+            recorder.answer(reply.text, reply.finished, facts, sampling, thinking=reply.thinking)
     extra = {"chunked": _chunk_report(chunked)} if chunked is not None else {}
     return _finish(request, reply, turn.schema, sampling, backend, fit, stream, extra)
 
@@ -342,6 +351,9 @@ class JsonLines:
 
     def feed(self, text: str) -> None:
         self._emit({"type": "delta", "text": text})
+
+    def feed_thinking(self, text: str) -> None:
+        self._emit({"type": "thinking", "text": text})
 
     def finished(self, event: Finished) -> None:
         timings = event.timings
@@ -374,21 +386,39 @@ def _show(
         renderer = JsonLines(stream, model)
     elif not (request.json_output or held):
         renderer = _renderer(stream, request.plain)
+    thinking = _thinking_sink(request, renderer)
     try:
         for event in events:
             if isinstance(event, TextDelta):
                 if request.chunked:
                     reply.text += event.text
+                thinking.end()
                 if renderer is not None:
                     renderer.feed(event.text)
+            elif isinstance(event, ThinkingDelta):
+                if request.chunked:
+                    reply.thinking += event.text
+                thinking.feed(event.text)
             elif isinstance(event, Finished):
                 if request.chunked:
                     reply.finished = event
                 if isinstance(renderer, JsonLines):
                     renderer.finished(event)
     finally:
+        thinking.end()
         if renderer is not None:
             renderer.finish()
+
+
+def _thinking_sink(request: OneShot, renderer: Renderer | None) -> ThinkingSink:
+    """Where thinking goes: --jsonl events, dimmed on a terminal, else stderr if asked."""
+    if isinstance(renderer, JsonLines):
+        return Forwarded(renderer.feed_thinking)
+    if isinstance(renderer, MarkdownRenderer):
+        return LiveThinking(renderer.console, keep=request.show_thinking)
+    if request.show_thinking:
+        return PlainThinking(sys.stderr)
+    return Ignored()
 
 
 def _chunk_report(chunked: ChunkedPrompt) -> dict[str, Any]:

@@ -228,6 +228,10 @@ class MarkdownRenderer:
         self._live: Live | None = None
         self._drawn_at = 0.0
 
+    @property
+    def console(self) -> Console:
+        return self._console
+
     def _lines(self, markdown: str) -> list[list[Segment]]:
         from rich.markdown import Markdown
 

@@ -10,11 +10,11 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gptcli.config import SamplingOptions, Settings, check_setting
+from gptcli.config import SamplingOptions, Settings, ThinkMode, check_setting
 from gptcli.conversation.chat import Reply
 from gptcli.conversation.context import check_policy, fit_conversation
 from gptcli.conversation.recorder import answer_facts
-from gptcli.engine.base import Cancellation, Event, TextDelta
+from gptcli.engine.base import Cancellation, Event, TextDelta, ThinkingDelta
 from gptcli.errors import ContextOverflowError, GptcliError
 from gptcli.paths import AppPaths, ensure_private_dir
 from gptcli.store.sessions import SessionStore, new_session_name
@@ -31,6 +31,7 @@ from gptcli.terminal.repl import commands
 from gptcli.terminal.repl.keys import repl_key_bindings, unwrap_block
 from gptcli.terminal.repl.sessions import SessionKeeper, resume
 from gptcli.terminal.repl.state import ReplOptions, ReplState
+from gptcli.terminal.thinking import Ignored, LiveThinking, PlainThinking, ThinkingSink
 
 if TYPE_CHECKING:
     from prompt_toolkit import PromptSession
@@ -150,6 +151,11 @@ class Repl:
             return PlainRenderer(self.console.file)
         return MarkdownRenderer(self.console)
 
+    def _thinking_sink(self) -> ThinkingSink:
+        if not self.options.plain:
+            return LiveThinking(self.console, keep=self.options.show_thinking)
+        return PlainThinking(self.console.file) if self.options.show_thinking else Ignored()
+
     def _note(self, message: str, style: str = "yellow") -> None:
         from rich.text import Text
 
@@ -184,22 +190,30 @@ class Repl:
         cancel = Cancellation()
         reply = Reply()
         renderer = self._renderer()
+        thinking = self._thinking_sink()
         try:
             with signals_cancel(cancel):
                 for event in start(cancel, reply):
                     if isinstance(event, TextDelta):
+                        thinking.end()
                         renderer.feed(event.text)
+                    elif isinstance(event, ThinkingDelta):
+                        thinking.feed(event.text)
         except GptcliError as exc:
+            thinking.end()
             renderer.finish()
             self._note(f"error: {exc.message}", "red")
             return
         except KeyboardInterrupt:
             reply.finished = None
         except Stopped:
+            thinking.end()
             renderer.finish()
             raise
         finally:
             self._record_answer(reply, retry)
+            state.last_thinking = reply.thinking
+        thinking.end()
         renderer.finish()
         finished = reply.finished
         if self.schema is not None and finished is not None and finished.reason == "stop":
@@ -223,7 +237,12 @@ class Repl:
             return
         facts = answer_facts(state.backend, self.paths.cache_dir)
         state.recorder.answer(
-            reply.text, reply.finished, facts, state.settings.sampling, replace_previous=retry
+            reply.text,
+            reply.finished,
+            facts,
+            state.settings.sampling,
+            replace_previous=retry,
+            thinking=reply.thinking,
         )
 
     # -- sessions (see gptcli.terminal.repl.sessions) ---------------------------------
@@ -327,7 +346,28 @@ class Repl:
         self.state.settings = replace(self.state.settings, sampling=sampling)
         self._note("(answers follow the schema)" if grammar else "(no schema)", "dim")
 
+    def _cmd_think(self, arg: str) -> None:
+        modes: dict[str, ThinkMode] = {"on": "on", "off": "off", "auto": "auto"}
+        mode = modes.get(arg.strip().lower())
+        if mode is None:
+            self._note("usage: /think on|off|auto")
+            return
+        sampling = replace(self.state.settings.sampling, think=mode)
+        self.state.settings = replace(self.state.settings, sampling=sampling)
+        self._note(f"(think = {mode})", "dim")
+
+    def _show_thinking(self) -> None:
+        from rich.text import Text
+
+        if not self.state.last_thinking:
+            self._note("(the last answer had no thinking)", "dim")
+            return
+        self.console.print(Text(sanitize(self.state.last_thinking), style="dim italic"))
+
     def _cmd_show(self, arg: str) -> None:
+        if arg.strip().lower() == "thinking":
+            self._show_thinking()
+            return
         details = self.state.backend.details
         sampling: SamplingOptions = self.state.settings.sampling
         rows = [

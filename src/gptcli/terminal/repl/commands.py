@@ -30,7 +30,12 @@ COMMANDS: tuple[Command, ...] = (
         "set temperature, top_p, top_k, min_p, repeat_penalty, max_tokens, seed, stop, "
         "on_overflow (error|truncate|summarize) or schema (FILE|JSON|off)",
     ),
-    Command("show", "", "show the sampling options and facts about the model"),
+    Command(
+        "show",
+        "[thinking]",
+        "show the sampling options and facts about the model, or the last answer's thinking",
+    ),
+    Command("think", "on|off|auto", "a reasoning model's thinking: on, off or its default"),
     Command("model", "NAME|PATH", "switch to another model, keeping the conversation"),
     Command("role", "NAME [KEY=VALUE...]", "use a role: its system prompt and options"),
     Command("retry", "", "answer the last prompt again"),

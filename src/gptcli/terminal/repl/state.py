@@ -21,6 +21,7 @@ class ReplOptions:
     save: bool = True
     resume: str | None = None
     continue_last: bool = False
+    show_thinking: bool = False
 
 
 @dataclass
@@ -34,3 +35,4 @@ class ReplState:
     context_used: int = 0
     session_name: str = ""
     recorder: SessionRecorder | None = None
+    last_thinking: str = ""
