@@ -25,6 +25,7 @@ from gptcli.conversation.context import (
     input_limit,
     read_within,
 )
+from gptcli.conversation.kvstate import restore_state, save_state
 from gptcli.conversation.recorder import SessionRecorder, answer_facts, conversation_of
 from gptcli.conversation.roles import role_layer
 from gptcli.engine.base import Backend, Cancellation, Event, Finished, TextDelta, ThinkingDelta
@@ -37,7 +38,7 @@ from gptcli.terminal.inputs import (
     compose_prompt,
     stdin_is_interactive,
 )
-from gptcli.terminal.interrupt import signals_cancel
+from gptcli.terminal.interrupt import ending_signal, signals_cancel
 from gptcli.terminal.render import GuardedStream, MarkdownRenderer, PlainRenderer, Renderer
 from gptcli.terminal.thinking import (
     Forwarded,
@@ -301,6 +302,8 @@ def _answer(
     sampling, paths = turn.sampling, turn.paths
     stream = GuardedStream(out or sys.stdout)
     conversation, recorder = _open_session(request, turn.settings, paths)
+    if recorder is not None and conversation.messages:
+        _restore_state(recorder, backend, paths, request.debug)
     reply = Reply()
     fit: FitReport | None = None
     chunked: ChunkedPrompt | None = None
@@ -335,7 +338,37 @@ def _answer(
             facts = answer_facts(backend, paths.cache_dir)
             recorder.answer(reply.text, reply.finished, facts, sampling, thinking=reply.thinking)
     extra = {"chunked": _chunk_report(chunked)} if chunked is not None else {}
-    return _finish(request, reply, turn.schema, sampling, backend, fit, stream, extra)
+    status = _finish(request, reply, turn.schema, sampling, backend, fit, stream, extra)
+    # The answer is out and flushed; the state is written for the session's next turn.
+    hurried = cancel.cancelled or ending_signal() is not None
+    _keep_state(recorder, backend, paths, request.debug, hurried)
+    return status
+
+
+def _restore_state(
+    recorder: SessionRecorder, backend: Backend, paths: AppPaths, debug: bool
+) -> None:
+    start = time.perf_counter()
+    restored = restore_state(recorder.store, recorder.name, backend, paths.cache_dir)
+    if debug:
+        took = time.perf_counter() - start
+        warn(f"restored {restored} tokens of the session's state in {took * 1000:.0f} ms")
+
+
+def _keep_state(
+    recorder: SessionRecorder | None, backend: Backend, paths: AppPaths, debug: bool, hurried: bool
+) -> None:
+    """Write the session's KV snapshot; a disk that refuses costs the next turn, not this one."""
+    try:
+        written = save_state(recorder, backend, paths.cache_dir, hurried)
+    except OSError as exc:
+        warn(f"could not save the session's state ({exc.strerror}); the next turn is slower")
+        return
+    if debug and written is not None:
+        warn(
+            f"saved {written.tokens} tokens of the session's state, {written.size:,} bytes, "
+            f"in {written.seconds * 1000:.0f} ms"
+        )
 
 
 class JsonLines:

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gptcli.conversation.chat import Conversation
-from gptcli.conversation.recorder import SessionRecorder, conversation_of, model_facts
+from gptcli.conversation.kvstate import restore_state, save_state
+from gptcli.conversation.recorder import SessionRecorder, conversation_of
 from gptcli.errors import GptcliError
 from gptcli.paths import AppPaths
 from gptcli.store.sessions import SessionError, SessionStore, check_name, new_session_name
-from gptcli.store.snapshot import Snapshotting, load_snapshot, save_snapshot
 from gptcli.terminal.interrupt import ending_signal
 from gptcli.terminal.render import sanitize
 from gptcli.terminal.repl.state import ReplState
@@ -22,8 +21,6 @@ if TYPE_CHECKING:
 
 
 Note = Callable[[str, str], None]
-# A KV state this size is written and synced in well under a second on an SSD.
-SIGNALLED_SNAPSHOT_LIMIT = 256 * 2**20
 
 
 @dataclass
@@ -47,38 +44,23 @@ class SessionKeeper:
 
     def save_snapshot(self) -> None:
         """Keep the KV cache beside the session so a resume needs no re-processing."""
-        state = self.state
-        store = self.store
-        if state.recorder is None or state.recorder.failed:
-            return
-        if not isinstance(state.backend, Snapshotting):
-            return
-        if not state.session_name or not store.exists(state.session_name):
-            return
-        # Ended by SIGHUP or SIGTERM: write only what takes well under a second.
-        limit = SIGNALLED_SNAPSHOT_LIMIT if ending_signal() is not None else None
         try:
-            save_snapshot(
-                store.directory / f"{state.session_name}.kv",
-                state.backend,
-                self._model_sha256(),
-                max_bytes=limit,
+            save_state(
+                self.state.recorder,
+                self.state.backend,
+                self.paths.cache_dir,
+                hurried=ending_signal() is not None,
             )
         except OSError as exc:
             self.note(f"(could not save the session's state: {exc.strerror})", "dim")
 
     def restore_snapshot(self) -> None:
-        path = self.store.directory / f"{self.state.session_name}.kv"
-        if not isinstance(self.state.backend, Snapshotting):
-            return
-        restored = load_snapshot(path, self.state.backend, self._model_sha256())
+        state = self.state
+        restored = restore_state(
+            self.store, state.session_name, state.backend, self.paths.cache_dir
+        )
         if restored:
             self.note(f"(restored the saved state: {restored} tokens need no processing)", "dim")
-
-    def _model_sha256(self) -> str:
-        details = self.state.backend.details
-        facts = model_facts(Path(details.path), details.name, self.paths.cache_dir)
-        return str(facts.get("sha256"))
 
     # -- commands ------------------------------------------------------------
 
