@@ -13,6 +13,7 @@ from __future__ import annotations
 import ctypes
 import os
 import secrets
+import sys
 import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
@@ -90,6 +91,14 @@ def _round_up(cells: int) -> int:
     return -(-cells // CONTEXT_STEP) * CONTEXT_STEP
 
 
+@dataclass
+class _Progress:
+    """How far an answer got and why it ended, as the decode loop goes."""
+
+    reason: FinishReason
+    produced: int = 0
+
+
 def _set_state(lib: Any, ctx: Any, state: Any, length: int) -> bool:
     """Load a serialised KV cache into ``ctx``; on failure leave it empty."""
     if lib.llama_state_seq_set_data(ctx, state, length, 0) != 0:
@@ -123,6 +132,9 @@ class LlamaBackend:
         self._on_abort = on_abort
         self._evaluated: list[int] = []
         self._token_bytes: int | None = None
+        self._pieces: dict[int, bytes] = {}  # a generated token's piece, looked up once
+        self._one = (self._lib.llama_token * 1)()  # the batch every generated token goes in
+        self._one_batch = self._lib.llama_batch_get_one(self._one, 1)
         self._template = self._load_template()
         self._special_pieces = False  # harmony's channels are control tokens, shown as text
 
@@ -427,62 +439,88 @@ class LlamaBackend:
         seed = options.seed if options.seed is not None else secrets.randbelow(2**32 - 1)
         fmt = format_of_template(self._template.text)
         tail = pieces[-1].text if pieces and pieces[-1].special else ""
-        self._special_pieces = fmt == HARMONY
+        special = fmt == HARMONY
+        if special != self._special_pieces:
+            self._pieces.clear()  # pieces were looked up the other way
+            self._special_pieces = special
         splitter = splitter_for(fmt, inside=prompt_opens_thinking(tail, fmt))
         return split_events(self._generate(tokens, options, seed, cancel), splitter)
 
     def _generate(
         self, tokens: list[int], options: SamplingOptions, seed: int, cancel: Cancellation
     ) -> Iterator[Event]:
-        lib = self._lib
         clock = AnswerClock()
         reused, early = self._prefill(tokens, cancel)
         clock.prefilled = time.perf_counter()
-        produced = 0
-        reason: FinishReason = early or "length"
-        answer = AnswerText(options.stop)
-        limit = options.max_tokens
-        sampler = self._sampler(options, seed) if early is None else None
-        try:
-            while sampler is not None:
-                if cancel.cancelled:
-                    reason = "interrupted"
-                    break
-                if limit is not None and produced >= limit:
-                    break
-                token = lib.llama_sampler_sample(sampler, self._ctx, -1)
-                end_of_turn = lib.llama_vocab_is_eog(self._vocab, token)
-                if end_of_turn and not options.ignore_eos:
-                    reason = "stop"
-                    break
-                produced += 1
-                piece = b"" if end_of_turn else self._piece(token, self._special_pieces)
-                text, stopped = answer.feed(piece)
-                if text:
+        progress = _Progress(early or "length")
+        if early is None:
+            sampler = self._sampler(options, seed)
+            try:
+                for text in self._answer(sampler, options, cancel, progress):
                     clock.text_shown()
                     yield TextDelta(text)
-                if stopped:
-                    reason = "stop"
-                    break
-                if limit is not None and produced >= limit:
-                    break  # the last token is evaluated with the next prompt, if any
-                if not self._decode_one(token):
-                    break  # the context window is full
-            tail = answer.flush() if reason != "stop" else ""
-            if tail:
-                yield TextDelta(tail)
-        finally:
-            if sampler is not None:
-                lib.llama_sampler_free(sampler)
-        yield clock.finished(reason, Usage(len(tokens), produced), reused, seed)
+            finally:
+                self._lib.llama_sampler_free(sampler)
+        usage = Usage(len(tokens), progress.produced)
+        yield clock.finished(progress.reason, usage, reused, seed)
+
+    def _answer(
+        self, sampler: Any, options: SamplingOptions, cancel: Cancellation, progress: _Progress
+    ) -> Iterator[str]:
+        """The answer's text, token by token, each token's decode started before its text.
+
+        llama.cpp on a GPU computes asynchronously until the logits are read, so the
+        host turns token t into text, checks the stop strings and hands out the
+        event while decode(t) runs; sampling t+1 waits for it. End of generation,
+        the token limit and a full window are known before the launch; a stop
+        string only after it, so that token's decode was for nothing and it leaves
+        the cache again (as it always did, it is not part of the answer).
+        """
+        sample, is_eog = self._lib.llama_sampler_sample, self._lib.llama_vocab_is_eog
+        vocab, pieces, answer = self._vocab, self._pieces, AnswerText(options.stop)
+        feed = answer.feed
+        limit = options.max_tokens if options.max_tokens is not None else sys.maxsize
+        ignore_eos, produced = options.ignore_eos, 0
+        while produced < limit:
+            if cancel.cancelled:
+                progress.reason = "interrupted"
+                break
+            token = sample(sampler, self._ctx, -1)  # waits for the previous decode
+            end_of_turn = is_eog(vocab, token)
+            if end_of_turn and not ignore_eos:
+                progress.reason = "stop"
+                return
+            progress.produced = produced = produced + 1
+            # The last token is evaluated with the next prompt, if any.
+            launched = produced < limit and self._decode_one(token)
+            piece = b"" if end_of_turn else pieces.get(token)
+            text, stopped = feed(self._cache_piece(token) if piece is None else piece)
+            if text:
+                yield text
+            if stopped:
+                progress.reason = "stop"
+                if launched:
+                    self._lib.llama_synchronize(self._ctx)
+                    self._forget_from(len(self._evaluated) - 1)
+                return
+            if not launched:
+                break  # the token limit, or the context window is full
+        tail = answer.flush()
+        if tail:
+            yield tail
+
+    def _cache_piece(self, token: int) -> bytes:
+        piece = self._pieces[token] = self._piece(token, self._special_pieces)
+        return piece
 
     def _decode_one(self, token: int) -> bool:
-        """Evaluate a generated token; False when the window has no room left."""
+        """Start evaluating a generated token; False when the window has no room left."""
         if len(self._evaluated) >= self._size:
             self._reserve(len(self._evaluated) + 1)
             if len(self._evaluated) >= self._size:
                 return False
-        status = self._decode([token])
+        self._one[0] = token
+        status = self._lib.llama_decode(self._ctx, self._one_batch)
         if status == 1:
             return False
         if status != 0:
