@@ -8,11 +8,12 @@ import shlex
 import signal
 import subprocess
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from gptcli.store.index import INDEX_FILE
 from tests.conftest import Gptcli, gptcli_executable
 from tests.fakeserver import FakeServer, Script
 from tests.terminal import Terminal
@@ -130,22 +131,22 @@ def test_engine_failure_mid_answer_leaves_a_sound_engine(bundled_model: Path) ->
     options = SamplingOptions(temperature=0, max_tokens=24)
     backend = LlamaBackend(LoadOptions(bundled_model, extra_buffers=False))
     conversation = Conversation()
-    working = backend._decode
+    working = backend._llama_decode  # how each generated token is decoded
     calls = 0
 
-    def failing(tokens: Sequence[int]) -> int:
+    def failing(ctx: object, batch: object) -> int:
         nonlocal calls
         calls += 1
-        return -3 if calls == 6 else working(tokens)
+        return -3 if calls == 5 else int(working(ctx, batch))
 
-    setattr(backend, "_decode", failing)  # noqa: B010 - a method, replaced on one instance
+    setattr(backend, "_llama_decode", failing)  # noqa: B010 - replaced on one instance
     reply = Reply()
     with pytest.raises(GptcliError, match="failed while generating"):
         for _ in conversation.send(
             "Who wrote Romeo and Juliet?", backend, options, Cancellation(), reply
         ):
             pass
-    setattr(backend, "_decode", working)  # noqa: B010
+    setattr(backend, "_llama_decode", working)  # noqa: B010
     assert reply.text and conversation.messages[-1].content == reply.text
     after = Reply()
     for _ in conversation.send(
@@ -345,4 +346,10 @@ def test_a_full_disk_while_saving_keeps_the_old_session(gptcli: Gptcli) -> None:
     assert "cannot save session 's' (File too large)" in second.stderr
     assert second.stderr.count("\n") == 1
     assert (sessions / "s.json").read_bytes() == saved
-    assert sorted(p.name for p in sessions.iterdir()) == [".s.lock", "s.json"]
+    # The index and the KV snapshot from the first turn stay; no temporary file is left.
+    assert sorted(p.name for p in sessions.iterdir()) == [
+        INDEX_FILE,
+        ".s.lock",
+        "s.json",
+        "s.kv",
+    ]

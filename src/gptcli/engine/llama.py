@@ -135,6 +135,7 @@ class LlamaBackend:
         self._pieces: dict[int, bytes] = {}  # a generated token's piece, looked up once
         self._one = (self._lib.llama_token * 1)()  # the batch every generated token goes in
         self._one_batch = self._lib.llama_batch_get_one(self._one, 1)
+        self._llama_decode = self._lib.llama_decode  # one lookup per token, not two
         self._template = self._load_template()
         self._special_pieces = False  # harmony's channels are control tokens, shown as text
 
@@ -520,7 +521,7 @@ class LlamaBackend:
             if len(self._evaluated) >= self._size:
                 return False
         self._one[0] = token
-        status = self._lib.llama_decode(self._ctx, self._one_batch)
+        status = self._llama_decode(self._ctx, self._one_batch)
         if status == 1:
             return False
         if status != 0:
