@@ -12,7 +12,7 @@ import time
 from collections.abc import Callable
 from typing import IO, TYPE_CHECKING, Protocol
 
-from gptcli.terminal.render import sanitize
+from gptcli.terminal.render import PlainRenderer, sanitize
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -62,20 +62,14 @@ class PlainThinking:
 
     def __init__(self, stream: IO[str]) -> None:
         self._stream = stream
-        self._last = ""
+        self._plain = PlainRenderer(stream)
 
     def feed(self, text: str) -> None:
-        clean = sanitize(text)
-        if clean:
-            self._stream.write(clean)
-            self._stream.flush()
-            self._last = clean[-1]
+        self._plain.feed(text)
 
     def end(self) -> None:
-        if self._last and self._last != "\n":
-            self._stream.write("\n")
-            self._stream.flush()
-        self._last = ""
+        self._plain.finish()
+        self._plain = PlainRenderer(self._stream)
 
 
 class LiveThinking:
