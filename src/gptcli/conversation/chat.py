@@ -91,7 +91,7 @@ class Conversation:
                     reply.text += event.text
                 elif isinstance(event, ThinkingDelta):
                     reply.thinking += event.text
-                else:
+                elif isinstance(event, Finished):
                     reply.finished = event
                 yield event
         except BaseException:

@@ -8,23 +8,62 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from gptcli.config import SamplingOptions
 
-Role = Literal["system", "user", "assistant"]
-FinishReason = Literal["stop", "length", "interrupted"]
+Role = Literal["system", "user", "assistant", "tool"]
+# "tool_calls": the answer ended by calling tools, whose results it waits for.
+FinishReason = Literal["stop", "length", "interrupted", "tool_calls"]
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A call the model asked for: which tool, with what arguments (JSON object text)."""
+
+    id: str
+    name: str
+    arguments: str
 
 
 @dataclass(frozen=True)
 class Message:
-    """One turn of a conversation."""
+    """One turn of a conversation.
+
+    An assistant turn may carry the tool calls it made; a ``tool`` turn is the
+    result of one call, tied to it by ``tool_call_id``.
+    """
 
     role: Role
     content: str
+    tool_calls: tuple[ToolCall, ...] = ()
+    tool_call_id: str | None = None
+    name: str | None = None  # a tool turn's tool
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    """A tool offered to the model: its name, what it does, and a JSON Schema of its arguments."""
+
+    name: str
+    description: str
+    parameters: Mapping[str, Any]
+
+
+# "auto": the model decides; "required": it must call one; "none": it may not;
+# any other value is the name of the one tool it must call.
+ToolChoice = str
+
+
+@dataclass(frozen=True)
+class ToolRequest:
+    """The tools a reply may call, and whether it must."""
+
+    tools: tuple[ToolSpec, ...]
+    choice: ToolChoice = "auto"
 
 
 @dataclass(frozen=True)
@@ -69,6 +108,13 @@ class ThinkingDelta:
 
 
 @dataclass(frozen=True)
+class ToolCalled:
+    """The model called a tool; the reply ends with reason ``tool_calls`` after its calls."""
+
+    call: ToolCall
+
+
+@dataclass(frozen=True)
 class Finished:
     """The last event of every stream."""
 
@@ -80,7 +126,7 @@ class Finished:
     thinking_tokens: int = 0  # of usage.completion_tokens, about
 
 
-Event = TextDelta | ThinkingDelta | Finished
+Event = TextDelta | ThinkingDelta | ToolCalled | Finished
 
 
 @dataclass
@@ -192,7 +238,13 @@ class Backend(Protocol):
         ...
 
     def stream(
-        self, messages: Sequence[Message], options: SamplingOptions, cancel: Cancellation
-    ) -> Iterator[Event]: ...
+        self,
+        messages: Sequence[Message],
+        options: SamplingOptions,
+        cancel: Cancellation,
+        tools: ToolRequest | None = None,
+    ) -> Iterator[Event]:
+        """The reply to ``messages``; with ``tools``, it may end in :class:`ToolCalled` events."""
+        ...
 
     def close(self) -> None: ...

@@ -30,6 +30,7 @@ from gptcli.engine.base import (
     Message,
     ModelDetails,
     TextDelta,
+    ToolRequest,
     Usage,
 )
 from gptcli.engine.modelfile import ModelFileInfo, read_model_file
@@ -432,7 +433,11 @@ class LlamaBackend:
             )
 
     def stream(
-        self, messages: Sequence[Message], options: SamplingOptions, cancel: Cancellation
+        self,
+        messages: Sequence[Message],
+        options: SamplingOptions,
+        cancel: Cancellation,
+        tools: ToolRequest | None = None,
     ) -> Iterator[Event]:
         pieces = self._prompt_pieces(messages, options.think)
         tokens = self._pieces_to_tokens(pieces)

@@ -29,6 +29,7 @@ from gptcli.engine.base import (
     ModelDetails,
     TextDelta,
     ThinkingDelta,
+    ToolRequest,
     Usage,
 )
 from gptcli.engine.serverinfo import (
@@ -273,7 +274,11 @@ class OpenAIBackend:
             raise RemoteError("the server's model list is not in the OpenAI format") from None
 
     def stream(
-        self, messages: Sequence[Message], options: SamplingOptions, cancel: Cancellation
+        self,
+        messages: Sequence[Message],
+        options: SamplingOptions,
+        cancel: Cancellation,
+        tools: ToolRequest | None = None,
     ) -> Iterator[Event]:
         payload = self._payload(messages, options)
         events = self._generate(payload, options, cancel, self.count_tokens(messages))
