@@ -35,7 +35,7 @@ def prompt(number: int) -> str:
 
 def decode_rates(tokens: int, counts: list[int]) -> list[dict[str, Any]]:
     from gptcli.config import SamplingOptions
-    from gptcli.engine.base import Cancellation, Finished, Message
+    from gptcli.engine.base import Cancellation, Finished, Message, TextDelta
     from gptcli.engine.batch import BatchJob, LlamaBatch
     from gptcli.engine.llama import LlamaBackend, LoadOptions
     from gptcli.models.resolve import bundled_model_path
@@ -61,7 +61,7 @@ def decode_rates(tokens: int, counts: list[int]) -> list[dict[str, Any]]:
             for event in backend.stream(job.messages, options, Cancellation()):
                 if isinstance(event, Finished):
                     alone += event.usage.completion_tokens
-                else:
+                elif isinstance(event, TextDelta):
                     text += event.text
             same += text == outcomes[job.index].text
         sequential = time.perf_counter() - started

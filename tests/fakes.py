@@ -15,6 +15,7 @@ from gptcli.engine.base import (
     ModelDetails,
     TextDelta,
     Timings,
+    ToolRequest,
     Usage,
 )
 
@@ -42,7 +43,11 @@ class ScriptedBackend:
         return None
 
     def stream(
-        self, messages: Sequence[Message], options: SamplingOptions, cancel: Cancellation
+        self,
+        messages: Sequence[Message],
+        options: SamplingOptions,
+        cancel: Cancellation,
+        tools: ToolRequest | None = None,
     ) -> Iterator[Event]:
         self.seen.append(list(messages))
         pieces = self.replies.pop(0)

@@ -17,7 +17,7 @@ from gptcli.conversation.context import (
     fit_conversation,
     split_text,
 )
-from gptcli.engine.base import Cancellation, Event, Message, ModelDetails
+from gptcli.engine.base import Cancellation, Event, Message, ModelDetails, ToolRequest
 from gptcli.errors import ContextOverflowError
 from tests.fakes import ScriptedBackend
 
@@ -35,7 +35,11 @@ class WindowBackend(ScriptedBackend):
         return ModelDetails("fake", "/dev/null", "fake", "F32", self.window, self.window, "none")
 
     def stream(
-        self, messages: Sequence[Message], options: SamplingOptions, cancel: Cancellation
+        self,
+        messages: Sequence[Message],
+        options: SamplingOptions,
+        cancel: Cancellation,
+        tools: ToolRequest | None = None,
     ) -> Iterator[Event]:
         if not self.replies:
             self.replies.append(["SUMMARY of earlier talk"])

@@ -18,6 +18,7 @@ from gptcli.engine.base import (
     TextDelta,
     ThinkingDelta,
     Timings,
+    ToolRequest,
     Usage,
 )
 from gptcli.engine.template import ChatTemplate, prompt_text
@@ -243,7 +244,11 @@ def test_the_generation_prompt_says_whether_the_model_starts_inside() -> None:
 def test_history_sent_back_has_no_thinking(monkeypatch: pytest.MonkeyPatch) -> None:
     class Thinking(ScriptedBackend):
         def stream(
-            self, messages: Sequence[Message], options: SamplingOptions, cancel: Cancellation
+            self,
+            messages: Sequence[Message],
+            options: SamplingOptions,
+            cancel: Cancellation,
+            tools: ToolRequest | None = None,
         ) -> Iterator[Event]:
             return split_events(super().stream(messages, options, cancel), splitter_for("think"))
 
