@@ -15,6 +15,8 @@ from gptcli.engine.base import (
     ModelDetails,
     TextDelta,
     Timings,
+    ToolCall,
+    ToolCalled,
     ToolRequest,
     Usage,
 )
@@ -24,9 +26,10 @@ from gptcli.engine.base import (
 class ScriptedBackend:
     """Answers every prompt with the next scripted list of pieces."""
 
-    replies: list[list[str]]
+    replies: list[list[str | ToolCall]]
     seen: list[list[Message]] = field(default_factory=list)
     cancel_after: int | None = None
+    offered: list[ToolRequest | None] = field(default_factory=list)
 
     @property
     def details(self) -> ModelDetails:
@@ -50,6 +53,7 @@ class ScriptedBackend:
         tools: ToolRequest | None = None,
     ) -> Iterator[Event]:
         self.seen.append(list(messages))
+        self.offered.append(tools)
         pieces = self.replies.pop(0)
         reason: FinishReason = "stop"
         produced = 0
@@ -60,7 +64,11 @@ class ScriptedBackend:
                 reason = "interrupted"
                 break
             produced += 1
-            yield TextDelta(piece)
+            if isinstance(piece, ToolCall):
+                reason = "tool_calls"
+                yield ToolCalled(piece)
+            else:
+                yield TextDelta(piece)
         yield Finished(
             reason,
             Usage(self.count_tokens(messages), produced),

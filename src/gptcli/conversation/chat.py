@@ -3,21 +3,30 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from gptcli.config import SamplingOptions
+from gptcli.conversation.toolloop import (
+    AnswerEvent,
+    ToolResult,
+    ToolUse,
+    interrupted_result,
+    merged,
+)
 from gptcli.engine.base import (
     Backend,
     Cancellation,
-    Event,
     Finished,
     Message,
     TextDelta,
     ThinkingDelta,
+    ToolCall,
+    ToolCalled,
 )
 from gptcli.errors import ContextOverflowError
 
 TokenCounter = Callable[[Sequence[Message]], int]
+ROUND_BREAK = "\n\n"  # between the texts of an answer's rounds of tool calls
 SUMMARY_HEADER = "Summary of the earlier part of this conversation (written by the assistant):"
 
 
@@ -32,6 +41,17 @@ class Reply:
     text: str = ""
     finished: Finished | None = None
     thinking: str = ""
+    rounds: int = 0  # rounds of tool calls before the answer
+    tool_results: list[ToolResult] = field(default_factory=list)
+
+
+@dataclass
+class _Round:
+    """What one request of an answer produced."""
+
+    text: str = ""
+    calls: list[ToolCall] = field(default_factory=list)
+    finished: Finished | None = None
 
 
 @dataclass
@@ -62,20 +82,30 @@ class Conversation:
         options: SamplingOptions,
         cancel: Cancellation,
         reply: Reply,
-    ) -> Iterator[Event]:
-        """Stream the answer to ``text``; ``reply`` holds what was produced, even if interrupted."""
+        tools: ToolUse | None = None,
+    ) -> Iterator[AnswerEvent]:
+        """Stream the answer to ``text``; ``reply`` holds what was produced, even if interrupted.
+
+        With ``tools``, the answer may take several rounds: the calls and their
+        results go into the history between them, and are yielded as events.
+        """
         self.messages.append(Message("user", text))
-        return self._answer(backend, options, cancel, reply, keep_prompt=False)
+        return self._answer(backend, options, cancel, reply, keep_prompt=False, tools=tools)
 
     def regenerate(
-        self, backend: Backend, options: SamplingOptions, cancel: Cancellation, reply: Reply
-    ) -> Iterator[Event]:
+        self,
+        backend: Backend,
+        options: SamplingOptions,
+        cancel: Cancellation,
+        reply: Reply,
+        tools: ToolUse | None = None,
+    ) -> Iterator[AnswerEvent]:
         """Answer the last user message again, replacing the answer it had."""
-        while self.messages and self.messages[-1].role == "assistant":
+        while self.messages and self.messages[-1].role != "user":
             self.messages.pop()
         if not self.messages:
             raise ValueError("there is no message to answer again")
-        return self._answer(backend, options, cancel, reply, keep_prompt=True)
+        return self._answer(backend, options, cancel, reply, keep_prompt=True, tools=tools)
 
     def _answer(
         self,
@@ -84,24 +114,74 @@ class Conversation:
         cancel: Cancellation,
         reply: Reply,
         keep_prompt: bool,
-    ) -> Iterator[Event]:
-        try:
-            for event in backend.stream(self.as_messages(), options, cancel):
-                if isinstance(event, TextDelta):
-                    reply.text += event.text
-                elif isinstance(event, ThinkingDelta):
-                    reply.thinking += event.text
-                elif isinstance(event, Finished):
-                    reply.finished = event
-                yield event
-        except BaseException:
-            if not reply.text:
-                if not keep_prompt:
-                    self.messages.pop()
+        tools: ToolUse | None = None,
+    ) -> Iterator[AnswerEvent]:
+        start = len(self.messages)
+        first: Finished | None = None
+        generated = thinking = 0
+        while True:
+            request = tools.request(reply.rounds) if tools is not None else None
+            step = _Round()
+            try:
+                for event in backend.stream(self.as_messages(), options, cancel, request):
+                    if isinstance(event, TextDelta):
+                        if not step.text and reply.text and reply.rounds:
+                            reply.text += ROUND_BREAK
+                            yield TextDelta(ROUND_BREAK)
+                        step.text += event.text
+                        reply.text += event.text
+                    elif isinstance(event, ThinkingDelta):
+                        reply.thinking += event.text
+                    elif isinstance(event, ToolCalled):
+                        step.calls.append(event.call)
+                    else:
+                        step.finished = event
+                        continue  # the answer's Finished comes after its last round
+                    yield event
+            except BaseException:
+                if step.text or step.calls:
+                    self.messages.append(
+                        Message("assistant", step.text, tool_calls=tuple(step.calls))
+                    )
+                    self._close_calls(step.calls, reply)
+                elif len(self.messages) == start and not keep_prompt:
+                    self.messages.pop()  # nothing of the answer was seen
                 raise
-            self.messages.append(Message("assistant", reply.text))
-            raise
-        self.messages.append(Message("assistant", reply.text))
+            finished = step.finished
+            assert finished is not None, "a backend's stream ends with Finished"
+            first = first or finished
+            generated += finished.usage.completion_tokens
+            thinking += finished.thinking_tokens
+            reply.finished = merged(first, finished, generated, thinking)
+            self.messages.append(Message("assistant", step.text, tool_calls=tuple(step.calls)))
+            if tools is None or not step.calls or finished.reason != "tool_calls":
+                if finished.reason == "tool_calls":  # calls the backend announced but never made
+                    reply.finished = replace(reply.finished, reason="stop")
+                break
+            reply.rounds += 1
+            for call in step.calls:
+                result = tools.run(call, cancel) if not cancel.cancelled else None
+                result = result or interrupted_result(call)
+                self._add_result(result, reply)
+                yield result
+            if cancel.cancelled:
+                reply.finished = replace(reply.finished, reason="interrupted")
+                break
+        yield reply.finished
+
+    def _add_result(self, result: ToolResult, reply: Reply) -> None:
+        self.messages.append(
+            Message("tool", result.text, tool_call_id=result.call.id, name=result.call.name)
+        )
+        reply.tool_results.append(result)
+
+    def _close_calls(self, calls: Sequence[ToolCall], reply: Reply) -> None:
+        """After a failure between a round's calls and their results, the calls still get a
+        result each, so the history stays one that templates and servers accept."""
+        answered = {r.call.id for r in reply.tool_results}
+        for call in calls:
+            if call.id not in answered:
+                self._add_result(interrupted_result(call), reply)
 
     def drop_to_fit(self, next_text: str, count: TokenCounter, budget: int) -> int:
         """Drop the oldest exchanges until history plus ``next_text`` fits ``budget`` tokens.

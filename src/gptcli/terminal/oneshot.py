@@ -28,7 +28,8 @@ from gptcli.conversation.context import (
 from gptcli.conversation.kvstate import restore_state, save_state
 from gptcli.conversation.recorder import SessionRecorder, answer_facts, conversation_of
 from gptcli.conversation.roles import role_layer
-from gptcli.engine.base import Backend, Cancellation, Event, Finished, TextDelta, ThinkingDelta
+from gptcli.conversation.toolloop import AnswerEvent
+from gptcli.engine.base import Backend, Cancellation, Finished, TextDelta, ThinkingDelta
 from gptcli.errors import ExitStatus, SchemaMismatchError, UsageError
 from gptcli.paths import AppPaths, app_paths
 from gptcli.store.sessions import SessionError, SessionStore, check_name, new_session_name
@@ -317,7 +318,7 @@ def _answer(
             cancel,
             progress if stdin_is_interactive(2) or request.debug else None,
         )
-        events: Iterator[Event] = backend.stream(chunked.messages, sampling, cancel)
+        events: Iterator[AnswerEvent] = backend.stream(chunked.messages, sampling, cancel)
     else:
         size = backend.details.context_size
         limit = input_limit(conversation, turn.policy, sampling, size)
@@ -406,7 +407,7 @@ class JsonLines:
 
 
 def _show(
-    events: Iterator[Event],
+    events: Iterator[AnswerEvent],
     reply: Reply,
     request: OneShot,
     stream: GuardedStream,

@@ -14,7 +14,8 @@ from gptcli.config import SamplingOptions, Settings, ThinkMode, check_setting
 from gptcli.conversation.chat import Reply
 from gptcli.conversation.context import check_policy, fit_conversation
 from gptcli.conversation.recorder import answer_facts
-from gptcli.engine.base import Cancellation, Event, TextDelta, ThinkingDelta
+from gptcli.conversation.toolloop import AnswerEvent
+from gptcli.engine.base import Cancellation, TextDelta, ThinkingDelta
 from gptcli.errors import ContextOverflowError, GptcliError
 from gptcli.paths import AppPaths, ensure_private_dir
 from gptcli.store.sessions import SessionStore, new_session_name
@@ -184,7 +185,7 @@ class Repl:
         self._stream(lambda c, r: state.conversation.send(text, backend, sampling, c, r))
 
     def _stream(
-        self, start: Callable[[Cancellation, Reply], Iterator[Event]], retry: bool = False
+        self, start: Callable[[Cancellation, Reply], Iterator[AnswerEvent]], retry: bool = False
     ) -> None:
         state = self.state
         cancel = Cancellation()

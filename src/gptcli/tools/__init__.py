@@ -1,0 +1,1 @@
+"""Tools a model may call: built-in ones, a Python file's functions and MCP servers' tools."""
