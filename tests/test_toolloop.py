@@ -203,3 +203,38 @@ def test_without_tools_an_answer_is_as_before() -> None:
     assert [type(e) for e in events] == [TextDelta, TextDelta, Finished]
     assert backend.offered == [None]
     assert reply.text == "Hello" and reply.rounds == 0
+
+
+def test_a_session_keeps_the_calls_and_results_and_a_retry_replaces_them(tmp_path: Any) -> None:
+    from gptcli.conversation.recorder import SessionRecorder, conversation_of
+    from gptcli.store.sessions import SessionStore
+
+    store = SessionStore(tmp_path)
+    recorder = SessionRecorder(store, "tools", lambda message: None)
+    backend = ScriptedBackend([["Checking.", call("time")], ["It is noon."], ["Noon."]])
+    conversation = Conversation()
+    reply = Reply()
+    use = ToolUse(runner("time"))
+    recorder.user("What time is it?")
+    list(
+        conversation.send(
+            "What time is it?", backend, SamplingOptions(), Cancellation(), reply, use
+        )
+    )
+    recorder.answer(reply.final_text, reply.finished, {}, SamplingOptions(), steps=reply.steps)
+    saved = store.load("tools")
+    assert [m.role for m in saved.messages] == ["user", "assistant", "tool", "assistant"]
+    assert saved.messages[1].tool_calls == [{"id": "call_1", "name": "time", "arguments": "{}"}]
+    assert saved.messages[3].content == "It is noon."
+    assert conversation_of(saved).messages == conversation.messages
+
+    retry = Reply()
+    list(conversation.regenerate(backend, SamplingOptions(), Cancellation(), retry, use))
+    recorder.answer(
+        retry.final_text, retry.finished, {}, SamplingOptions(), True, steps=retry.steps
+    )
+    saved = store.load("tools")
+    assert [m.role for m in saved.messages] == ["user", "assistant"]
+    assert saved.messages[1].content == "Noon."
+    assert saved.messages[1].alternatives[0]["content"] == "It is noon."
+    assert conversation_of(saved).messages == conversation.messages

@@ -43,6 +43,10 @@ class Reply:
     thinking: str = ""
     rounds: int = 0  # rounds of tool calls before the answer
     tool_results: list[ToolResult] = field(default_factory=list)
+    # The history this answer added before its last message (calls and results),
+    # and that last message's own text (``text`` has all rounds' text).
+    steps: list[Message] = field(default_factory=list)
+    final_text: str = ""
 
 
 @dataclass
@@ -140,9 +144,7 @@ class Conversation:
                     yield event
             except BaseException:
                 if step.text or step.calls:
-                    self.messages.append(
-                        Message("assistant", step.text, tool_calls=tuple(step.calls))
-                    )
+                    self._add_round(step, reply)
                     self._close_calls(step.calls, reply)
                 elif len(self.messages) == start and not keep_prompt:
                     self.messages.pop()  # nothing of the answer was seen
@@ -153,7 +155,7 @@ class Conversation:
             generated += finished.usage.completion_tokens
             thinking += finished.thinking_tokens
             reply.finished = merged(first, finished, generated, thinking)
-            self.messages.append(Message("assistant", step.text, tool_calls=tuple(step.calls)))
+            self._add_round(step, reply)
             if tools is None or not step.calls or finished.reason != "tool_calls":
                 if finished.reason == "tool_calls":  # calls the backend announced but never made
                     reply.finished = replace(reply.finished, reason="stop")
@@ -169,10 +171,17 @@ class Conversation:
                 break
         yield reply.finished
 
+    def _add_round(self, step: _Round, reply: Reply) -> None:
+        message = Message("assistant", step.text, tool_calls=tuple(step.calls))
+        self.messages.append(message)
+        if step.calls:
+            reply.steps.append(message)
+        reply.final_text = "" if step.calls else step.text
+
     def _add_result(self, result: ToolResult, reply: Reply) -> None:
-        self.messages.append(
-            Message("tool", result.text, tool_call_id=result.call.id, name=result.call.name)
-        )
+        message = Message("tool", result.text, tool_call_id=result.call.id, name=result.call.name)
+        self.messages.append(message)
+        reply.steps.append(message)
         reply.tool_results.append(result)
 
     def _close_calls(self, calls: Sequence[ToolCall], reply: Reply) -> None:

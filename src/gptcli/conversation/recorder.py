@@ -8,14 +8,14 @@ on in memory; what was saved before stays as it was.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
 from gptcli.config import SamplingOptions
 from gptcli.conversation.chat import Conversation
-from gptcli.engine.base import Finished, Message
+from gptcli.engine.base import Finished, Message, ToolCall
 from gptcli.errors import GptcliError
 from gptcli.store.sessions import (
     Session,
@@ -29,12 +29,30 @@ from gptcli.store.sessions import (
 
 def conversation_of(session: Session, system: str | None = None) -> Conversation:
     """The in-memory conversation a saved session continues."""
-    messages = [
-        Message("user" if m.role == "user" else "assistant", m.content)
-        for m in session.messages
-        if m.role in ("user", "assistant")
-    ]
+    messages = [message_of(m) for m in session.messages if m.role in ("user", "assistant", "tool")]
     return Conversation(system=system if system is not None else session.system, messages=messages)
+
+
+def message_of(stored: StoredMessage) -> Message:
+    if stored.role == "user":
+        return Message("user", stored.content)
+    if stored.role == "tool":
+        return Message("tool", stored.content, tool_call_id=stored.tool_call_id, name=stored.name)
+    calls = tuple(ToolCall(c["id"], c["name"], c["arguments"]) for c in stored.tool_calls or ())
+    return Message("assistant", stored.content, tool_calls=calls)
+
+
+def stored_step(message: Message) -> StoredMessage:
+    """An assistant message that called tools, or a tool's result, as saved."""
+    calls = [{"id": c.id, "name": c.name, "arguments": c.arguments} for c in message.tool_calls]
+    return StoredMessage(
+        message.role,
+        message.content,
+        finish_reason="tool_calls" if calls else None,
+        tool_calls=calls or None,
+        tool_call_id=message.tool_call_id,
+        name=message.name,
+    )
 
 
 class SessionRecorder:
@@ -84,9 +102,12 @@ class SessionRecorder:
         options: SamplingOptions,
         replace_previous: bool = False,
         thinking: str = "",
+        steps: Sequence[Message] = (),
     ) -> None:
-        """Save an answer (with the thinking before it, if any); on a retry
-        (``replace_previous``) the old one becomes an alternative."""
+        """Save an answer (with the thinking before it, if any, and ``steps``: its tool calls
+        and their results); on a retry (``replace_previous``) the old one becomes an
+        alternative and its steps are dropped."""
+        saved_steps = [stored_step(m) for m in steps]
         message = StoredMessage(
             "assistant",
             text,
@@ -108,7 +129,17 @@ class SessionRecorder:
             if replace_previous and session.messages and session.messages[-1].role == "assistant":
                 old = session.messages.pop()
                 message.alternatives = [*old.alternatives, _without_alternatives(old)]
-            session.messages.append(message)
+                while session.messages and session.messages[-1].role != "user":
+                    session.messages.pop()  # the old answer's tool calls and results
+            session.messages.extend([*saved_steps, message])
+
+        self._apply(change)
+
+    def step(self, message: Message) -> None:
+        """Save a message of an answer's tool use on its own (``/save`` of a chat so far)."""
+
+        def change(session: Session) -> None:
+            session.messages.append(stored_step(message))
 
         self._apply(change)
 

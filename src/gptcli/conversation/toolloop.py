@@ -9,10 +9,11 @@ so the model has to answer with what it has).
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field, replace
-from typing import Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from gptcli.engine.base import (
     Cancellation,
@@ -108,16 +109,15 @@ class ToolUse:
 
     def run(self, call: ToolCall, cancel: Cancellation) -> ToolResult:
         """Run one call if it is allowed; a Ctrl-C while it runs gives an interrupted result."""
-        tool = self.runner.get(call.name)
-        if tool is not None:
-            refusal = self.approval.refusal(call, tool)
-            if refusal is not None:
-                return ToolResult(call, refusal, error=True, refused=True)
         started = time.perf_counter()
         try:
             with cancel.interrupting():
                 if cancel.cancelled:
                     raise KeyboardInterrupt
+                tool = self.runner.get(call.name)
+                refusal = self.approval.refusal(call, tool) if tool is not None else None
+                if refusal is not None:
+                    return ToolResult(call, refusal, error=True, refused=True)
                 output = self.runner.run(call)
         except KeyboardInterrupt:
             return interrupted_result(call, time.perf_counter() - started)
@@ -143,3 +143,21 @@ def merged(first: Finished, last: Finished, generated: int, thinking: int) -> Fi
     usage = Usage(last.usage.prompt_tokens, generated)
     timings = replace(last.timings, time_to_first_token=first.timings.time_to_first_token)
     return replace(last, usage=usage, timings=timings, thinking_tokens=thinking)
+
+
+def call_record(call: ToolCall) -> dict[str, Any]:
+    """A call as JSON output and session files keep it: its arguments parsed when they parse."""
+    try:
+        arguments: Any = json.loads(call.arguments)
+    except ValueError:
+        arguments = call.arguments
+    return {"id": call.id, "name": call.name, "arguments": arguments}
+
+
+def result_record(result: ToolResult) -> dict[str, Any]:
+    record: dict[str, Any] = {"id": result.call.id, "name": result.call.name, "text": result.text}
+    for flag in ("error", "refused", "truncated", "interrupted"):
+        if getattr(result, flag):
+            record[flag] = True
+    record["seconds"] = round(result.seconds, 3)
+    return record

@@ -90,6 +90,12 @@ class StoredMessage:
     # A reasoning model's thinking before this answer; optional, so files from
     # before it (and readers that ignore it) stay valid at the same schema.
     thinking: str | None = None
+    # Tools, optional in the same way: the calls an assistant message made
+    # ([{"id", "name", "arguments"}], arguments as the model wrote them), and on
+    # a "tool" message the call it answers and the tool's name.
+    tool_calls: list[dict[str, str]] | None = None
+    tool_call_id: str | None = None
+    name: str | None = None
 
     @classmethod
     def from_json(cls, raw: object) -> StoredMessage:
@@ -107,7 +113,16 @@ class StoredMessage:
         known["role"] = raw["role"]
         alternatives = known.get("alternatives", [])
         known["alternatives"] = [a for a in alternatives if isinstance(a, dict)]
+        if "tool_calls" in known:
+            calls = [c for c in known["tool_calls"] if _is_call(c)]
+            known["tool_calls"] = calls or None
         return cls(**known)
+
+
+def _is_call(value: object) -> bool:
+    return isinstance(value, dict) and all(
+        isinstance(value.get(key), str) for key in ("id", "name", "arguments")
+    )
 
 
 # The saved type of each optional fact of a message (JSON has no other types).
@@ -120,6 +135,9 @@ _FACT_TYPES: dict[str, type] = {
     "usage": dict,
     "backend": str,
     "alternatives": list,
+    "tool_calls": list,
+    "tool_call_id": str,
+    "name": str,
 }
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import asdict
 
 from gptcli.store.sessions import Session
@@ -16,12 +17,34 @@ def to_markdown(session: Session) -> str:
         if message.role == "user":
             lines += ["## You", "", message.content, ""]
             continue
+        if message.role == "tool":
+            fence = "~~~~" if "~~~" in message.content else "~~~"
+            lines += [
+                f"Result of {message.name or 'a tool'}:",
+                "",
+                fence,
+                message.content,
+                fence,
+                "",
+            ]
+            continue
+        if message.tool_calls:
+            calls = [f"- calls `{c['name']}` with `{c['arguments']}`" for c in message.tool_calls]
+            lines += [message.content, ""] if message.content else []
+            lines += [*calls, ""]
+            continue
         model = (message.model or {}).get("name", "model")
         mark = " (interrupted)" if message.finish_reason == "interrupted" else ""
         lines += [f"## {model}{mark}", "", message.content, ""]
         for number, alternative in enumerate(message.alternatives, 1):
             lines += [f"### Earlier answer {number}", "", str(alternative.get("content", "")), ""]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _fence(text: str) -> str:
+    """A code fence no line of ``text`` can close."""
+    longest = max((len(m) for m in re.findall(r"~+", text)), default=0)
+    return "~" * max(3, longest + 1)
 
 
 def to_json(session: Session) -> str:

@@ -28,8 +28,16 @@ from gptcli.conversation.context import (
 from gptcli.conversation.kvstate import restore_state, save_state
 from gptcli.conversation.recorder import SessionRecorder, answer_facts, conversation_of
 from gptcli.conversation.roles import role_layer
-from gptcli.conversation.toolloop import AnswerEvent
-from gptcli.engine.base import Backend, Cancellation, Finished, TextDelta, ThinkingDelta
+from gptcli.conversation.toolloop import AnswerEvent, ToolResult, call_record, result_record
+from gptcli.engine.base import (
+    Backend,
+    Cancellation,
+    Finished,
+    TextDelta,
+    ThinkingDelta,
+    ToolCall,
+    ToolCalled,
+)
 from gptcli.errors import ExitStatus, SchemaMismatchError, UsageError
 from gptcli.paths import AppPaths, app_paths
 from gptcli.store.sessions import SessionError, SessionStore, check_name, new_session_name
@@ -48,6 +56,7 @@ from gptcli.terminal.thinking import (
     PlainThinking,
     ThinkingSink,
 )
+from gptcli.terminal.tools import ConsoleTools, Hidden, StreamTools, ToolDisplay
 
 READ_AHEAD = 1024 * 1024  # characters of input read before the model loads
 DEFAULT_CHUNKED_TASK = "Summarise this text."
@@ -194,6 +203,10 @@ def _json_result(
             "decode_s": round(timings.decode_seconds, 4),
             "cached_prompt_tokens": timings.cached_tokens,
         },
+        "tool_calls": [
+            {**call_record(r.call), "result": result_record(r)} for r in reply.tool_results
+        ],
+        "tool_rounds": reply.rounds,
         "options": {
             "temperature": sampling.temperature,
             "top_p": sampling.top_p,
@@ -337,7 +350,14 @@ def _answer(
         # Also after a failure mid-answer: the part received is kept, marked.
         if recorder is not None and (reply.text or reply.finished):
             facts = answer_facts(backend, paths.cache_dir)
-            recorder.answer(reply.text, reply.finished, facts, sampling, thinking=reply.thinking)
+            recorder.answer(
+                reply.final_text,
+                reply.finished,
+                facts,
+                sampling,
+                thinking=reply.thinking,
+                steps=reply.steps,
+            )
     extra = {"chunked": _chunk_report(chunked)} if chunked is not None else {}
     status = _finish(request, reply, turn.schema, sampling, backend, fit, stream, extra)
     # The answer is out and flushed; the state is written for the session's next turn.
@@ -389,6 +409,12 @@ class JsonLines:
     def feed_thinking(self, text: str) -> None:
         self._emit({"type": "thinking", "text": text})
 
+    def called(self, call: ToolCall) -> None:
+        self._emit({"type": "tool_call", **call_record(call)})
+
+    def result(self, result: ToolResult) -> None:
+        self._emit({"type": "tool_result", **result_record(result)})
+
     def finished(self, event: Finished) -> None:
         timings = event.timings
         self._emit(
@@ -421,9 +447,15 @@ def _show(
     elif not (request.json_output or held):
         renderer = _renderer(stream, request.plain)
     thinking = _thinking_sink(request, renderer)
+    tools = _tool_display(request, renderer)
     try:
         for event in events:
-            if isinstance(event, TextDelta):
+            if isinstance(event, ToolCalled):
+                thinking.end()
+                tools.called(event.call)
+            elif isinstance(event, ToolResult):
+                tools.result(event)
+            elif isinstance(event, TextDelta):
                 if request.chunked:
                     reply.text += event.text
                 thinking.end()
@@ -442,6 +474,18 @@ def _show(
         thinking.end()
         if renderer is not None:
             renderer.finish()
+
+
+def _tool_display(request: OneShot, renderer: Renderer | None) -> ToolDisplay:
+    """Where tool calls are shown: --jsonl events, between the answer's parts on a
+    terminal, on stderr when stdout is a pipe and stderr a terminal."""
+    if isinstance(renderer, JsonLines):
+        return renderer
+    if isinstance(renderer, MarkdownRenderer):
+        return ConsoleTools(renderer.console, renderer.finish)
+    if stdin_is_interactive(2) and not request.quiet:
+        return StreamTools(sys.stderr)
+    return Hidden()
 
 
 def _thinking_sink(request: OneShot, renderer: Renderer | None) -> ThinkingSink:

@@ -238,12 +238,13 @@ class Repl:
             return
         facts = answer_facts(state.backend, self.paths.cache_dir)
         state.recorder.answer(
-            reply.text,
+            reply.final_text,
             reply.finished,
             facts,
             state.settings.sampling,
             replace_previous=retry,
             thinking=reply.thinking,
+            steps=reply.steps,
         )
 
     # -- sessions (see gptcli.terminal.repl.sessions) ---------------------------------

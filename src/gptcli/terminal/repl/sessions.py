@@ -119,6 +119,8 @@ class SessionKeeper:
                 for message in state.conversation.messages:
                     if message.role == "user":
                         recorder.user(message.content)
+                    elif message.role == "tool" or message.tool_calls:
+                        recorder.step(message)
                     else:
                         recorder.answer(message.content, None, {}, state.settings.sampling)
         except GptcliError as exc:
