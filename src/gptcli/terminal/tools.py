@@ -11,10 +11,10 @@ from __future__ import annotations
 
 import json
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import IO, TYPE_CHECKING, Protocol
 
-from gptcli.conversation.toolloop import Answer, Asker, ToolResult
+from gptcli.conversation.toolloop import Answer, Asker, ToolResult, ToolUse
 from gptcli.engine.base import ToolCall
 from gptcli.terminal.render import sanitize
 from gptcli.tools.base import Tool
@@ -166,3 +166,34 @@ def _isatty(stream: object) -> bool:
         return bool(stream is not None and stream.isatty())  # type: ignore[attr-defined]
     except (OSError, ValueError):
         return False
+
+
+def show_results(console: Console, results: Sequence[ToolResult]) -> None:
+    """``/show tools``: each call of the last answer with its arguments and whole result."""
+    from rich.text import Text
+
+    if not results:
+        console.print(Text("(the last answer called no tools)", style="dim"))
+        return
+    for result in results:
+        console.print(Text(f"⚙ {result.call.name} ({_status(result)})", style="bold"))
+        console.print(Text(_full_arguments(result.call), style="dim"))
+        for line in result_lines(result, None):
+            console.print(Text(f"  {line}"))
+
+
+def show_tools(console: Console, use: ToolUse | None) -> None:
+    """``/tools``: what the model may call, and which of them ask first."""
+    from rich.text import Text
+
+    specs = use.runner.specs() if use is not None else ()
+    if use is None or not specs:
+        console.print(Text("(no tools: start the chat with -T NAME; see gptcli tools list)", "dim"))
+        return
+    for spec in specs:
+        tool = use.runner.get(spec.name)
+        asks = tool is not None and not tool.read_only and not use.approval.everything
+        mark = "asks first" if asks and spec.name not in use.approval.allowed else "runs"
+        summary = spec.description.strip().splitlines()[0] if spec.description.strip() else ""
+        console.print(Text(f"  {spec.name:<16} {mark:<10} {sanitize(summary)}"))
+    console.print(Text(f"  (choice {use.choice}, at most {use.max_rounds} rounds)", "dim"))

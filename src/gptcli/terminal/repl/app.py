@@ -14,8 +14,8 @@ from gptcli.config import SamplingOptions, Settings, ThinkMode, check_setting
 from gptcli.conversation.chat import Reply
 from gptcli.conversation.context import check_policy, fit_conversation
 from gptcli.conversation.recorder import answer_facts
-from gptcli.conversation.toolloop import AnswerEvent
-from gptcli.engine.base import Cancellation, TextDelta, ThinkingDelta
+from gptcli.conversation.toolloop import AnswerEvent, ToolResult
+from gptcli.engine.base import Cancellation, TextDelta, ThinkingDelta, ToolCalled
 from gptcli.errors import ContextOverflowError, GptcliError
 from gptcli.paths import AppPaths, ensure_private_dir
 from gptcli.store.sessions import SessionStore, new_session_name
@@ -33,6 +33,7 @@ from gptcli.terminal.repl.keys import repl_key_bindings, unwrap_block
 from gptcli.terminal.repl.sessions import SessionKeeper, resume
 from gptcli.terminal.repl.state import ReplOptions, ReplState
 from gptcli.terminal.thinking import Ignored, LiveThinking, PlainThinking, ThinkingSink
+from gptcli.terminal.tools import ConsoleTools, show_results, show_tools
 
 if TYPE_CHECKING:
     from prompt_toolkit import PromptSession
@@ -182,7 +183,8 @@ class Repl:
             self._note(f"({fit.notice()})")
         if state.recorder is not None:
             state.recorder.user(text)  # on disk before the answer starts
-        self._stream(lambda c, r: state.conversation.send(text, backend, sampling, c, r))
+        tools = state.tools
+        self._stream(lambda c, r: state.conversation.send(text, backend, sampling, c, r, tools))
 
     def _stream(
         self, start: Callable[[Cancellation, Reply], Iterator[AnswerEvent]], retry: bool = False
@@ -192,6 +194,7 @@ class Repl:
         reply = Reply()
         renderer = self._renderer()
         thinking = self._thinking_sink()
+        tools = ConsoleTools(self.console, renderer.finish)
         try:
             with signals_cancel(cancel):
                 for event in start(cancel, reply):
@@ -200,6 +203,11 @@ class Repl:
                         renderer.feed(event.text)
                     elif isinstance(event, ThinkingDelta):
                         thinking.feed(event.text)
+                    elif isinstance(event, ToolCalled):
+                        thinking.end()
+                        tools.called(event.call)
+                    elif isinstance(event, ToolResult):
+                        tools.result(event)
         except GptcliError as exc:
             thinking.end()
             renderer.finish()
@@ -214,6 +222,7 @@ class Repl:
         finally:
             self._record_answer(reply, retry)
             state.last_thinking = reply.thinking
+            state.last_tools = reply.tool_results
         thinking.end()
         renderer.finish()
         finished = reply.finished
@@ -370,6 +379,9 @@ class Repl:
         if arg.strip().lower() == "thinking":
             self._show_thinking()
             return
+        if arg.strip().lower() == "tools":
+            show_results(self.console, self.state.last_tools)
+            return
         details = self.state.backend.details
         sampling: SamplingOptions = self.state.settings.sampling
         rows = [
@@ -386,6 +398,9 @@ class Repl:
         width = max(len(k) for k, _ in rows)
         for key, value in rows:
             self.console.print(f"  {key:<{width}}  {value}", highlight=False, markup=False)
+
+    def _cmd_tools(self, arg: str) -> None:
+        show_tools(self.console, self.state.tools)
 
     def _cmd_model(self, arg: str) -> None:
         from gptcli.models.loader import open_backend
@@ -441,7 +456,8 @@ class Repl:
             return
         backend, sampling = state.backend, state.settings.sampling
         self._stream(
-            lambda c, r: state.conversation.regenerate(backend, sampling, c, r), retry=True
+            lambda c, r: state.conversation.regenerate(backend, sampling, c, r, state.tools),
+            retry=True,
         )
 
     def _cmd_undo(self, arg: str) -> None:

@@ -32,9 +32,11 @@ COMMANDS: tuple[Command, ...] = (
     ),
     Command(
         "show",
-        "[thinking]",
-        "show the sampling options and facts about the model, or the last answer's thinking",
+        "[thinking|tools]",
+        "show the sampling options and facts about the model, or the last answer's thinking "
+        "or tool calls in full",
     ),
+    Command("tools", "", "list the tools the model may call (enable them with -T)"),
     Command("think", "on|off|auto", "a reasoning model's thinking: on, off or its default"),
     Command("model", "NAME|PATH", "switch to another model, keeping the conversation"),
     Command("role", "NAME [KEY=VALUE...]", "use a role: its system prompt and options"),

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from gptcli.config import Settings
 from gptcli.conversation.chat import Conversation
 from gptcli.conversation.recorder import SessionRecorder
+from gptcli.conversation.toolloop import ToolResult, ToolUse
 from gptcli.engine.base import Backend, Finished
 
 
@@ -36,3 +37,5 @@ class ReplState:
     session_name: str = ""
     recorder: SessionRecorder | None = None
     last_thinking: str = ""
+    tools: ToolUse | None = None  # the tools the model may call, if any
+    last_tools: list[ToolResult] = field(default_factory=list)
