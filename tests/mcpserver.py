@@ -16,8 +16,8 @@ if "--exit-at-once" in sys.argv:
 if "--silent" in sys.argv:
     time.sleep(3600)  # started, but never answers `initialize`
 
-from mcp.server.mcpserver import MCPServer  # noqa: E402 - the variants above need no SDK
-from mcp_types import ToolAnnotations  # noqa: E402
+from mcp.server.mcpserver import MCPServer
+from mcp_types import ToolAnnotations
 
 server = MCPServer("test-server")
 

@@ -104,17 +104,17 @@ class Toolbox:
         from gptcli.tools.functions import load_functions
 
         fixed: list[Tool] = []
-        wanted: dict[str, set[str] | None] = {}  # server -> its tools, None: all
+        wanted: dict[str, list[str] | None] = {}  # server -> its tools, None: all
         for name in dict.fromkeys(names):
             if name in BUILT_INS:
                 fixed.append(built_in(name, self.settings))
             elif name.startswith("mcp:"):
                 server, only = _mcp_target(name, self.settings)
-                chosen = wanted.setdefault(server, set())
+                chosen = wanted.setdefault(server, [])
                 if only is None:
                     wanted[server] = None
-                elif chosen is not None:
-                    chosen.add(only)
+                elif chosen is not None and only not in chosen:
+                    chosen.append(only)
             else:
                 known = ", ".join(BUILT_INS)
                 raise UsageError(
@@ -129,7 +129,7 @@ class Toolbox:
             self._tools[tool.spec.name] = tool
         self._add_mcp_tools(wanted)
 
-    def _add_mcp_tools(self, wanted: dict[str, set[str] | None]) -> None:
+    def _add_mcp_tools(self, wanted: dict[str, list[str] | None]) -> None:
         """Start the servers named and add their tools, renaming only on a collision.
 
         A tool keeps its own name; when two enabled tools would share one, the MCP tool is
@@ -141,7 +141,7 @@ class Toolbox:
         for server_name, chosen in wanted.items():
             server = self._server(server_name)
             offered = {info.name: info for info in server.tools}
-            for tool in sorted(chosen or ()):
+            for tool in chosen or ():
                 if tool not in offered:
                     names = ", ".join(sorted(offered)) or "none"
                     raise UsageError(f"MCP server {server_name!r} has no tool {tool!r} ({names})")

@@ -114,9 +114,12 @@ def _evaluate(node: ast.AST, depth: int = 0) -> Number:
         if function is None:
             raise CalcError(f"unknown function {node.func.id!r}")
         arguments = [_evaluate(arg, depth + 1) for arg in node.args]
-        return _check_size(function(*arguments))
+        try:
+            return _check_size(function(*arguments))
+        except (ValueError, TypeError) as exc:
+            raise CalcError(f"{node.func.id}: {exc}") from None
     if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitXor):
-        raise CalcError("^ is not a power here: write ** (2**10)")
+        raise CalcError("^ is not a power here: write 2**10 for 2 to the power 10")
     raise CalcError(f"not arithmetic: {type(node).__name__} is not allowed")
 
 
@@ -185,5 +188,3 @@ class CalcTool:
             return ToolOutput(format_number(calculate(str(arguments["expression"]))))
         except CalcError as exc:
             return failure(str(exc))
-        except ValueError as exc:
-            return failure(f"math error: {exc}")
