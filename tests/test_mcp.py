@@ -15,6 +15,7 @@ from gptcli.config import McpServerSettings, ToolSettings
 from gptcli.engine.base import ToolCall
 from gptcli.errors import UsageError
 from gptcli.tools import Toolbox, ToolOutput, available_tools, mcpclient
+from tests.conftest import Gptcli
 from tests.timing import patience, wait_until
 
 pytest.importorskip("mcp")
@@ -129,3 +130,34 @@ def test_without_the_sdk_the_error_says_what_to_install(monkeypatch: pytest.Monk
     with pytest.raises(UsageError, match=r"pip install 'gptcli\[mcp\]'"):
         Toolbox.enable(["mcp:demo"], [], settings(server("demo")))
     assert os.environ.get("GPTCLI_HOME")  # the autouse fixture still applies
+
+
+def test_tools_commands_list_and_show(fresh_gptcli: Gptcli, tmp_path: Path) -> None:
+    config = fresh_gptcli.home / "config" / "config.toml"
+    config.parent.mkdir(parents=True)
+    config.write_text(
+        f"[mcp.servers.demo]\ncommand = {json.dumps(sys.executable)}\n"
+        f"args = [{json.dumps(SERVER)}]\n"
+        f"[mcp.servers.broken]\ncommand = {json.dumps(sys.executable)}\n"
+        f'args = [{json.dumps(SERVER)}, "--exit-at-once"]\n'
+    )
+    functions = tmp_path / "funcs.py"
+    functions.write_text(
+        "READ_ONLY = ['double']\n\ndef double(n: int) -> int:\n    '''Twice n.'''\n"
+    )
+    listed = fresh_gptcli("tools", "list", "--json", "--functions", str(functions))
+    assert listed.returncode == 0, listed.stderr
+    records = {record["name"]: record for record in json.loads(listed.stdout)}
+    assert records["shell"]["read_only"] is False and records["calc"]["read_only"] is True
+    assert records["double"]["source"] == f"functions: {functions}"
+    assert records["double"]["read_only"] is True
+    assert records["mcp:demo/echo"]["source"] == "mcp: demo"
+    assert "refusing to start" in records["mcp:broken"]["error"]
+    shown = fresh_gptcli("tools", "show", "mcp:demo/write_note")
+    assert shown.returncode == 0, shown.stderr
+    assert "approval: needs approval" in shown.stdout
+    schema = json.loads(shown.stdout.split("parameters:\n", 1)[1])
+    assert schema["required"] == ["path", "text"]
+    missing = fresh_gptcli("tools", "show", "nope")
+    assert missing.returncode == 2
+    assert missing.stderr.startswith("gptcli: error: no tool 'nope'")
