@@ -66,12 +66,13 @@ def _mcp_target(name: str, settings: ToolSettings) -> tuple[str, str | None]:
     return server, tool or None
 
 
+# Toolboxes with MCP servers, closed at exit if their owner did not (an exception path that
+# skipped close): no server process outlives gptcli. Registered on the first server's start.
 _OPEN: weakref.WeakSet[Toolbox] = weakref.WeakSet()
+_EXIT_HOOK: list[bool] = []
 
 
-@atexit.register
 def _close_open_boxes() -> None:
-    # A Toolbox left open (an exception path that skipped close) still stops its servers.
     for box in list(_OPEN):
         box.close()
 
@@ -85,7 +86,6 @@ class Toolbox:
         self._servers: dict[str, McpServer] = {}
         self._loop: EventLoopThread | None = None
         self._validators: dict[str, Any] = {}
-        _OPEN.add(self)
 
     @classmethod
     def enable(
@@ -162,6 +162,10 @@ class Toolbox:
 
         if name not in self._servers:
             require_mcp()
+            if not _EXIT_HOOK:
+                atexit.register(_close_open_boxes)
+                _EXIT_HOOK.append(True)
+            _OPEN.add(self)
             if self._loop is None:
                 self._loop = EventLoopThread()
             server = McpServer(self.settings.mcp_servers[name], self._loop)
