@@ -103,3 +103,65 @@ def test_config_file_sets_defaults_end_to_end(gptcli: Gptcli, tmp_path: Path) ->
     )
     assert overridden.returncode == 0
     assert "shakespeare" in overridden.stdout.lower()
+
+
+def test_tool_settings_from_the_config_file(tmp_path: Path) -> None:
+    from gptcli.config import McpServerSettings, ToolSettings, load_tool_settings
+
+    path = tmp_path / "config.toml"
+    path.write_text(
+        'model = "x.gguf"\n'
+        "[tools]\n"
+        'enabled = ["time", "mcp:files"]\n'
+        "timeout = 5\n"
+        "max_result_chars = 2000\n"
+        'roots = ["~/notes", "/srv/docs"]\n'
+        "max_calls = 3\n"
+        "[mcp.servers.files]\n"
+        'command = "npx"\n'
+        'args = ["-y", "server"]\n'
+        'env = { DEBUG = "1" }\n'
+        'cwd = "/tmp"\n'
+    )
+    tools = load_tool_settings(path)
+    assert tools == ToolSettings(
+        enabled=("time", "mcp:files"),
+        timeout=5.0,
+        max_result_chars=2000,
+        roots=(Path("~/notes").expanduser(), Path("/srv/docs")),
+        max_calls=3,
+        mcp_servers={
+            "files": McpServerSettings("files", "npx", ("-y", "server"), {"DEBUG": "1"}, "/tmp")
+        },
+    )
+    assert resolve_settings(load_config_file(path), {}, {}).tools == tools
+    assert resolve_settings({}, {}, {}).tools == ToolSettings()
+    assert load_tool_settings(tmp_path / "missing.toml") == ToolSettings()
+
+
+@pytest.mark.parametrize(
+    ("text", "fragment"),
+    [
+        ('timeout = 9\n[tools]\ncolour = "red"\n', "line 3: unknown setting 'colour' in [tools]"),
+        ("timeout = 9\n[tools]\ntimeout = -1\n", "line 3: tools.timeout must be a number of"),
+        ("[tools]\nenabled = 'time'\n", "line 2: tools.enabled must be a list of non-empty"),
+        ("[tools]\nmax_result_chars = 10\n", "tools.max_result_chars must be >= 100"),
+        ("[tools]\nmax_calls = 0\n", "tools.max_calls must be >= 1"),
+        ("[tools]\nroots = [1]\n", "tools.roots must be a list of non-empty strings"),
+        ("tools = 3\n", "tools must be a table [tools]"),
+        ("[mcp]\nservers = 1\n", "mcp.servers must be a table of [mcp.servers.NAME] tables"),
+        ("[mcp.other]\nx = 1\n", "unknown setting 'other' in [mcp]"),
+        ("[mcp.servers.a]\nargs = []\n", "[mcp.servers.a] needs a command"),
+        ('[mcp.servers.a]\ncommand = "x"\nport = 1\n', "line 3: unknown setting 'port'"),
+        ('[mcp.servers.a]\ncommand = ""\n', "mcp.servers.a.command must not be empty"),
+        ('[mcp.servers.a]\ncommand = "x"\nenv = { A = 1 }\n', "env must be a table of strings"),
+        ('[mcp.servers."a b"]\ncommand = "x"\n', "MCP server name 'a b' must be 1-32"),
+    ],
+)
+def test_broken_tool_settings_name_file_and_line(tmp_path: Path, text: str, fragment: str) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_config_file(path)
+    assert str(path) in caught.value.message
+    assert fragment in caught.value.message

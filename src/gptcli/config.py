@@ -21,6 +21,19 @@ The config file is TOML at ``<config dir>/config.toml``::
     on_overflow = "truncate"     # error | truncate | summarize (default: error in ask,
                                  # truncate in the chat)
     think = "auto"               # on | off | auto: a reasoning model's thinking switch
+
+    [tools]
+    enabled = ["time", "calc"]   # tools offered by default (names as for -T)
+    timeout = 30                 # seconds per call
+    max_result_chars = 16000     # longer results are cut, with a note
+    roots = ["~/notes"]          # read_file/list_dir may read these besides the current dir
+    max_calls = 8                # rounds of tool calls per answer
+
+    [mcp.servers.files]          # an MCP server over stdio, enabled with -T mcp:files
+    command = "npx"
+    args = ["-y", "@modelcontextprotocol/server-filesystem", "."]
+    env = { DEBUG = "0" }
+    cwd = "~/work"
 """
 
 from __future__ import annotations
@@ -68,6 +81,29 @@ class EngineOptions:
 
 
 @dataclass(frozen=True)
+class McpServerSettings:
+    """How to start one MCP server (``[mcp.servers.NAME]``): a command speaking MCP on stdio."""
+
+    name: str
+    command: str
+    args: tuple[str, ...] = ()
+    env: Mapping[str, str] = field(default_factory=dict)
+    cwd: str | None = None
+
+
+@dataclass(frozen=True)
+class ToolSettings:
+    """The ``[tools]`` and ``[mcp.servers.*]`` tables: which tools, and their limits."""
+
+    enabled: tuple[str, ...] = ()
+    timeout: float = 30.0
+    max_result_chars: int = 16000
+    roots: tuple[Path, ...] = ()  # besides the current directory, for read_file and list_dir
+    max_calls: int = 8
+    mcp_servers: Mapping[str, McpServerSettings] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
 class Settings:
     """Everything one invocation needs to know before it loads a model."""
 
@@ -84,6 +120,7 @@ class Settings:
     profile: str | None = None
     sampling: SamplingOptions = field(default_factory=SamplingOptions)
     engine: EngineOptions = field(default_factory=EngineOptions)
+    tools: ToolSettings = field(default_factory=ToolSettings)
 
 
 # The keys a config file, profile, role or flag may set; each has a validator below.
@@ -301,6 +338,8 @@ def load_config_file(path: Path) -> dict[str, Any]:
     except TOMLDecodeError as exc:
         raise ConfigError(f"config file {path}, {_toml_error(str(exc), text)}") from exc
     checked: dict[str, Any] = {}
+    if "tools" in data or "mcp" in data:
+        checked["tools"] = _check_tools(data.pop("tools", {}), data.pop("mcp", {}), path, text)
     for key, value in data.items():
         line = _line_of(text, key)
         where = f"config file {path}" + (f", line {line}" if line else "")
@@ -334,6 +373,88 @@ def _check_profiles(raw: dict[str, Any], path: Path) -> dict[str, dict[str, Any]
     return profiles
 
 
+def _strings(value: Any) -> tuple[str, ...]:
+    if not isinstance(value, list) or not all(isinstance(s, str) and s for s in value):
+        raise ValueError("must be a list of non-empty strings")
+    return tuple(value)
+
+
+def _string_table(value: Any) -> dict[str, str]:
+    if not isinstance(value, dict) or not all(isinstance(v, str) for v in value.values()):
+        raise ValueError("must be a table of strings")
+    return {str(k): v for k, v in value.items()}
+
+
+def _tables(value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise ValueError("must be a table of [mcp.servers.NAME] tables")
+    return value
+
+
+_TOOL_KEYS: dict[str, Validator] = {
+    "enabled": _strings,
+    "timeout": _seconds,
+    "max_result_chars": _integer(100),
+    "roots": lambda v: tuple(Path(r).expanduser() for r in _strings(v)),
+    "max_calls": _integer(1, below=1000),
+}
+_SERVER_KEYS: dict[str, Validator] = {
+    "command": _text(allow_empty=False),
+    "args": _strings,
+    "env": _string_table,
+    "cwd": _text(allow_empty=False),
+}
+
+
+def _check_table(
+    raw: Any, table: str, validators: Mapping[str, Validator], where: Callable[[str], str]
+) -> dict[str, Any]:
+    """The values of ``[table]``, each checked; ``where(key)`` says where an error is."""
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{where('')}: {table} must be a table [{table}]")
+    values: dict[str, Any] = {}
+    for key, value in raw.items():
+        if key not in validators:
+            raise ConfigError(f"{where(key)}: unknown setting {key!r} in [{table}]")
+        try:
+            values[key] = validators[key](value)
+        except ValueError as exc:
+            raise ConfigError(f"{where(key)}: {table}.{key} {exc}") from exc
+    return values
+
+
+def _check_tools(tools: Any, mcp: Any, path: Path, text: str) -> ToolSettings:
+    def where_in(table: str) -> Callable[[str], str]:
+        def where(key: str) -> str:
+            line = _line_in_table(text, table, key) if key else None
+            return f"config file {path}" + (f", line {line}" if line else "")
+
+        return where
+
+    values = _check_table(tools, "tools", _TOOL_KEYS, where_in("tools"))
+    servers = _check_table(mcp, "mcp", {"servers": _tables}, where_in("mcp")).get("servers", {})
+    configured: dict[str, McpServerSettings] = {}
+    for name, table in servers.items():
+        where = where_in(f"mcp.servers.{name}")
+        if not re.fullmatch(r"[A-Za-z0-9_-]{1,32}", name):
+            raise ConfigError(
+                f"{where('')}: MCP server name {name!r} must be 1-32 letters, digits, _ or -"
+            )
+        server = _check_table(table, f"mcp.servers.{name}", _SERVER_KEYS, where)
+        if "command" not in server:
+            raise ConfigError(f"{where('')}: [mcp.servers.{name}] needs a command")
+        configured[name] = McpServerSettings(name=name, **server)
+    return ToolSettings(**values, mcp_servers=configured)
+
+
+def _line_in_table(text: str, table: str, key: str) -> int | None:
+    """The line of ``key = …`` after the ``[table]`` header (or a dotted ``table.key``)."""
+    header = re.search(rf"^[ \t]*\[[ \t]*{re.escape(table)}[ \t]*\][ \t]*(#.*)?$", text, re.M)
+    start = header.end() if header else 0
+    found = re.compile(rf"^[ \t]*{re.escape(key)}[ \t]*=", re.M).search(text, start)
+    return text.count("\n", 0, found.start()) + 1 if found else None
+
+
 def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     model = environ.get("GPTCLI_MODEL")
     return {"model": model} if model else {}
@@ -358,7 +479,7 @@ def resolve_settings(
         raise ConfigError(f"no profile {chosen!r} in the config file (profiles: {known})")
     profile_values = {**profiles.get(chosen, {}), "profile": chosen} if chosen else {}
     layers = (
-        ({k: v for k, v in file_values.items() if k != "profiles"}, "config"),
+        ({k: v for k, v in file_values.items() if k not in ("profiles", "tools")}, "config"),
         (env_values, "environment"),
         (profile_values, "profile"),
         (role_values or {}, "role"),
@@ -379,7 +500,8 @@ def resolve_settings(
     )
     engine = replace(settings.engine, **{k: v for k, v in merged.items() if k in _ENGINE_KEYS})
     top = {k: v for k, v in merged.items() if k in _TOP_KEYS}
-    return replace(settings, sampling=sampling, engine=engine, **top)
+    tools = file_values.get("tools") or ToolSettings()
+    return replace(settings, sampling=sampling, engine=engine, tools=tools, **top)
 
 
 def load_settings(
@@ -388,6 +510,12 @@ def load_settings(
     return resolve_settings(
         load_config_file(config_file), env_overrides(os.environ), flag_values, role_values
     )
+
+
+def load_tool_settings(config_file: Path) -> ToolSettings:
+    """The config file's ``[tools]`` and ``[mcp.servers.*]``, for commands that need no model."""
+    tools = load_config_file(config_file).get("tools")
+    return tools if isinstance(tools, ToolSettings) else ToolSettings()
 
 
 def set_config_value(path: Path, key: str, value: str) -> None:

@@ -66,6 +66,7 @@ def _register_subcommands() -> None:
     from gptcli.cli.models import models_app
     from gptcli.cli.roles import roles_app
     from gptcli.cli.sessions import sessions_app
+    from gptcli.cli.tools import tools_app
 
     app.command(epilog=EXIT_STATUS_HELP)(ask)
     app.command(epilog=EXIT_STATUS_HELP)(chat)
@@ -73,13 +74,25 @@ def _register_subcommands() -> None:
     app.add_typer(models_app, name="models")
     app.add_typer(sessions_app, name="sessions")
     app.add_typer(roles_app, name="roles")
+    app.add_typer(tools_app, name="tools")
     app.add_typer(completions_app, name="completions")
     app.command()(cmd)
     app.command(epilog=EXIT_STATUS_HELP)(doctor)
 
 
 _register_subcommands()
-COMMANDS = ("ask", "chat", "batch", "models", "sessions", "roles", "cmd", "completions", "doctor")
+COMMANDS = (
+    "ask",
+    "chat",
+    "batch",
+    "models",
+    "sessions",
+    "roles",
+    "tools",
+    "cmd",
+    "completions",
+    "doctor",
+)
 
 
 def route(argv: list[str], interactive: bool) -> list[str]:
