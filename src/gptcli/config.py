@@ -482,7 +482,7 @@ def resolve_settings(
         ({k: v for k, v in file_values.items() if k not in ("profiles", "tools")}, "config"),
         (env_values, "environment"),
         (profile_values, "profile"),
-        (role_values or {}, "role"),
+        ({k: v for k, v in (role_values or {}).items() if k != "tools"}, "role"),
         (flag_values, ""),
     )
     for layer, origin in layers:
@@ -501,6 +501,9 @@ def resolve_settings(
     engine = replace(settings.engine, **{k: v for k, v in merged.items() if k in _ENGINE_KEYS})
     top = {k: v for k, v in merged.items() if k in _TOP_KEYS}
     tools = file_values.get("tools") or ToolSettings()
+    role_tools = tuple((role_values or {}).get("tools") or ())
+    if role_tools:  # a role adds to the tools the config enables
+        tools = replace(tools, enabled=tuple(dict.fromkeys([*tools.enabled, *role_tools])))
     return replace(settings, sampling=sampling, engine=engine, tools=tools, **top)
 
 

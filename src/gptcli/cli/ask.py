@@ -10,12 +10,15 @@ import typer
 from gptcli.cli.completion_values import session_names
 from gptcli.cli.options import (
     ApiKeyEnvOpt,
+    ApproveOpt,
     BackendOpt,
     BaseUrlOpt,
     CtxOpt,
     DebugOpt,
+    FunctionsOpt,
     GpuLayersOpt,
     MaxTokensOpt,
+    MaxToolCallsOpt,
     MinPOpt,
     ModelOpt,
     ProfileOpt,
@@ -28,10 +31,14 @@ from gptcli.cli.options import (
     TemperatureOpt,
     ThinkOpt,
     ThreadsOpt,
+    ToolChoiceOpt,
+    ToolOpt,
     TopKOpt,
     TopPOpt,
     VarOpt,
+    YesOpt,
     setting_flags,
+    tool_flags,
 )
 from gptcli.errors import ExitStatus
 
@@ -118,6 +125,12 @@ def ask(
     api_key_env: ApiKeyEnvOpt = None,
     role: RoleOpt = None,
     var: VarOpt = None,
+    tool: ToolOpt = None,
+    functions: FunctionsOpt = None,
+    tool_choice: ToolChoiceOpt = None,
+    max_tool_calls: MaxToolCallsOpt = None,
+    yes: YesOpt = False,
+    approve: ApproveOpt = None,
     jsonl: Annotated[
         bool,
         typer.Option(
@@ -156,6 +169,7 @@ def ask(
         quiet=quiet,
         ignore_eos=ignore_eos,
         show_thinking=show_thinking,
+        tools=tool_flags(locals()),
     )
     status = run_oneshot(request)
     if status != ExitStatus.OK:

@@ -11,12 +11,15 @@ import typer
 from gptcli.cli.completion_values import session_names
 from gptcli.cli.options import (
     ApiKeyEnvOpt,
+    ApproveOpt,
     BackendOpt,
     BaseUrlOpt,
     CtxOpt,
     DebugOpt,
+    FunctionsOpt,
     GpuLayersOpt,
     MaxTokensOpt,
+    MaxToolCallsOpt,
     MinPOpt,
     ModelOpt,
     ProfileOpt,
@@ -29,10 +32,14 @@ from gptcli.cli.options import (
     TemperatureOpt,
     ThinkOpt,
     ThreadsOpt,
+    ToolChoiceOpt,
+    ToolOpt,
     TopKOpt,
     TopPOpt,
     VarOpt,
+    YesOpt,
     setting_flags,
+    tool_flags,
 )
 from gptcli.errors import UsageError
 
@@ -80,6 +87,12 @@ def chat(
     api_key_env: ApiKeyEnvOpt = None,
     role: RoleOpt = None,
     var: VarOpt = None,
+    tool: ToolOpt = None,
+    functions: FunctionsOpt = None,
+    tool_choice: ToolChoiceOpt = None,
+    max_tool_calls: MaxToolCallsOpt = None,
+    yes: YesOpt = False,
+    approve: ApproveOpt = None,
     ignore_eos: Annotated[
         bool,
         typer.Option("--ignore-eos", help="Generate past the end of answers (benchmarks)."),
@@ -112,6 +125,7 @@ def chat(
         vi_mode=settings.vi_mode,
         debug=debug,
         show_thinking=show_thinking,
+        tools=tool_flags(locals()),
     )
     status = run_repl(settings, paths, options)
     if status:

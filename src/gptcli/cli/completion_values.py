@@ -46,3 +46,17 @@ def role_names(incomplete: str) -> list[str]:
     except OSError:
         mine = []
     return _matching([*BUILTIN_ROLES, *mine], incomplete)
+
+
+def tool_names(incomplete: str) -> list[str]:
+    from gptcli.config import load_tool_settings
+    from gptcli.paths import app_paths
+    from gptcli.tools.box import BUILT_INS
+
+    try:
+        servers = [
+            f"mcp:{name}" for name in load_tool_settings(app_paths().config_file).mcp_servers
+        ]
+    except Exception:  # completion must never print a traceback into the shell
+        servers = []
+    return _matching([*BUILT_INS, *servers], incomplete)

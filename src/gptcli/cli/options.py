@@ -4,11 +4,15 @@ from __future__ import annotations
 
 import sys
 from collections.abc import Mapping
-from typing import Annotated, Any, Optional
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, Optional
 
 import typer
 
-from gptcli.cli.completion_values import model_names, role_names
+from gptcli.cli.completion_values import model_names, role_names, tool_names
+
+if TYPE_CHECKING:
+    from gptcli.terminal.tools import ToolFlags
 
 EXIT_STATUS_HELP = (
     "Exit status: 0 ok; 1 error; 2 usage error or unusable input; 3 model not found or "
@@ -114,6 +118,49 @@ ShowThinkingOpt = Annotated[
         help="Show the thinking in full (on stderr when stdout is not a terminal).",
     ),
 ]
+ToolOpt = Annotated[
+    Optional[list[str]],  # noqa: UP045
+    typer.Option(
+        "--tool",
+        "-T",
+        help="Let the model call a tool (repeatable): time, calc, read_file, list_dir, shell, "
+        "mcp:SERVER or mcp:SERVER/TOOL (see gptcli tools list).",
+        autocompletion=tool_names,
+    ),
+]
+FunctionsOpt = Annotated[
+    Optional[list[Path]],  # noqa: UP045
+    typer.Option(
+        "--functions",
+        help="A Python file whose typed, documented functions become tools (repeatable).",
+        dir_okay=False,
+    ),
+]
+ToolChoiceOpt = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option(
+        "--tool-choice",
+        help="auto (the model decides), required (it must call a tool first), none, or a "
+        "tool's name [default: auto].",
+        show_default=False,
+    ),
+]
+MaxToolCallsOpt = Annotated[
+    Optional[int],  # noqa: UP045
+    typer.Option(
+        "--max-tool-calls",
+        help="Rounds of tool calls per answer; the last round must answer [default: 8].",
+        show_default=False,
+    ),
+]
+YesOpt = Annotated[
+    bool,
+    typer.Option("--yes", "-y", help="Run tools that may change things without asking."),
+]
+ApproveOpt = Annotated[
+    Optional[list[str]],  # noqa: UP045
+    typer.Option("--approve", help="Run this tool without asking (repeatable)."),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 DebugOpt = Annotated[
     bool, typer.Option("--debug", help="Show llama.cpp's log and tracebacks on errors.")
@@ -152,6 +199,20 @@ def setting_flags(arguments: Mapping[str, Any]) -> dict[str, Any]:
         "stop": tuple(stop) if stop else None,
         "backend": given.get("backend") or ("openai" if given.get("base_url") else None),
     }
+
+
+def tool_flags(arguments: Mapping[str, Any]) -> ToolFlags:
+    """The tool options of a command (``ask`` and ``chat`` pass their ``locals()``)."""
+    from gptcli.terminal.tools import ToolFlags
+
+    return ToolFlags(
+        names=tuple(arguments.get("tool") or ()),
+        functions=tuple(arguments.get("functions") or ()),
+        choice=arguments.get("tool_choice"),
+        max_calls=arguments.get("max_tool_calls"),
+        yes=bool(arguments.get("yes")),
+        approve=tuple(arguments.get("approve") or ()),
+    )
 
 
 def print_table(columns: list[str], rows: list[list[str]]) -> None:

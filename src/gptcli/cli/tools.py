@@ -5,11 +5,11 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, Optional
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from gptcli.cli.options import JsonOpt
+from gptcli.cli.options import FunctionsOpt, JsonOpt
 from gptcli.errors import UsageError
 
 if TYPE_CHECKING:
@@ -21,15 +21,6 @@ tools_app = typer.Typer(
     no_args_is_help=True,
     context_settings={"help_option_names": ["-h", "--help"]},
 )
-
-FunctionsOpt = Annotated[
-    Optional[list[Path]],  # noqa: UP045 - typer needs Optional at runtime on 3.10
-    typer.Option(
-        "--functions",
-        help="A Python file whose typed, documented functions become tools (repeatable).",
-        dir_okay=False,
-    ),
-]
 
 
 def _settings() -> ToolSettings:

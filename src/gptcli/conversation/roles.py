@@ -7,6 +7,7 @@ files in ``<config dir>/roles/NAME.toml``::
     system = "You are a tutor for {subject}. ..."
     temperature = 0.4
     model = "smollm2"          # optional
+    tools = ["calc"]           # optional: tools it enables, as with -T
 
 ``{placeholders}`` in the system prompt are filled from ``--var key=value``.
 """
@@ -127,6 +128,11 @@ def _parse_role(name: str, path: Path) -> Role:
     options: dict[str, Any] = {}
     for key, value in data.items():
         if key in ("system", "description"):
+            continue
+        if key == "tools":
+            if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+                raise ConfigError(f"role file {path}: tools must be a list of tool names")
+            options["tools"] = tuple(value)
             continue
         if key not in ROLE_OPTION_KEYS or key not in KNOWN_KEYS:
             raise ConfigError(f"role file {path}: unknown setting {key!r}")

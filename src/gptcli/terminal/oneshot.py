@@ -28,7 +28,13 @@ from gptcli.conversation.context import (
 from gptcli.conversation.kvstate import restore_state, save_state
 from gptcli.conversation.recorder import SessionRecorder, answer_facts, conversation_of
 from gptcli.conversation.roles import role_layer
-from gptcli.conversation.toolloop import AnswerEvent, ToolResult, call_record, result_record
+from gptcli.conversation.toolloop import (
+    AnswerEvent,
+    ToolResult,
+    ToolUse,
+    call_record,
+    result_record,
+)
 from gptcli.engine.base import (
     Backend,
     Cancellation,
@@ -56,7 +62,15 @@ from gptcli.terminal.thinking import (
     PlainThinking,
     ThinkingSink,
 )
-from gptcli.terminal.tools import ConsoleTools, Hidden, StreamTools, ToolDisplay
+from gptcli.terminal.tools import (
+    ConsoleTools,
+    Hidden,
+    StreamTools,
+    ToolDisplay,
+    ToolFlags,
+    terminal_asker,
+    tool_use,
+)
 
 READ_AHEAD = 1024 * 1024  # characters of input read before the model loads
 DEFAULT_CHUNKED_TASK = "Summarise this text."
@@ -84,6 +98,7 @@ class OneShot:
     quiet: bool = False
     ignore_eos: bool = False
     show_thinking: bool = False
+    tools: ToolFlags = field(default_factory=ToolFlags)
 
 
 _quiet: ContextVar[bool] = ContextVar("quiet", default=False)
@@ -269,6 +284,8 @@ def run_oneshot(request: OneShot, out: IO[str] | None = None) -> ExitStatus:
     policy = check_policy(request.on_overflow or settings.on_overflow or "error")
     if request.chunked and (request.session or request.continue_last):
         raise UsageError("--chunked cannot be combined with sessions (-c, --session)")
+    if request.chunked and (request.tools.names or request.tools.functions):
+        raise UsageError("--chunked cannot be combined with tools (-T, --functions)")
     schema, grammar = _constraints(request)
     sampling = replace(
         settings.sampling, grammar=grammar, schema=schema, ignore_eos=request.ignore_eos
@@ -277,14 +294,16 @@ def run_oneshot(request: OneShot, out: IO[str] | None = None) -> ExitStatus:
     # process at once; from here on it asks the engine to stop at the next token.
     cancel = Cancellation()
     instruction, attachment = _gather_input(request, cancel)
-    with signals_cancel(cancel):
+    asker = terminal_asker(sys.stderr)
+    # Tools first: a wrong name is reported before a model takes seconds to load.
+    with signals_cancel(cancel), tool_use(request.tools, settings.tools, asker) as tools:
         backend, notices = open_backend(settings, paths, cancel, debug=request.debug)
         for notice in notices:
             warn(notice)
         try:
             status = _answer(
                 request,
-                _Turn(settings, paths, sampling, policy, schema),
+                _Turn(settings, paths, sampling, policy, schema, tools),
                 backend,
                 (instruction, attachment),
                 cancel,
@@ -302,6 +321,7 @@ class _Turn:
     sampling: SamplingOptions
     policy: OverflowPolicy
     schema: dict[str, Any] | None
+    tools: ToolUse | None = None
 
 
 def _answer(
@@ -342,7 +362,7 @@ def _answer(
             warn(str(fit.notice()))
         if recorder is not None:
             recorder.user(user_text)  # on disk before the answer starts
-        events = conversation.send(user_text, backend, sampling, cancel, reply)
+        events = conversation.send(user_text, backend, sampling, cancel, reply, turn.tools)
     held = sampling.grammar is not None
     try:
         _show(events, reply, request, stream, held, backend.details.name)

@@ -33,7 +33,13 @@ from gptcli.terminal.repl.keys import repl_key_bindings, unwrap_block
 from gptcli.terminal.repl.sessions import SessionKeeper, resume
 from gptcli.terminal.repl.state import ReplOptions, ReplState
 from gptcli.terminal.thinking import Ignored, LiveThinking, PlainThinking, ThinkingSink
-from gptcli.terminal.tools import ConsoleTools, show_results, show_tools
+from gptcli.terminal.tools import (
+    ConsoleTools,
+    show_results,
+    show_tools,
+    terminal_asker,
+    tool_use,
+)
 
 if TYPE_CHECKING:
     from prompt_toolkit import PromptSession
@@ -537,7 +543,9 @@ def run_repl(
     if name is not None:
         repl.restore_snapshot()
     try:
-        return repl.run()
+        with tool_use(options.tools, settings.tools, terminal_asker(sys.stderr)) as tools:
+            state.tools = tools
+            return repl.run()
     finally:
         repl.save_snapshot()
         state.backend.close()

@@ -9,6 +9,7 @@ from gptcli.conversation.chat import Conversation
 from gptcli.conversation.recorder import SessionRecorder
 from gptcli.conversation.toolloop import ToolResult, ToolUse
 from gptcli.engine.base import Backend, Finished
+from gptcli.terminal.tools import ToolFlags
 
 
 @dataclass(frozen=True)
@@ -23,6 +24,7 @@ class ReplOptions:
     resume: str | None = None
     continue_last: bool = False
     show_thinking: bool = False
+    tools: ToolFlags = field(default_factory=ToolFlags)
 
 
 @dataclass
