@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 
 import pexpect
 import pyte
@@ -26,10 +27,21 @@ class Terminal:
     """Runs a command in a pty of a given size; ``screen_text`` is what a user would see."""
 
     def __init__(
-        self, argv: list[str], env: dict[str, str], rows: int = 30, cols: int = 100
+        self,
+        argv: list[str],
+        env: dict[str, str],
+        rows: int = 30,
+        cols: int = 100,
+        cwd: Path | None = None,
     ) -> None:
         self.child = pexpect.spawn(
-            argv[0], argv[1:], env=env, dimensions=(rows, cols), encoding=None, timeout=5
+            argv[0],
+            argv[1:],
+            env=env,
+            dimensions=(rows, cols),
+            encoding=None,
+            timeout=5,
+            cwd=str(cwd) if cwd is not None else None,
         )
         self.screen = _Screen(cols, rows, self._answer)
         self.stream = pyte.ByteStream(self.screen)
