@@ -39,7 +39,7 @@ class ScriptedBackend:
     def notices(self) -> Sequence[str]:
         return ()
 
-    def count_tokens(self, messages: Sequence[Message]) -> int:
+    def count_tokens(self, messages: Sequence[Message], tools: ToolRequest | None = None) -> int:
         return sum(len(m.content.split()) for m in messages)
 
     def token_bytes(self) -> int | None:

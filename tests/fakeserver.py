@@ -80,6 +80,45 @@ THINKING_STEPS: dict[str, list[tuple[str, str]]] = {
 }
 
 
+# A reply that calls tools as OpenAI streams it: the first delta of each call carries its id
+# and name, later ones pieces of its arguments; two calls interleave by index.
+TOOL_CALL_DELTAS: list[dict[str, Any]] = [
+    {"role": "assistant", "content": None},
+    {
+        "tool_calls": [
+            {
+                "index": 0,
+                "id": "call_A",
+                "type": "function",
+                "function": {"name": "calc", "arguments": ""},
+            }
+        ]
+    },
+    {"tool_calls": [{"index": 0, "function": {"arguments": '{"expr'}}]},
+    {
+        "tool_calls": [
+            {
+                "index": 1,
+                "id": "call_B",
+                "type": "function",
+                "function": {"name": "clock", "arguments": "{}"},
+            }
+        ]
+    },
+    {"tool_calls": [{"index": 0, "function": {"arguments": 'ession": "6*'}}]},
+    {"tool_calls": [{"index": 0, "function": {"arguments": '7"}'}}]},
+]
+
+
+def tool_call_chunks() -> list[bytes]:
+    chunks: list[dict[str, Any]] = [
+        {"choices": [{"index": 0, "delta": delta, "finish_reason": None}]}
+        for delta in TOOL_CALL_DELTAS
+    ]
+    chunks.append({"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]})
+    return [f"data: {json.dumps(chunk)}\n\n".encode() for chunk in chunks]
+
+
 @dataclass
 class Script:
     """What the server does for each POST, in order (the last one repeats), and what it says
@@ -161,6 +200,12 @@ def _handler(script: Script) -> type[BaseHTTPRequestHandler]:
             if step in THINKING_STEPS:
                 for field, piece in THINKING_STEPS[step]:
                     self._chunk(sse(piece, field))
+                self._chunk(b"data: [DONE]\n\n")
+                self._chunk(b"")
+                return
+            if step == "tool-calls":
+                for data in tool_call_chunks():
+                    self._chunk(data)
                 self._chunk(b"data: [DONE]\n\n")
                 self._chunk(b"")
                 return

@@ -11,8 +11,11 @@ import json
 from pathlib import Path
 from typing import Any
 
+from gptcli.engine.grammar import schema_grammar
 from gptcli.errors import SchemaMismatchError, UsageError
 from gptcli.parsing import loads_json
+
+__all__ = ["load_grammar", "load_schema", "schema_grammar", "validate_answer"]
 
 MAX_SPEC = 1024 * 1024
 
@@ -49,20 +52,6 @@ def load_schema(value: str) -> dict[str, Any]:
     except SchemaError as exc:
         raise UsageError(f"invalid JSON schema: {exc.message}") from None
     return schema
-
-
-def schema_grammar(schema: dict[str, Any]) -> str:
-    from gptcli.engine import native
-
-    json_schema_to_gbnf = native.submodule("llama_grammar").json_schema_to_gbnf
-
-    try:
-        grammar = str(json_schema_to_gbnf(json.dumps(schema)))
-    except Exception as exc:  # the converter raises bare exceptions for what it cannot express
-        raise UsageError(f"this schema cannot be turned into a grammar: {exc}") from None
-    # JSON strings may not hold raw control characters; this converter's `char` rule
-    # allows them, and a model that emits a newline inside a string breaks the JSON.
-    return grammar.replace(r'char ::= [^"\\]', r'char ::= [^"\\\x7F\x00-\x1F]')
 
 
 def load_grammar(value: str) -> str:

@@ -230,7 +230,9 @@ class Backend(Protocol):
         """Things the user should be told once (fallbacks taken while loading)."""
         ...
 
-    def count_tokens(self, messages: Sequence[Message]) -> int: ...
+    def count_tokens(self, messages: Sequence[Message], tools: ToolRequest | None = None) -> int:
+        """The prompt's size in tokens, with the tools described as ``stream`` sends them."""
+        ...
 
     def token_bytes(self) -> int | None:
         """The most bytes of text one token can stand for, where the tokenizer guarantees a

@@ -31,8 +31,10 @@ from gptcli.engine.base import (
     ModelDetails,
     TextDelta,
     ToolRequest,
+    ToolSpec,
     Usage,
 )
+from gptcli.engine.grammar import ToolGrammar, grammar_sampler, tool_grammar
 from gptcli.engine.modelfile import ModelFileInfo, read_model_file
 from gptcli.engine.template import CHATML_TEMPLATE, ChatTemplate, PromptPiece, TemplateError
 from gptcli.engine.textstream import AnswerText
@@ -44,6 +46,8 @@ from gptcli.engine.thinking import (
     splitter_for,
     template_switches,
 )
+from gptcli.engine.toolcalls import parse_tool_events, parser_for
+from gptcli.engine.toolformat import offered
 from gptcli.errors import ContextOverflowError, GptcliError, ModelError, UsageError
 
 DEFAULT_CONTEXT = 4096
@@ -328,22 +332,24 @@ class LlamaBackend:
     def prompt_tokens(self, messages: Sequence[Message], think: ThinkMode = "auto") -> list[int]:
         return self._pieces_to_tokens(self._prompt_pieces(messages, think))
 
-    def _prompt_pieces(self, messages: Sequence[Message], think: ThinkMode) -> list[PromptPiece]:
+    def _prompt_pieces(
+        self, messages: Sequence[Message], think: ThinkMode, tools: Sequence[ToolSpec] = ()
+    ) -> list[PromptPiece]:
         try:
             switches = template_switches(self._template.text, think)
-            return self._template.render(messages, variables=switches)
+            return self._template.render(messages, variables=switches, tools=tools)
         except TemplateError as exc:
             if self._template.source.startswith("built-in"):
                 raise GptcliError(str(exc)) from exc
             self._notices.append(f"{exc}; using the ChatML template instead")
             self._template = _chatml(self._template.bos_token, self._template.eos_token)
-            return self._template.render(messages)
+            return self._template.render(messages, tools=tools)
 
-    def count_tokens(self, messages: Sequence[Message]) -> int:
+    def count_tokens(self, messages: Sequence[Message], tools: ToolRequest | None = None) -> int:
         # As prompt_tokens, without a Python int per token: a long text is counted in
         # a few bytes per byte of text instead of about forty.
         total, first = 0, None
-        for piece in self._prompt_pieces(messages, "auto"):
+        for piece in self._prompt_pieces(messages, "auto", offered(tools)):
             buf, count = self._tokens(piece.text, piece.special)
             if count and first is None:
                 first = buf[0]
@@ -396,14 +402,19 @@ class LlamaBackend:
             self._lib.llama_set_abort_callback(self._ctx, self._lib.ggml_abort_callback(), None)
         return reused, None
 
-    def _sampler(self, options: SamplingOptions, seed: int) -> Any:
+    def _sampler(
+        self, options: SamplingOptions, seed: int, tools: ToolGrammar | None = None
+    ) -> Any:
+        """The sampler chain; a tool grammar takes the place of the user's grammar."""
         lib = self._lib
         chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
-        if options.grammar:
-            grammar = lib.llama_sampler_init_grammar(self._vocab, options.grammar.encode(), b"root")
-            if not grammar:
+        grammar_text = tools or options.grammar
+        if grammar_text:
+            try:
+                grammar = grammar_sampler(lib, self._vocab, grammar_text)
+            except UsageError:
                 lib.llama_sampler_free(chain)
-                raise UsageError("the grammar does not parse (run with --debug for details)")
+                raise
             lib.llama_sampler_chain_add(chain, grammar)
         if options.repeat_penalty != 1.0:
             args: tuple[float, ...] = (64, options.repeat_penalty, 0.0, 0.0)
@@ -439,28 +450,40 @@ class LlamaBackend:
         cancel: Cancellation,
         tools: ToolRequest | None = None,
     ) -> Iterator[Event]:
-        pieces = self._prompt_pieces(messages, options.think)
+        """The reply; with tools, calls in the template's format come out as ToolCalled
+        (engine/toolcalls.py), constrained by a grammar (engine/grammar.py)."""
+        specs = offered(tools)
+        pieces = self._prompt_pieces(messages, options.think, specs)
         tokens = self._pieces_to_tokens(pieces)
         self.check_fits(len(tokens), options)
         seed = options.seed if options.seed is not None else secrets.randbelow(2**32 - 1)
         fmt = format_of_template(self._template.text)
+        tool_fmt = self._template.tool_format
         tail = pieces[-1].text if pieces and pieces[-1].special else ""
-        special = fmt == HARMONY
+        # Harmony's channels, and the markers of native tool formats, are control tokens.
+        special = fmt == HARMONY or (bool(specs) and tool_fmt != "generic")
         if special != self._special_pieces:
             self._pieces.clear()  # pieces were looked up the other way
             self._special_pieces = special
+        grammar = tool_grammar(tool_fmt, specs, tools.choice) if tools and specs else None
         splitter = splitter_for(fmt, inside=prompt_opens_thinking(tail, fmt))
-        return split_events(self._generate(tokens, options, seed, cancel), splitter)
+        events = split_events(self._generate(tokens, options, seed, cancel, grammar), splitter)
+        return parse_tool_events(events, parser_for(tool_fmt, specs)) if specs else events
 
     def _generate(
-        self, tokens: list[int], options: SamplingOptions, seed: int, cancel: Cancellation
+        self,
+        tokens: list[int],
+        options: SamplingOptions,
+        seed: int,
+        cancel: Cancellation,
+        grammar: ToolGrammar | None = None,
     ) -> Iterator[Event]:
         clock = AnswerClock()
         reused, early = self._prefill(tokens, cancel)
         clock.prefilled = time.perf_counter()
         progress = _Progress(early or "length")
         if early is None:
-            sampler = self._sampler(options, seed)
+            sampler = self._sampler(options, seed, grammar)
             try:
                 for text in self._answer(sampler, options, cancel, progress):
                     clock.text_shown()

@@ -29,6 +29,8 @@ from gptcli.engine.base import (
     ModelDetails,
     TextDelta,
     ThinkingDelta,
+    ToolCall,
+    ToolCalled,
     ToolRequest,
     Usage,
 )
@@ -40,6 +42,7 @@ from gptcli.engine.serverinfo import (
     window_from_props,
 )
 from gptcli.engine.thinking import TAGS, TagSplitter, split_events
+from gptcli.engine.toolformat import message_dict, new_call_id, tool_dict
 from gptcli.errors import ContextOverflowError, ModelError, RemoteError, UsageError
 from gptcli.parsing import loads_json
 
@@ -76,6 +79,7 @@ class _Progress:
     produced: int = 0
     usage: dict[str, Any] = field(default_factory=dict)
     reason: FinishReason = "stop"
+    calls: dict[int, dict[str, str]] = field(default_factory=dict)  # by index, as they stream
 
     def finished(self, estimate: int, seed: int | None) -> Finished:
         prompt = int(self.usage.get("prompt_tokens") or estimate)
@@ -128,9 +132,14 @@ class OpenAIBackend:
             "profile": self._options.profile,
         }
 
-    def count_tokens(self, messages: Sequence[Message]) -> int:
+    def count_tokens(self, messages: Sequence[Message], tools: ToolRequest | None = None) -> int:
         # The server's tokenizer is not at hand: about 3.5 characters per token, plus overhead.
-        return sum(len(m.content) * 2 // 7 + 4 for m in messages) + 2
+        text = sum(
+            len(m.content) + sum(len(c.arguments) + 16 for c in m.tool_calls) for m in messages
+        )
+        if tools is not None and tools.choice != "none":
+            text += len(json.dumps([tool_dict(t) for t in tools.tools]))
+        return text * 2 // 7 + 4 * len(messages) + 2
 
     def token_bytes(self) -> int | None:
         return None
@@ -228,12 +237,14 @@ class OpenAIBackend:
             f"connection to {url} failed: {type(exc).__name__}: {self._hide(str(exc))}"
         )
 
-    def _payload(self, messages: Sequence[Message], options: SamplingOptions) -> dict[str, Any]:
+    def _payload(
+        self, messages: Sequence[Message], options: SamplingOptions, tools: ToolRequest | None
+    ) -> dict[str, Any]:
         if options.grammar and options.schema is None:
             raise UsageError("--grammar needs the local backend; use --schema with servers")
         body: dict[str, Any] = {
             "model": self._options.model,
-            "messages": [{"role": m.role, "content": m.content} for m in messages],
+            "messages": [message_dict(m, m.content, "hermes", True) for m in messages],
             "stream": True,
             "stream_options": {"include_usage": True},
             "temperature": options.temperature,
@@ -257,6 +268,11 @@ class OpenAIBackend:
                 "type": "json_schema",
                 "json_schema": {"name": "answer", "schema": options.schema, "strict": True},
             }
+        if tools is not None and tools.tools:
+            body["tools"] = [tool_dict(t) for t in tools.tools]
+            choice = tools.choice
+            named = {"type": "function", "function": {"name": choice}}
+            body["tool_choice"] = choice if choice in ("auto", "required", "none") else named
         return body
 
     def list_models(self) -> list[str]:
@@ -280,8 +296,8 @@ class OpenAIBackend:
         cancel: Cancellation,
         tools: ToolRequest | None = None,
     ) -> Iterator[Event]:
-        payload = self._payload(messages, options)
-        events = self._generate(payload, options, cancel, self.count_tokens(messages))
+        payload = self._payload(messages, options, tools)
+        events = self._generate(payload, options, cancel, self.count_tokens(messages, tools))
         # Servers that do not separate the thinking themselves leave <think> in the content.
         return split_events(events, TagSplitter(*TAGS["think"]))
 
@@ -354,6 +370,7 @@ class OpenAIBackend:
                 continue
             data = line[5:].strip()
             if data == "[DONE]":
+                yield from _finished_calls(progress)
                 return
             chunk = self._parse(data, estimate)
             progress.usage = chunk.get("usage") or progress.usage
@@ -370,8 +387,10 @@ class OpenAIBackend:
                     progress.clock.text_shown()
                     progress.produced += 1
                     yield TextDelta(text)
+                _gather_calls(delta.get("tool_calls"), progress)
                 if choice.get("finish_reason") == "length":
                     progress.reason = "length"
+        yield from _finished_calls(progress)
         if progress.produced == 0 and not progress.usage:
             # llama-cpp-python's server refuses a streamed input too long for it this way.
             maybe = (
@@ -403,3 +422,37 @@ class OpenAIBackend:
 
     def close(self) -> None:
         self._client.close()
+
+
+def _gather_calls(deltas: Any, progress: _Progress) -> None:
+    """Join the fragments of streamed calls: an id and a name first, then pieces of the
+    arguments, each tagged with the index of its call."""
+    for delta in deltas if isinstance(deltas, list) else ():
+        if not isinstance(delta, dict):
+            continue
+        index = delta.get("index")
+        call = progress.calls.setdefault(
+            index if isinstance(index, int) else len(progress.calls),
+            {"id": "", "name": "", "arguments": ""},
+        )
+        function = delta.get("function")
+        function = function if isinstance(function, dict) else {}
+        if isinstance(delta.get("id"), str):
+            call["id"] = call["id"] or delta["id"]
+        for key in ("name", "arguments"):
+            value = function.get(key)
+            if isinstance(value, str):
+                call[key] += value
+        progress.clock.text_shown()
+        progress.produced += 1
+
+
+def _finished_calls(progress: _Progress) -> Iterator[Event]:
+    """The calls gathered so far, in order, once the reply is over; the reason says so."""
+    calls, progress.calls = progress.calls, {}
+    for _, call in sorted(calls.items()):
+        if call["name"]:
+            if progress.reason != "interrupted":
+                progress.reason = "tool_calls"
+            arguments = call["arguments"] or "{}"
+            yield ToolCalled(ToolCall(call["id"] or new_call_id("hermes"), call["name"], arguments))

@@ -9,6 +9,7 @@ differently.
 
 from __future__ import annotations
 
+import json
 import secrets
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -16,7 +17,14 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from gptcli.engine.base import Message
+from gptcli.engine.base import Message, ToolSpec
+from gptcli.engine.toolformat import (
+    ToolFormat,
+    generic_messages,
+    message_dict,
+    tool_dict,
+    tool_format_of_template,
+)
 
 # Used when a model has no template or its template is broken.
 CHATML_TEMPLATE = (
@@ -96,6 +104,37 @@ def _strftime_now(fmt: str) -> str:
     return datetime.now().strftime(fmt)
 
 
+def _tojson(
+    value: Any,
+    ensure_ascii: bool = False,
+    indent: int | None = None,
+    separators: tuple[str, str] | None = None,
+    sort_keys: bool = False,
+) -> str:
+    # As Hugging Face's renderer (and llama.cpp's) writes it: keys in their order and
+    # text as it is, where Jinja's own filter sorts keys and escapes <, > and &.
+    return json.dumps(
+        value, ensure_ascii=ensure_ascii, indent=indent, separators=separators, sort_keys=sort_keys
+    )
+
+
+def _encodings(text: str) -> tuple[tuple[str, str], ...]:
+    """``text`` as it appears in rendered output: verbatim, or inside a JSON string."""
+    return (
+        (text, text),
+        (json.dumps(text, ensure_ascii=False)[1:-1], "json"),
+        (json.dumps(text)[1:-1], "ascii-json"),
+    )
+
+
+def _encoded(content: str, how: str) -> str:
+    if how == "json":
+        return json.dumps(content, ensure_ascii=False)[1:-1]
+    if how == "ascii-json":
+        return json.dumps(content)[1:-1]
+    return content
+
+
 @dataclass
 class ChatTemplate:
     """A compiled chat template and where it came from (for ``/show`` and notices)."""
@@ -109,16 +148,19 @@ class ChatTemplate:
         env = _budgeted_environment()
         env.globals["raise_exception"] = _raise_exception
         env.globals["strftime_now"] = _strftime_now
+        env.filters["tojson"] = _tojson
         try:
             self._compiled = env.from_string(self.text)
         except Exception as exc:  # any compile failure of untrusted code
             raise TemplateError(f"chat template does not compile: {exc}") from exc
+        self.tool_format: ToolFormat = tool_format_of_template(self.text)
 
     def _render(
         self,
-        messages: Sequence[dict[str, str]],
+        messages: Sequence[dict[str, Any]],
         add_generation_prompt: bool,
         variables: Mapping[str, Any] | None = None,
+        tools: Sequence[ToolSpec] = (),
     ) -> str:
         context: dict[str, Any] = {
             **(variables or {}),
@@ -126,7 +168,7 @@ class ChatTemplate:
             "add_generation_prompt": add_generation_prompt,
             "bos_token": self.bos_token,
             "eos_token": self.eos_token,
-            "tools": None,
+            "tools": [tool_dict(t) for t in tools] if tools else None,
         }
         try:
             with _time_budget(RENDER_SECONDS):
@@ -144,26 +186,56 @@ class ChatTemplate:
         messages: Sequence[Message],
         add_generation_prompt: bool = True,
         variables: Mapping[str, Any] | None = None,
+        tools: Sequence[ToolSpec] = (),
     ) -> list[PromptPiece]:
         """Render ``messages`` into pieces: template text and verbatim message text.
 
         ``variables`` are extra template variables (a thinking switch such as
-        ``enable_thinking``).
+        ``enable_thinking``); ``tools`` are offered to the model in its own format,
+        or in the generic one (see engine/toolformat.py) when the template has none.
         """
+        if self.tool_format == "generic":
+            if tools or any(m.tool_calls or m.role == "tool" for m in messages):
+                messages = generic_messages(messages, tools)
+            tools = ()
         tag = secrets.token_hex(8)
-        markers = [f"\ue000{tag}:{i}\ue001" for i in range(len(messages))]
-        marked = [{"role": m.role, "content": mk} for m, mk in zip(messages, markers, strict=True)]
-        rendered = self._render(marked, add_generation_prompt, variables)
+        # The control character makes any JSON encoding of a marker differ from it, so
+        # a content the template writes as a JSON string is found as such.
+        markers = [f"\ue000\x01{tag}:{i:06d}\ue001" for i in range(len(messages))]
+        marked = [
+            message_dict(m, mk if m.content else "", self.tool_format)
+            for m, mk in zip(messages, markers, strict=True)
+        ]
+        rendered = self._render(marked, add_generation_prompt, variables, tools)
+        pieces = self._split(rendered, messages, markers, tag)
+        if pieces is None:
+            return self._render_inline(messages, add_generation_prompt, variables, tools)
+        return pieces
+
+    def _split(
+        self, rendered: str, messages: Sequence[Message], markers: Sequence[str], tag: str
+    ) -> list[PromptPiece] | None:
+        """The rendered text cut at the markers; None when the template transformed one."""
         pieces: list[PromptPiece] = []
         rest = rendered
-        for message, marker in zip(messages, markers, strict=True):
-            before, found, after = rest.partition(marker)
-            if not found or marker in after:
-                return self._render_inline(messages, add_generation_prompt, variables)
+        for index, (message, marker) in enumerate(zip(messages, markers, strict=True)):
+            if not message.content:
+                continue
+            found = [(rest.find(form), form, how) for form, how in _encodings(marker)]
+            found = [f for f in found if f[0] >= 0]
+            if not found:
+                # A template may drop a content (the text beside a tool call, say); one
+                # it transformed would still show the marker's number.
+                if f"{tag}:{index:06d}" in rendered:
+                    return None
+                continue
+            at, form, how = min(found)
+            before, after = rest[:at], rest[at + len(form) :]
+            if any(f in after for f, _ in _encodings(marker)):
+                return None
             if before:
                 pieces.append(PromptPiece(before, special=True))
-            if message.content:
-                pieces.append(PromptPiece(message.content, special=False))
+            pieces.append(PromptPiece(_encoded(message.content, how), special=False))
             rest = after
         if rest:
             pieces.append(PromptPiece(rest, special=True))
@@ -174,12 +246,13 @@ class ChatTemplate:
         messages: Sequence[Message],
         add_generation_prompt: bool,
         variables: Mapping[str, Any] | None = None,
+        tools: Sequence[ToolSpec] = (),
     ) -> list[PromptPiece]:
         # The template transforms or repeats contents, so markers cannot be
         # traced back. Render the real text: the template's own control tokens
         # must work, at the cost of parsing special-token text in the contents.
-        plain = [{"role": m.role, "content": m.content} for m in messages]
-        rendered = self._render(plain, add_generation_prompt, variables)
+        plain = [message_dict(m, m.content, self.tool_format) for m in messages]
+        rendered = self._render(plain, add_generation_prompt, variables, tools)
         return [PromptPiece(rendered, special=True)]
 
 

@@ -90,7 +90,7 @@ class Splitter(Protocol):
     def flush(self) -> list[Part]: ...
 
 
-def _held(text: str, marks: Sequence[str]) -> int:
+def marker_prefix_length(text: str, marks: Sequence[str]) -> int:
     """How many characters at the end of ``text`` could begin one of ``marks``."""
     hold = 0
     for mark in marks:
@@ -165,7 +165,7 @@ class TagSplitter:
             self._at_part_start = True
             return _parts(ThinkingDelta, thought)
         # Held back: what may begin the closing tag, and the blank space before it.
-        out = self._buf[: len(self._buf) - _held(self._buf, (self._close,))].rstrip()
+        out = self._buf[: len(self._buf) - marker_prefix_length(self._buf, (self._close,))].rstrip()
         self._buf = self._buf[len(out) :]
         return _parts(ThinkingDelta, out)
 
@@ -193,6 +193,7 @@ class TagSplitter:
 _HARMONY_ENDS = ("<|end|>", "<|return|>", "<|call|>", "<|start|>")
 _HARMONY_MESSAGE = "<|message|>"
 _HARMONY_CHANNEL = re.compile(r"<\|channel\|>\s*([A-Za-z_]+)")
+_HARMONY_RECIPIENT = re.compile(r"(?:^|\s|>)to=\S")
 _MAX_HEADER = 256
 
 
@@ -200,13 +201,17 @@ class HarmonySplitter:
     """gpt-oss's messages: a header up to ``<|message|>``, a body up to ``<|end|>``.
 
     The analysis channel is thinking, every other one is answer. Output that does
-    not start with harmony markup is taken as plain answer text.
+    not start with harmony markup is taken as plain answer text. A message to a
+    recipient (``to=functions.NAME``, a tool call) is passed on whole, header and end
+    marker included, for the tool-call parser (engine/toolcalls.py) to read.
     """
 
     def __init__(self) -> None:
         self._state: Literal["header", "body", "plain"] = "header"
         self._kind: type[Part] = TextDelta
         self._seen_message = False
+        self._to_recipient = False
+        self._pending: list[Part] = []
         self._buf = ""
 
     @property
@@ -232,7 +237,9 @@ class HarmonySplitter:
     def _header(self) -> bool:
         """Read a header; False when more text is needed."""
         head = self._buf.lstrip()
-        if not self._seen_message and head and not (head.startswith("<|") or head == "<"):
+        # After the prompt's "<|start|>assistant" a call may begin " to=functions.NAME".
+        markup = head.startswith(("<|", "to=")) or head in ("<", "t", "to")
+        if not self._seen_message and head and not markup:
             self._state = "plain"
             return True
         end = self._buf.find(_HARMONY_MESSAGE)
@@ -241,14 +248,21 @@ class HarmonySplitter:
                 self._state = "plain"
                 return True
             return False
-        match = _HARMONY_CHANNEL.search(self._buf[:end])
+        header = self._buf[:end].strip()
+        match = _HARMONY_CHANNEL.search(header)
         self._kind = ThinkingDelta if match and match.group(1) == "analysis" else TextDelta
+        self._to_recipient = _HARMONY_RECIPIENT.search(header) is not None
         self._buf = self._buf[end + len(_HARMONY_MESSAGE) :]
         self._state = "body"
         self._seen_message = True
+        if self._to_recipient:
+            self._kind = TextDelta
+            opening = header if header.startswith("<|") else f"<|start|>assistant {header}"
+            self._pending = [TextDelta(opening + _HARMONY_MESSAGE)]
         return True
 
     def _body(self) -> tuple[list[Part], bool]:
+        opening, self._pending = self._pending, []
         found = [(i, mark) for mark in _HARMONY_ENDS if (i := self._buf.find(mark)) >= 0]
         if found:
             end, mark = min(found)
@@ -256,16 +270,19 @@ class HarmonySplitter:
             # <|start|> begins the next header; the others only end this message.
             self._buf = self._buf[end:] if mark == "<|start|>" else self._buf[end + len(mark) :]
             self._state = "header"
-            return _parts(self._kind, out), True
-        hold = _held(self._buf, _HARMONY_ENDS)
+            if self._to_recipient and mark != "<|start|>":
+                out += mark
+            return opening + _parts(self._kind, out), True
+        hold = marker_prefix_length(self._buf, _HARMONY_ENDS)
         out, self._buf = self._buf[: len(self._buf) - hold], self._buf[len(self._buf) - hold :]
-        return _parts(self._kind, out), False
+        return opening + _parts(self._kind, out), False
 
     def flush(self) -> list[Part]:
         out, self._buf = self._buf, ""
+        opening, self._pending = self._pending, []
         if self._state == "body":
-            return _parts(self._kind, out)
-        if self._state == "plain" or not out.lstrip().startswith("<"):
+            return opening + _parts(self._kind, out)
+        if self._state == "plain" or not out.lstrip().startswith(("<", "to=")):
             return _parts(TextDelta, out)
         return []  # a header the reply ended in: markup, not text
 
