@@ -74,6 +74,11 @@ def test_a_tool_that_writes_is_refused_without_a_terminal_and_runs_when_approved
 ) -> None:
     functions = str(notes_file(tmp_path))
     args = ("--functions", functions, "--tool-choice", "add_note")
+    shell = forced(gptcli, tmp_path, "-T", "shell", "--tool-choice", "shell")
+    record = shell["tool_calls"][0]  # type: ignore[index]
+    assert record["name"] == "shell" and record["result"]["refused"] is True
+    assert "--approve shell" in record["result"]["text"]
+
     refused = forced(gptcli, tmp_path, *args)
     record = refused["tool_calls"][0]  # type: ignore[index]
     assert record["result"]["refused"] is True
@@ -87,7 +92,7 @@ def test_a_tool_that_writes_is_refused_without_a_terminal_and_runs_when_approved
 
 def test_jsonl_events_and_a_clean_pipe(gptcli: Gptcli, tmp_path: Path) -> None:
     done = gptcli(
-        "ask", "-t", "0", "-n", "64", "--jsonl", "-T", "time", "--tool-choice", "time",
+        "ask", "-t", "0", "-n", "64", "--jsonl", "-T", "time", "--tool-choice", "required",
         "What day is it today?", cwd=tmp_path, timeout=240,
     )  # fmt: skip
     assert done.returncode == 0, done.stderr
@@ -124,16 +129,22 @@ def test_a_session_records_the_call_and_its_result(gptcli: Gptcli, tmp_path: Pat
     assert again.returncode == 0, again.stderr
 
 
-def test_an_mcp_server_tool_through_ask(gptcli: Gptcli, tmp_path: Path) -> None:
+def configure_servers(gptcli: Gptcli) -> None:
+    """``test``: the tests' MCP server; ``broken``: the same, exiting at once."""
     pytest.importorskip("mcp")
-    server = Path(__file__).parent / "mcpserver.py"
+    server = json.dumps(str(Path(__file__).parent / "mcpserver.py"))
     config = gptcli.home / "config" / "config.toml"
     config.parent.mkdir(parents=True, exist_ok=True)
+    python = json.dumps(sys.executable)
     config.write_text(
-        f"[mcp.servers.test]\ncommand = {json.dumps(sys.executable)}\n"
-        f"args = [{json.dumps(str(server))}]\n",
+        f"[mcp.servers.test]\ncommand = {python}\nargs = [{server}]\n\n"
+        f'[mcp.servers.broken]\ncommand = {python}\nargs = [{server}, "--exit-at-once"]\n',
         encoding="utf-8",
     )
+
+
+def test_an_mcp_server_tool_through_ask(gptcli: Gptcli, tmp_path: Path) -> None:
+    configure_servers(gptcli)
     result = forced(gptcli, tmp_path, "-T", "mcp:test/echo", "--tool-choice", "echo")
     call = result["tool_calls"][0]  # type: ignore[index]
     assert call["name"] == "echo"
@@ -166,6 +177,27 @@ def test_the_chat_asks_before_a_tool_that_writes(gptcli: Gptcli, tmp_path: Path)
         term.type_line("y")
         term.wait_prompt(4)
         assert (tmp_path / "notes.txt").exists()
+        term.ctrl("d")
+        assert term.wait_exit() == 0
+    finally:
+        term.close()
+
+
+def test_the_chat_calls_an_mcp_tool_and_goes_on_without_a_broken_server(
+    gptcli: Gptcli, tmp_path: Path
+) -> None:
+    configure_servers(gptcli)
+    env = {**gptcli.env, "TERM": "xterm-256color"}
+    args = ["-T", "mcp:test/echo", "-T", "mcp:broken", "--tool-choice", "echo", "-t", "0"]
+    term = Terminal([gptcli_executable(), *args, "-n", "48", "--no-save"], env, rows=40,
+                    cols=100, cwd=tmp_path)  # fmt: skip
+    try:
+        term.wait_prompt(1)
+        assert "MCP server 'broken'" in term.screen_text()
+        term.type_line("Say hello back to me.")
+        term.wait_prompt(2)
+        assert "↳ echo: " in term.screen_text()  # read-only: it ran without a question
+        assert "Allow it?" not in term.screen_text()
         term.ctrl("d")
         assert term.wait_exit() == 0
     finally:

@@ -221,10 +221,17 @@ class ToolFlags:
 
 @contextmanager
 def tool_use(
-    flags: ToolFlags, settings: ToolSettings, ask: Asker | None
+    flags: ToolFlags,
+    settings: ToolSettings,
+    ask: Asker | None,
+    notice: Callable[[str], None] | None = None,
 ) -> Iterator[ToolUse | None]:
     """The tools of this run (those the config or role enables, plus -T and --functions),
-    ready to be called; MCP servers among them are stopped on the way out."""
+    ready to be called; MCP servers among them are stopped on the way out.
+
+    With ``notice`` (the chat) an MCP server that cannot start is reported through it and
+    left out, and the chat goes on; without, it is an error (``ask`` exits 2).
+    """
     from gptcli.tools.box import Toolbox
 
     names = tuple(dict.fromkeys([*settings.enabled, *flags.names]))
@@ -235,7 +242,10 @@ def tool_use(
             raise UsageError(f"--tool-choice {flags.choice} needs tools: enable some with -T")
         yield None
         return
-    with Toolbox.enable(names, flags.functions, settings) as box:
+    with Toolbox.enable(names, flags.functions, settings, tolerant=notice is not None) as box:
+        for message in box.notices:
+            if notice is not None:
+                notice(f"{message}; its tools are left out")
         choice = flags.choice or "auto"
         if choice not in CHOICES and box.get(choice) is None:
             known = ", ".join(spec.name for spec in box.specs())

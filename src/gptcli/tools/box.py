@@ -86,13 +86,24 @@ class Toolbox:
         self._servers: dict[str, McpServer] = {}
         self._loop: EventLoopThread | None = None
         self._validators: dict[str, Any] = {}
+        self.tolerant = False  # a server that fails to start is skipped, with a notice
+        self.notices: list[str] = []
 
     @classmethod
     def enable(
-        cls, names: Sequence[str], functions: Sequence[Path], settings: ToolSettings
+        cls,
+        names: Sequence[str],
+        functions: Sequence[Path],
+        settings: ToolSettings,
+        tolerant: bool = False,
     ) -> Toolbox:
-        """The named tools and every function of each file; raises UsageError for unknown names."""
+        """The named tools and every function of each file; raises UsageError for unknown names.
+
+        ``tolerant`` (a chat, which should go on): an MCP server that fails to start is left
+        out and its one-line reason kept in ``notices``, instead of raising.
+        """
         box = cls(settings)
+        box.tolerant = tolerant
         try:
             box._enable(names, functions)
         except BaseException:
@@ -139,7 +150,13 @@ class Toolbox:
 
         pending: list[tuple[McpServer, Any]] = []
         for server_name, chosen in wanted.items():
-            server = self._server(server_name)
+            try:
+                server = self._server(server_name)
+            except UsageError as exc:
+                if not self.tolerant:
+                    raise
+                self.notices.append(exc.message)
+                continue
             offered = {info.name: info for info in server.tools}
             for tool in chosen or ():
                 if tool not in offered:
@@ -170,7 +187,12 @@ class Toolbox:
                 self._loop = EventLoopThread()
             server = McpServer(self.settings.mcp_servers[name], self._loop)
             self._servers[name] = server
-            server.start()
+            try:
+                server.start()
+            except BaseException:
+                del self._servers[name]
+                server.stop()
+                raise
         return self._servers[name]
 
     @property

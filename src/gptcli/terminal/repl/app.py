@@ -543,7 +543,8 @@ def run_repl(
     if name is not None:
         repl.restore_snapshot()
     try:
-        with tool_use(options.tools, settings.tools, terminal_asker(sys.stderr)) as tools:
+        asker = terminal_asker(sys.stderr)
+        with tool_use(options.tools, settings.tools, asker, repl._note) as tools:
             state.tools = tools
             return repl.run()
     finally:
