@@ -38,6 +38,7 @@ from gptcli.engine.template import CHATML_TEMPLATE, ChatTemplate, PromptPiece, T
 from gptcli.engine.textstream import AnswerText
 from gptcli.engine.thinking import (
     HARMONY,
+    Splitter,
     format_of_template,
     prompt_opens_thinking,
     split_events,
@@ -439,18 +440,24 @@ class LlamaBackend:
         cancel: Cancellation,
         tools: ToolRequest | None = None,
     ) -> Iterator[Event]:
-        pieces = self._prompt_pieces(messages, options.think)
-        tokens = self._pieces_to_tokens(pieces)
+        tokens, splitter, special = self.prompt_for(messages, options.think)
         self.check_fits(len(tokens), options)
         seed = options.seed if options.seed is not None else secrets.randbelow(2**32 - 1)
-        fmt = format_of_template(self._template.text)
-        tail = pieces[-1].text if pieces and pieces[-1].special else ""
-        special = fmt == HARMONY
         if special != self._special_pieces:
             self._pieces.clear()  # pieces were looked up the other way
             self._special_pieces = special
-        splitter = splitter_for(fmt, inside=prompt_opens_thinking(tail, fmt))
         return split_events(self._generate(tokens, options, seed, cancel), splitter)
+
+    def prompt_for(
+        self, messages: Sequence[Message], think: ThinkMode
+    ) -> tuple[list[int], Splitter, bool]:
+        """The prompt's tokens, the splitter that takes the thinking out of its answer,
+        and whether the answer's pieces are read with special tokens (harmony's markup)."""
+        pieces = self._prompt_pieces(messages, think)
+        fmt = format_of_template(self._template.text)
+        tail = pieces[-1].text if pieces and pieces[-1].special else ""
+        splitter = splitter_for(fmt, inside=prompt_opens_thinking(tail, fmt))
+        return self._pieces_to_tokens(pieces), splitter, fmt == HARMONY
 
     def _generate(
         self, tokens: list[int], options: SamplingOptions, seed: int, cancel: Cancellation
@@ -588,8 +595,8 @@ class LlamaBackend:
         """A new sampler chain for one answer (grammar, penalties, temperature, seed)."""
         return self._sampler(options, seed)
 
-    def piece(self, token: int) -> bytes:
-        return self._piece(token)
+    def piece(self, token: int, special: bool = False) -> bytes:
+        return self._piece(token, special)
 
     # -- state snapshots ---------------------------------------------------
 
