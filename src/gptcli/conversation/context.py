@@ -12,13 +12,14 @@ applied to the whole.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from itertools import chain
 from typing import Literal
 
 from gptcli.config import SamplingOptions
 from gptcli.conversation.chat import Conversation
+from gptcli.conversation.notes import NotePrompt, take_notes
 from gptcli.conversation.splitting import StreamSplit, split_text
 from gptcli.engine.base import Backend, Cancellation, Finished, Message, TextDelta
 from gptcli.errors import ContextOverflowError, UsageError
@@ -297,34 +298,36 @@ def chunked_messages(
     return ChunkedPrompt([Message("user", prompt)], tokens, len(parts), notes)
 
 
-def _notes_on(
-    chunk: str,
-    goal: str,
-    backend: Backend,
-    options: SamplingOptions,
-    cancel: Cancellation,
-    count: Callable[[str], int],
-) -> list[str]:
-    """Notes on one part; a part whose prompt turns out too long is halved, not refused."""
+@dataclass(frozen=True)
+class _NoteTask:
+    """What every part's notes are taken with."""
+
+    goal: str
+    backend: Backend
+    options: SamplingOptions
+    count: Callable[[str], int]
+
+
+def _note_prompts(task: _NoteTask, chunk: str) -> list[tuple[Message, ...]]:
+    """The prompts for notes on one part; a part whose prompt turns out too long for the
+    window with its notes is halved, not refused."""
     prompt = (
         f"{chunk}\n\n---\n\nWrite down, as short notes, the names, numbers and facts "
-        f"from this text that matter for this task: {goal}"
+        f"from this text that matter for this task: {task.goal}"
     )
-    messages = [Message("user", prompt)]
-    room = backend.details.context_size - (options.max_tokens or SUMMARY_TOKENS)
-    if backend.count_tokens(messages) > room:
-        size = count(chunk)
-        halves = split_text(chunk, count, max(16, size // 2 + 1))
-        if len(halves) < 2:
-            raise ContextOverflowError(
-                "the context window is too small to take notes on this text (try a larger --ctx)",
-                needed=size,
-                available=room,
-            )
-        return [
-            n for half in halves for n in _notes_on(half, goal, backend, options, cancel, count)
-        ]
-    return [complete(backend, messages, options, cancel)]
+    messages = (Message("user", prompt),)
+    room = task.backend.details.context_size - (task.options.max_tokens or SUMMARY_TOKENS)
+    if task.backend.count_tokens(messages) <= room:
+        return [messages]
+    size = task.count(chunk)
+    halves = split_text(chunk, task.count, max(16, size // 2 + 1))
+    if len(halves) < 2:
+        raise ContextOverflowError(
+            "the context window is too small to take notes on this text (try a larger --ctx)",
+            needed=size,
+            available=room,
+        )
+    return [p for half in halves for p in _note_prompts(task, half)]
 
 
 def _reduce(
@@ -337,7 +340,8 @@ def _reduce(
     limit: int,
 ) -> tuple[str, int]:
     """Replace a text by notes on its parts, round after round, until it fits ``limit``;
-    returns the notes and the text's tokens. The first round reads the text as a stream."""
+    returns the notes and the text's tokens. The first round reads the text as a stream;
+    the parts of a round are summarised in parallel (conversation/notes.py)."""
     count = _count_text(backend)
     window = backend.details.context_size
     # Each part plus its notes must fit the window; notes must be much shorter than the
@@ -351,18 +355,24 @@ def _reduce(
         grammar=None,
         repeat_penalty=max(options.repeat_penalty, 1.15),
     )
+    task = _NoteTask(goal, backend, options, count)
     overlap = min(128, limit // 10)
     splitter = StreamSplit(count, chunk_limit, overlap)
     chunks: Iterable[str] = splitter.parts(blocks, cancel)
     depth, known, size = 1, None, 0
-    while True:
-        notes = []
+
+    def prompts() -> Iterator[NotePrompt]:
         for number, chunk in enumerate(chunks, 1):
-            if progress:
+            if progress:  # when the part is taken up, not when its notes are done
                 progress(PartProgress(number, known, depth, splitter.done))
-            body = " ".join(_notes_on(chunk, goal, backend, options, cancel, count))
-            notes.append(f"Part {number}: {body}")
-        text = "\n\n".join(notes)
+            for messages in _note_prompts(task, chunk):
+                yield NotePrompt(number, messages)
+
+    while True:
+        bodies: dict[int, list[str]] = {}
+        for number, body in take_notes(prompts(), backend, options, cancel):
+            bodies.setdefault(number, []).append(body)
+        text = "\n\n".join(f"Part {n}: {' '.join(body)}" for n, body in bodies.items())
         size = size or splitter.tokens
         smaller = count_long(text, count, cancel)
         if smaller >= size:

@@ -1,0 +1,67 @@
+"""Notes on the parts of a long document, taken in parallel.
+
+The parts' prompts go through the machinery of `gptcli batch`: with llama.cpp,
+parallel sequences of one context of their own, continuously batched; with a
+server, several requests in flight. The parts are pulled from their iterator only
+as slots free up, so a streamed document is still read only as far as the parts
+being worked on. The notes come back in the parts' order, whatever order they
+finished in.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from contextlib import closing
+from dataclasses import dataclass
+from itertools import chain, islice
+
+from gptcli.config import SamplingOptions
+from gptcli.engine.base import Backend, Cancellation, Message
+from gptcli.engine.batch import BatchJob, open_engine, parallel_for
+
+
+@dataclass(frozen=True)
+class NotePrompt:
+    """The prompt for notes on (a piece of) part ``part``."""
+
+    part: int
+    messages: tuple[Message, ...]
+
+
+def take_notes(
+    prompts: Iterator[NotePrompt],
+    backend: Backend,
+    options: SamplingOptions,
+    cancel: Cancellation,
+) -> list[tuple[int, str]]:
+    """(part, notes) for every prompt, in the prompts' order.
+
+    Each sequence holds the whole window, so a prompt fits exactly when it would fit
+    alone; a prompt that does not is an error (the caller halves parts beforehand).
+    Raises KeyboardInterrupt after ``cancel``, as a single interrupted answer does.
+    """
+    window = backend.details.context_size
+    wanted = parallel_for(backend, window)
+    first = list(islice(prompts, wanted))  # no more sequences than there are prompts
+    if not first:
+        return []
+    parts: list[int] = []
+
+    def jobs() -> Iterator[BatchJob]:
+        for index, prompt in enumerate(chain(first, prompts)):
+            parts.append(prompt.part)
+            yield BatchJob(index, prompt.messages, options)
+
+    texts: dict[int, str] = {}
+    engine = open_engine(backend, min(wanted, len(first)), window)
+    try:
+        with closing(engine.run(jobs(), cancel)) as outcomes:
+            for outcome in outcomes:
+                if outcome.error is not None:
+                    raise outcome.error
+                texts[outcome.index] = outcome.text.strip()
+    finally:
+        engine.close()
+    if cancel.cancelled:
+        raise KeyboardInterrupt
+    return [(part, texts[index]) for index, part in enumerate(parts)]
