@@ -56,6 +56,13 @@ def test_an_error_on_one_part_is_raised() -> None:
         take_notes(prompts([10, 99, 20]), SlowFirstBackend([]), SamplingOptions(), Cancellation())
 
 
+def test_a_server_gets_one_request_at_a_time() -> None:
+    backend = SlowFirstBackend([])
+    started = time.monotonic()
+    take_notes(prompts([50, 51, 52]), backend, SamplingOptions(), Cancellation())
+    assert time.monotonic() - started >= 0.06  # three answers of 0.02 s, one after another
+
+
 def test_cancel_is_an_interrupt() -> None:
     cancel = Cancellation()
     cancel.cancel()

@@ -15,14 +15,16 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from itertools import chain
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from gptcli.config import SamplingOptions
 from gptcli.conversation.chat import Conversation
-from gptcli.conversation.notes import NotePrompt, take_notes
 from gptcli.conversation.splitting import StreamSplit, split_text
 from gptcli.engine.base import Backend, Cancellation, Finished, Message, TextDelta
 from gptcli.errors import ContextOverflowError, UsageError
+
+if TYPE_CHECKING:
+    from gptcli.conversation.notes import NotePrompt
 
 OverflowPolicy = Literal["error", "truncate", "summarize"]
 POLICIES: tuple[OverflowPolicy, ...] = ("error", "truncate", "summarize")
@@ -342,6 +344,8 @@ def _reduce(
     """Replace a text by notes on its parts, round after round, until it fits ``limit``;
     returns the notes and the text's tokens. The first round reads the text as a stream;
     the parts of a round are summarised in parallel (conversation/notes.py)."""
+    from gptcli.conversation.notes import NotePrompt, take_notes  # loads the llama.cpp engine
+
     count = _count_text(backend)
     window = backend.details.context_size
     # Each part plus its notes must fit the window; notes must be much shorter than the

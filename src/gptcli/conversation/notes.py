@@ -2,7 +2,7 @@
 
 The parts' prompts go through the machinery of `gptcli batch`: with llama.cpp,
 parallel sequences of one context of their own, continuously batched; with a
-server, several requests in flight. The parts are pulled from their iterator only
+server, one request at a time (see ``take_notes``). The parts are pulled from their iterator only
 as slots free up, so a streamed document is still read only as far as the parts
 being worked on. The notes come back in the parts' order, whatever order they
 finished in.
@@ -18,6 +18,7 @@ from itertools import chain, islice
 from gptcli.config import SamplingOptions
 from gptcli.engine.base import Backend, Cancellation, Message
 from gptcli.engine.batch import BatchJob, open_engine, parallel_for
+from gptcli.engine.llama import LlamaBackend
 
 
 @dataclass(frozen=True)
@@ -33,15 +34,23 @@ def take_notes(
     backend: Backend,
     options: SamplingOptions,
     cancel: Cancellation,
+    parallel: int | None = None,
 ) -> list[tuple[int, str]]:
     """(part, notes) for every prompt, in the prompts' order.
 
     Each sequence holds the whole window, so a prompt fits exactly when it would fit
     alone; a prompt that does not is an error (the caller halves parts beforehand).
-    Raises KeyboardInterrupt after ``cancel``, as a single interrupted answer does.
+    ``parallel`` prompts at once: by default as many as `gptcli batch` would decode
+    together with llama.cpp, one with a server. Raises KeyboardInterrupt after
+    ``cancel``, as a single interrupted answer does.
     """
     window = backend.details.context_size
-    wanted = parallel_for(backend, window)
+    # A server may end the answer it streams when another request arrives (llama-cpp-
+    # python's own does, unless started with --interrupt_requests False), so its parts
+    # go one at a time, as they always did; `gptcli batch` leaves that choice to --parallel.
+    if parallel is None and not isinstance(backend, LlamaBackend):
+        parallel = 1
+    wanted = parallel_for(backend, window, parallel)
     first = list(islice(prompts, wanted))  # no more sequences than there are prompts
     if not first:
         return []
