@@ -14,6 +14,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from itertools import chain
 from typing import TYPE_CHECKING, Literal
 
@@ -367,10 +368,12 @@ def _reduce(
 
     def prompts() -> Iterator[NotePrompt]:
         for number, chunk in enumerate(chunks, 1):
-            if progress:  # when the part is taken up, not when its notes are done
-                progress(PartProgress(number, known, depth, splitter.done))
+            # Shown when a slot takes the part (parts are read ahead to size the engine).
+            step = PartProgress(number, known, depth, splitter.done)
+            shown = partial(progress, step) if progress else None
             for messages in _note_prompts(task, chunk):
-                yield NotePrompt(number, messages)
+                yield NotePrompt(number, messages, shown)
+                shown = None
 
     while True:
         bodies: dict[int, list[str]] = {}

@@ -10,7 +10,7 @@ finished in.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import closing
 from dataclasses import dataclass
 from itertools import chain, islice
@@ -27,6 +27,7 @@ class NotePrompt:
 
     part: int
     messages: tuple[Message, ...]
+    taken_up: Callable[[], None] | None = None  # called when a slot takes it (progress)
 
 
 def take_notes(
@@ -59,6 +60,8 @@ def take_notes(
     def jobs() -> Iterator[BatchJob]:
         for index, prompt in enumerate(chain(first, prompts)):
             parts.append(prompt.part)
+            if prompt.taken_up is not None:
+                prompt.taken_up()
             yield BatchJob(index, prompt.messages, options)
 
     texts: dict[int, str] = {}
