@@ -2,9 +2,10 @@
 
     .venv/bin/python bench/render_decode.py [--tokens 2000] [--rate 600]
 
-A fake token source stands in for the model: each token's "decode" releases the
-GIL for 1/rate s (as llama_decode does, through ctypes), then the token's text
-goes to the renderer exactly as the REPL hands it over (``renderer.feed``). The
+A fake token source stands in for the model: each token's "decode" takes 1/rate s
+with the GIL released (as llama_decode does, through ctypes) while the previous
+token's text goes to the renderer as the REPL hands it over (``renderer.feed``),
+so a token takes the longer of the two, as in the pipelined decode loop. The
 time spent inside ``feed`` on the decoding thread is the decode-path cost per
 token; the wall time of the whole answer against a run with no renderer shows
 what the renderer takes from decoding in all (a render thread still competes
@@ -45,13 +46,14 @@ def decode(renderer: Renderer, pieces: list[str], rate: float) -> dict[str, floa
     interval = 1 / rate
     in_feed = 0.0
     started = time.perf_counter()
-    next_at = started
     for piece in pieces:
-        next_at += interval
-        time.sleep(max(0.0, next_at - time.perf_counter()))  # the GPU decodes, GIL released
-        before = time.perf_counter()
+        # The decode of the next token is launched, then the host hands this one on:
+        # a token takes the longer of the two (the pipelined loop of engine/llama.py).
+        launched = time.perf_counter()
         renderer.feed(piece)
-        in_feed += time.perf_counter() - before
+        done = time.perf_counter()
+        in_feed += done - launched
+        time.sleep(max(0.0, launched + interval - done))  # GPU still busy, GIL released
     before = time.perf_counter()
     renderer.finish()
     final = time.perf_counter() - before
