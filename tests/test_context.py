@@ -15,8 +15,8 @@ from gptcli.conversation.context import (
     PartProgress,
     chunked_messages,
     fit_conversation,
-    split_text,
 )
+from gptcli.conversation.splitting import split_text
 from gptcli.engine.base import Cancellation, Event, Message, ModelDetails, ToolRequest
 from gptcli.errors import ContextOverflowError
 from tests.fakes import ScriptedBackend

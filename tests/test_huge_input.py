@@ -15,7 +15,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gptcli.conversation.context import read_within, split_text
+from gptcli.conversation.context import read_within
+from gptcli.conversation.splitting import split_text
 from gptcli.engine.base import Cancellation
 from gptcli.errors import ContextOverflowError, UsageError
 from gptcli.terminal.inputs import BLOCK, decode_input, text_blocks
@@ -82,12 +83,12 @@ def test_input_that_fits_is_read_whole() -> None:
 
 
 def test_streamed_parts_cover_the_document(monkeypatch: pytest.MonkeyPatch) -> None:
-    from gptcli.conversation import context
+    from gptcli.conversation import splitting
 
-    monkeypatch.setattr(context, "STREAM_WINDOW", 500)
+    monkeypatch.setattr(splitting, "STREAM_WINDOW", 500)
     document = "\n\n".join(f"Paragraph {n} " + "filler " * 15 for n in range(60))
     count = len
-    splitter = context._StreamSplit(lambda t: len(t.split()), 60, 0)
+    splitter = splitting.StreamSplit(lambda t: len(t.split()), 60, 0)
     blocks = [document[i : i + 97] for i in range(0, len(document), 97)]
     parts = list(splitter.parts(blocks, Cancellation()))
     whole = split_text(document, lambda t: len(t.split()), 60)

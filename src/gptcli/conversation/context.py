@@ -12,22 +12,25 @@ applied to the whole.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
+from functools import partial
 from itertools import chain
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 from gptcli.config import SamplingOptions
 from gptcli.conversation.chat import Conversation
+from gptcli.conversation.splitting import StreamSplit, split_text
 from gptcli.engine.base import Backend, Cancellation, Finished, Message, TextDelta
 from gptcli.errors import ContextOverflowError, UsageError
+
+if TYPE_CHECKING:
+    from gptcli.conversation.notes import NotePrompt
 
 OverflowPolicy = Literal["error", "truncate", "summarize"]
 POLICIES: tuple[OverflowPolicy, ...] = ("error", "truncate", "summarize")
 SUMMARY_TOKENS = 300
 COUNT_PIECE = 64 * 1024  # characters tokenized at a time: bounded memory, Ctrl-C between
-STREAM_WINDOW = 256 * 1024  # characters of a streamed document split into parts at a time
 
 
 @dataclass(frozen=True)
@@ -222,138 +225,6 @@ def _summarize_oldest(
     return FitReport(prompt, dropped=dropped, summarized=cut)
 
 
-# -- long documents -------------------------------------------------------
-
-_PARAGRAPHS = re.compile(r"\n[ \t]*\n+")
-_SENTENCES = re.compile(r"(?<=[.!?])\s+")
-_Unit = tuple[str, int, bool]  # (text, tokens, starts a paragraph)
-
-
-def split_text(text: str, count: Callable[[str], int], limit: int, overlap: int = 0) -> list[str]:
-    """Split on paragraphs, then sentences, then words, into pieces of at most ``limit`` tokens.
-
-    Each piece after the first starts with the end of the previous one (about
-    ``overlap`` tokens of whole sentences) so facts on a boundary are seen whole.
-    """
-    return [chunk for chunk, _ in _pack(_units(text, count, limit), limit, overlap)]
-
-
-def _units(text: str, count: Callable[[str], int], limit: int) -> list[_Unit]:
-    units: list[_Unit] = []
-    for paragraph in _PARAGRAPHS.split(text):
-        if not paragraph.strip():
-            continue
-        size = count(paragraph)
-        if size <= limit:
-            units.append((paragraph, size, True))
-            continue
-        first = True
-        for sentence in _SENTENCES.split(paragraph):
-            size = count(sentence)
-            if size <= limit:
-                units.append((sentence, size, first))
-                first = False
-                continue
-            words = sentence.split(" ")
-            step = max(1, len(words) * limit // (size + 1))
-            for start in range(0, len(words), step):
-                piece = " ".join(words[start : start + step])
-                units.append((piece, count(piece), first))
-                first = False
-    return units
-
-
-def _pack(units: list[_Unit], limit: int, overlap: int) -> list[tuple[str, int]]:
-    """Units packed into (piece, tokens) of at most ``limit`` tokens, with overlap."""
-    chunks: list[tuple[str, int]] = []
-    current: list[_Unit] = []
-    used = 0
-    for unit in units:
-        if current and used + unit[1] > limit:
-            chunks.append((_join(current), used))
-            tail: list[_Unit] = []
-            carried = 0
-            for previous in reversed(current):
-                if carried + previous[1] > overlap:
-                    break
-                tail.insert(0, previous)
-                carried += previous[1]
-            current, used = tail, carried
-        current.append(unit)
-        used += unit[1]
-    if current:
-        chunks.append((_join(current), used))
-    return chunks
-
-
-def _join(units: list[_Unit]) -> str:
-    parts = []
-    for index, (text, _, new_paragraph) in enumerate(units):
-        if index:
-            parts.append("\n\n" if new_paragraph else " ")
-        parts.append(text)
-    return "".join(parts)
-
-
-def _cut(text: str) -> int:
-    """Where to end a window of a streamed text: after its last paragraph break in the
-    second half, else after its last whitespace, else at its end."""
-    breaks = list(_PARAGRAPHS.finditer(text, len(text) // 2))
-    if breaks:
-        return breaks[-1].end()
-    space = max(text.rfind(" "), text.rfind("\n"))
-    return space + 1 if space > 0 else len(text)
-
-
-class _StreamSplit:
-    """``split_text`` over a stream of text: one window at a time, so memory holds a
-    window and a part, not the document. The last part of each window is carried
-    into the next, where it may grow, so parts are cut as in one whole split."""
-
-    def __init__(self, count: Callable[[str], int], limit: int, overlap: int) -> None:
-        self._count, self._limit, self._overlap = count, limit, overlap
-        self.tokens = 0  # of the text split so far
-        self.done = 0  # characters of the text in the parts handed out, about
-
-    def parts(self, blocks: Iterable[str], cancel: Cancellation) -> Iterator[str]:
-        carry, carried = "", 0
-        pending: list[str] = []
-        held = 0
-        handed = 0  # characters taken from ``blocks``
-        for block in chain(blocks, [None]):
-            if cancel.cancelled:
-                raise KeyboardInterrupt
-            if block is not None:
-                pending.append(block)
-                held += len(block)
-                handed += len(block)
-                if held < STREAM_WINDOW:
-                    continue
-            text = carry + "".join(pending)
-            cut = len(text) if block is None else _cut(text)
-            if cancel.cancelled:
-                raise KeyboardInterrupt
-            units = _units(text[:cut], self._count, self._limit)
-            tokens = sum(unit[1] for unit in units)
-            self.tokens += tokens - carried
-            chunks = _pack(units, self._limit, self._overlap)
-            start, passed = handed - len(text), 0
-            if cut < len(text) and len(chunks) < 2:  # less than a part so far: wait for more
-                carry, carried = text, tokens
-                pending, held = [], 0
-                continue
-            final = cut == len(text)  # the end, or a window with no place to cut
-            for chunk, size in chunks if final else chunks[:-1]:
-                self.done = start + cut * passed // max(1, tokens)
-                yield chunk
-                passed += size
-            carry, carried = "", 0
-            if not final:
-                last, carried = chunks[-1]
-                carry = last + ("\n\n" if text[cut - 1] == "\n" else " ") + text[cut:]
-            pending, held = [], 0
-
-
 def _count_text(backend: Backend) -> Callable[[str], int]:
     empty = backend.count_tokens([Message("user", "")])
     return lambda text: max(1, backend.count_tokens([Message("user", text)]) - empty)
@@ -430,34 +301,36 @@ def chunked_messages(
     return ChunkedPrompt([Message("user", prompt)], tokens, len(parts), notes)
 
 
-def _notes_on(
-    chunk: str,
-    goal: str,
-    backend: Backend,
-    options: SamplingOptions,
-    cancel: Cancellation,
-    count: Callable[[str], int],
-) -> list[str]:
-    """Notes on one part; a part whose prompt turns out too long is halved, not refused."""
+@dataclass(frozen=True)
+class _NoteTask:
+    """What every part's notes are taken with."""
+
+    goal: str
+    backend: Backend
+    options: SamplingOptions
+    count: Callable[[str], int]
+
+
+def _note_prompts(task: _NoteTask, chunk: str) -> list[tuple[Message, ...]]:
+    """The prompts for notes on one part; a part whose prompt turns out too long for the
+    window with its notes is halved, not refused."""
     prompt = (
         f"{chunk}\n\n---\n\nWrite down, as short notes, the names, numbers and facts "
-        f"from this text that matter for this task: {goal}"
+        f"from this text that matter for this task: {task.goal}"
     )
-    messages = [Message("user", prompt)]
-    room = backend.details.context_size - (options.max_tokens or SUMMARY_TOKENS)
-    if backend.count_tokens(messages) > room:
-        size = count(chunk)
-        halves = split_text(chunk, count, max(16, size // 2 + 1))
-        if len(halves) < 2:
-            raise ContextOverflowError(
-                "the context window is too small to take notes on this text (try a larger --ctx)",
-                needed=size,
-                available=room,
-            )
-        return [
-            n for half in halves for n in _notes_on(half, goal, backend, options, cancel, count)
-        ]
-    return [complete(backend, messages, options, cancel)]
+    messages = (Message("user", prompt),)
+    room = task.backend.details.context_size - (task.options.max_tokens or SUMMARY_TOKENS)
+    if task.backend.count_tokens(messages) <= room:
+        return [messages]
+    size = task.count(chunk)
+    halves = split_text(chunk, task.count, max(16, size // 2 + 1))
+    if len(halves) < 2:
+        raise ContextOverflowError(
+            "the context window is too small to take notes on this text (try a larger --ctx)",
+            needed=size,
+            available=room,
+        )
+    return [p for half in halves for p in _note_prompts(task, half)]
 
 
 def _reduce(
@@ -470,7 +343,10 @@ def _reduce(
     limit: int,
 ) -> tuple[str, int]:
     """Replace a text by notes on its parts, round after round, until it fits ``limit``;
-    returns the notes and the text's tokens. The first round reads the text as a stream."""
+    returns the notes and the text's tokens. The first round reads the text as a stream;
+    the parts of a round are summarised in parallel (conversation/notes.py)."""
+    from gptcli.conversation.notes import NotePrompt, take_notes  # loads the llama.cpp engine
+
     count = _count_text(backend)
     window = backend.details.context_size
     # Each part plus its notes must fit the window; notes must be much shorter than the
@@ -484,18 +360,26 @@ def _reduce(
         grammar=None,
         repeat_penalty=max(options.repeat_penalty, 1.15),
     )
+    task = _NoteTask(goal, backend, options, count)
     overlap = min(128, limit // 10)
-    splitter = _StreamSplit(count, chunk_limit, overlap)
+    splitter = StreamSplit(count, chunk_limit, overlap)
     chunks: Iterable[str] = splitter.parts(blocks, cancel)
     depth, known, size = 1, None, 0
-    while True:
-        notes = []
+
+    def prompts() -> Iterator[NotePrompt]:
         for number, chunk in enumerate(chunks, 1):
-            if progress:
-                progress(PartProgress(number, known, depth, splitter.done))
-            body = " ".join(_notes_on(chunk, goal, backend, options, cancel, count))
-            notes.append(f"Part {number}: {body}")
-        text = "\n\n".join(notes)
+            # Shown when a slot takes the part (parts are read ahead to size the engine).
+            step = PartProgress(number, known, depth, splitter.done)
+            shown = partial(progress, step) if progress else None
+            for messages in _note_prompts(task, chunk):
+                yield NotePrompt(number, messages, shown)
+                shown = None
+
+    while True:
+        bodies: dict[int, list[str]] = {}
+        for number, body in take_notes(prompts(), backend, options, cancel):
+            bodies.setdefault(number, []).append(body)
+        text = "\n\n".join(f"Part {n}: {' '.join(body)}" for n, body in bodies.items())
         size = size or splitter.tokens
         smaller = count_long(text, count, cancel)
         if smaller >= size:

@@ -19,7 +19,7 @@ import queue
 import secrets
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -37,13 +37,15 @@ from gptcli.engine.base import (
 )
 from gptcli.engine.llama import LlamaBackend
 from gptcli.engine.textstream import AnswerText
-from gptcli.errors import ContextOverflowError, GptcliError
+from gptcli.engine.thinking import Splitter
+from gptcli.errors import ContextOverflowError, GptcliError, UsageError
 
 BATCH_TOKENS = 512  # tokens per llama_decode call: answers' next tokens plus prompt chunks
 CPU_PARALLEL_PER_CORE = 4
 CPU_PARALLEL_MAX = 16
 GPU_PARALLEL_MAX = 32
 KV_SHARE_OF_MEMORY = 4  # the KV caches of all sequences may take 1/4 of the available memory
+REMOTE_PARALLEL = 8  # requests in flight by default: a server batches them on its side
 
 
 @dataclass(frozen=True)
@@ -98,6 +100,29 @@ def default_parallel(backend: LlamaBackend, cells_each: int) -> int:
     return max(1, min(int(wanted), int(backend.lib.llama_max_parallel_sequences())))
 
 
+def parallel_for(backend: Backend, cells_each: int, requested: int | None = None) -> int:
+    """How many answers to work on at once: ``requested``, else the default for
+    ``backend`` (:func:`default_parallel` in process, REMOTE_PARALLEL for a server)."""
+    if not isinstance(backend, LlamaBackend):
+        return requested or REMOTE_PARALLEL
+    wanted = requested or default_parallel(backend, cells_each)
+    limit = int(backend.lib.llama_max_parallel_sequences())
+    if wanted > limit:
+        raise UsageError(f"--parallel is at most {limit} with this llama.cpp build")
+    return wanted
+
+
+def open_engine(backend: Backend, parallel: int, cells_each: int) -> LlamaBatch | StreamPool:
+    """Continuous batching in a context of its own for llama.cpp, threads for a server.
+
+    Each sequence gets ``cells_each`` cells of its own (the context is split, not
+    shared), so a job fits exactly when it would fit a window of that size alone.
+    """
+    if isinstance(backend, LlamaBackend):
+        return LlamaBatch(backend, parallel, cells_each)
+    return StreamPool(backend, parallel)
+
+
 @dataclass
 class _Sequence:
     """A job in a slot: its prompt still to evaluate, then its answer token by token."""
@@ -108,6 +133,8 @@ class _Sequence:
     sampler: Any
     seed: int
     answer: AnswerText
+    splitter: Splitter  # takes a reasoning model's thinking out of the answer
+    special: bool  # pieces read with special tokens (harmony's channel markup)
     clock: AnswerClock = field(default_factory=AnswerClock)
     fed: int = 0  # prompt tokens evaluated (or placed in the batch being decoded)
     next_token: int | None = None  # sampled, to evaluate in the next batch
@@ -142,7 +169,7 @@ class LlamaBatch:
         """Answer tokens produced so far, over all sequences (for progress)."""
         return self._tokens_decoded
 
-    def run(self, jobs: Iterator[BatchJob], cancel: Cancellation) -> Iterator[BatchOutcome]:
+    def run(self, jobs: Iterator[BatchJob], cancel: Cancellation) -> Generator[BatchOutcome]:
         """Answer ``jobs`` (pulled only when a slot is free); outcomes in finishing order.
 
         After ``cancel``, the answers in progress are dropped, not reported.
@@ -176,7 +203,7 @@ class LlamaBatch:
     def _start(self, job: BatchJob, slot: int) -> _Sequence | BatchOutcome:
         options = job.options
         try:
-            tokens = self._backend.prompt_tokens(job.messages)
+            tokens, splitter, special = self._backend.prompt_for(job.messages, options.think)
             wanted = options.max_tokens or 1
             if len(tokens) + wanted > self._cells:
                 raise ContextOverflowError(
@@ -189,7 +216,8 @@ class LlamaBatch:
             sampler = self._backend.sampler(options, seed)
         except GptcliError as exc:
             return BatchOutcome(job.index, error=exc)
-        return _Sequence(job, slot, tokens, sampler, seed, AnswerText(options.stop))
+        answer = AnswerText(options.stop)
+        return _Sequence(job, slot, tokens, sampler, seed, answer, splitter, special)
 
     def _step(
         self, active: list[_Sequence], slots: list[_Sequence | None], cancel: Cancellation
@@ -247,7 +275,8 @@ class LlamaBatch:
             return "stop"
         seq.produced += 1
         self._tokens_decoded += 1
-        text, stopped = seq.answer.feed(b"" if end_of_turn else self._backend.piece(token))
+        piece = b"" if end_of_turn else self._backend.piece(token, seq.special)
+        text, stopped = seq.answer.feed(piece)
         if text:
             seq.clock.text_shown()
             seq.text.append(text)
@@ -268,7 +297,10 @@ class LlamaBatch:
         lib.llama_memory_seq_rm(self._memory, seq.slot, -1, -1)
         usage = Usage(len(seq.prompt), seq.produced)
         finished = seq.clock.finished(reason, usage, 0, seq.seed)
-        return BatchOutcome(seq.job.index, "".join(seq.text), finished)
+        # As in a single answer (and from a server), thinking is not part of the text.
+        parts = [*seq.splitter.feed("".join(seq.text)), *seq.splitter.flush()]
+        text = "".join(part.text for part in parts if isinstance(part, TextDelta))
+        return BatchOutcome(seq.job.index, text, finished)
 
     def close(self) -> None:
         lib = self._lib
@@ -310,7 +342,7 @@ class StreamPool:
             return BatchOutcome(job.index, "".join(text), error=exc)
         return BatchOutcome(job.index, "".join(text), error=GptcliError("the answer ended early"))
 
-    def run(self, jobs: Iterator[BatchJob], cancel: Cancellation) -> Iterator[BatchOutcome]:
+    def run(self, jobs: Iterator[BatchJob], cancel: Cancellation) -> Generator[BatchOutcome]:
         """Answer ``jobs``, pulled as threads free up; outcomes in finishing order."""
         done: queue.Queue[Future[BatchOutcome]] = queue.Queue()
         stop = Cancellation()  # the threads' own flag: set on ``cancel``, and on leaving

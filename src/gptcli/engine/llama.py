@@ -40,6 +40,7 @@ from gptcli.engine.template import CHATML_TEMPLATE, ChatTemplate, PromptPiece, T
 from gptcli.engine.textstream import AnswerText
 from gptcli.engine.thinking import (
     HARMONY,
+    Splitter,
     format_of_template,
     prompt_opens_thinking,
     split_events,
@@ -453,22 +454,29 @@ class LlamaBackend:
         """The reply; with tools, calls in the template's format come out as ToolCalled
         (engine/toolcalls.py), constrained by a grammar (engine/grammar.py)."""
         specs = offered(tools)
-        pieces = self._prompt_pieces(messages, options.think, specs)
-        tokens = self._pieces_to_tokens(pieces)
+        tokens, splitter, special = self.prompt_for(messages, options.think, specs)
         self.check_fits(len(tokens), options)
         seed = options.seed if options.seed is not None else secrets.randbelow(2**32 - 1)
-        fmt = format_of_template(self._template.text)
         tool_fmt = self._template.tool_format
-        tail = pieces[-1].text if pieces and pieces[-1].special else ""
-        # Harmony's channels, and the markers of native tool formats, are control tokens.
-        special = fmt == HARMONY or (bool(specs) and tool_fmt != "generic")
+        # The markers of native tool formats are control tokens, as harmony's channels are.
+        special = special or (bool(specs) and tool_fmt != "generic")
         if special != self._special_pieces:
             self._pieces.clear()  # pieces were looked up the other way
             self._special_pieces = special
         grammar = tool_grammar(tool_fmt, specs, tools.choice) if tools and specs else None
-        splitter = splitter_for(fmt, inside=prompt_opens_thinking(tail, fmt))
         events = split_events(self._generate(tokens, options, seed, cancel, grammar), splitter)
         return parse_tool_events(events, parser_for(tool_fmt, specs)) if specs else events
+
+    def prompt_for(
+        self, messages: Sequence[Message], think: ThinkMode, tools: Sequence[ToolSpec] = ()
+    ) -> tuple[list[int], Splitter, bool]:
+        """The prompt's tokens, the splitter that takes the thinking out of its answer,
+        and whether the answer's pieces are read with special tokens (harmony's markup)."""
+        pieces = self._prompt_pieces(messages, think, tools)
+        fmt = format_of_template(self._template.text)
+        tail = pieces[-1].text if pieces and pieces[-1].special else ""
+        splitter = splitter_for(fmt, inside=prompt_opens_thinking(tail, fmt))
+        return self._pieces_to_tokens(pieces), splitter, fmt == HARMONY
 
     def _generate(
         self,
@@ -611,8 +619,8 @@ class LlamaBackend:
         """A new sampler chain for one answer (grammar, penalties, temperature, seed)."""
         return self._sampler(options, seed)
 
-    def piece(self, token: int) -> bytes:
-        return self._piece(token)
+    def piece(self, token: int, special: bool = False) -> bytes:
+        return self._piece(token, special)
 
     # -- state snapshots ---------------------------------------------------
 

@@ -32,7 +32,14 @@ from gptcli.conversation.batchitems import (
 )
 from gptcli.conversation.roles import role_layer
 from gptcli.engine.base import Backend, Cancellation
-from gptcli.engine.batch import BatchJob, BatchOutcome, LlamaBatch, StreamPool, default_parallel
+from gptcli.engine.batch import (
+    BatchJob,
+    BatchOutcome,
+    LlamaBatch,
+    StreamPool,
+    open_engine,
+    parallel_for,
+)
 from gptcli.errors import (
     ContextOverflowError,
     ExitStatus,
@@ -44,8 +51,6 @@ from gptcli.paths import app_paths
 from gptcli.terminal.inputs import stdin_is_interactive
 from gptcli.terminal.interrupt import signals_cancel
 from gptcli.terminal.render import GuardedStream
-
-REMOTE_PARALLEL = 8  # requests in flight by default: a server batches them on its side
 
 
 @dataclass(frozen=True)
@@ -306,22 +311,11 @@ def _engine(
 ) -> tuple[LlamaBatch | StreamPool, Iterator[BatchJob]]:
     """The engine for ``backend``, sized by --parallel or the default, and no larger than
     the input (its first jobs are read ahead to know)."""
-    from gptcli.engine.llama import LlamaBackend
-
     window = backend.details.context_size
-    if isinstance(backend, LlamaBackend):
-        wanted = request.parallel or default_parallel(backend, window)
-        limit = backend.lib.llama_max_parallel_sequences()
-        if wanted > limit:
-            raise UsageError(f"--parallel is at most {limit} with this llama.cpp build")
-    else:
-        wanted = request.parallel or REMOTE_PARALLEL
+    wanted = parallel_for(backend, window, request.parallel)
     first = list(islice(pending, wanted))
     parallel = max(1, min(wanted, len(first)))
-    jobs = chain(first, pending)
-    if isinstance(backend, LlamaBackend):
-        return LlamaBatch(backend, parallel, window), jobs
-    return StreamPool(backend, parallel), jobs
+    return open_engine(backend, parallel, window), chain(first, pending)
 
 
 class _Progress:
