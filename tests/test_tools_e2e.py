@@ -183,21 +183,26 @@ def test_the_chat_asks_before_a_tool_that_writes(gptcli: Gptcli, tmp_path: Path)
         term.close()
 
 
-def test_the_chat_calls_an_mcp_tool_and_goes_on_without_a_broken_server(
+def test_the_chat_asks_before_an_mcp_tool_and_goes_on_without_a_broken_server(
     gptcli: Gptcli, tmp_path: Path
 ) -> None:
     configure_servers(gptcli)
+    work = tmp_path / "work"
+    work.mkdir()
     env = {**gptcli.env, "TERM": "xterm-256color"}
-    args = ["-T", "mcp:test/echo", "-T", "mcp:broken", "--tool-choice", "echo", "-t", "0"]
-    term = Terminal([gptcli_executable(), *args, "-n", "48", "--no-save"], env, rows=40,
-                    cols=100, cwd=tmp_path)  # fmt: skip
+    tools = ["-T", "mcp:test/write_note", "-T", "mcp:broken", "--tool-choice", "write_note"]
+    term = Terminal([gptcli_executable(), *tools, "-t", "0", "-n", "64", "--no-save"], env,
+                    rows=40, cols=100, cwd=work)  # fmt: skip
     try:
         term.wait_prompt(1)
-        assert "MCP server 'broken'" in term.screen_text()
-        term.type_line("Say hello back to me.")
+        assert "MCP server 'broken'" in term.screen_text()  # one line, and the chat is on
+        term.type_line("Write a note saying hello.")
+        term.wait_text("Allow it?")  # not marked read-only by its server
+        assert "mcp: test" in term.screen_text()
+        term.type_line("n")
         term.wait_prompt(2)
-        assert "↳ echo: " in term.screen_text()  # read-only: it ran without a question
-        assert "Allow it?" not in term.screen_text()
+        assert "not run" in term.screen_text()
+        assert list(work.iterdir()) == []  # nothing was written
         term.ctrl("d")
         assert term.wait_exit() == 0
     finally:
