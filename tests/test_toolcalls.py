@@ -424,3 +424,23 @@ def test_remote_tool_calls_stream_in_fragments_and_history_is_sent() -> None:
     ]
     assert tool == {"role": "tool", "content": "42", "tool_call_id": "call_1", "name": "calc"}
     assert "tool_calls" not in body["messages"][1]
+
+
+@pytest.mark.parametrize(
+    "name", ["meta-llama-Llama-3.1-8B-Instruct.jinja", "meta-llama-Llama-3.2-3B-Instruct.jinja"]
+)
+def test_a_llama3_turn_with_two_calls_is_told_as_two_turns(name: str) -> None:
+    template = ChatTemplate("test", (TEMPLATES / name).read_text(), "<s>", "</s>")
+    calls = (
+        ToolCall("call_1", "calc", '{"expression": "6*7"}'),
+        ToolCall("call_2", "calc", '{"expression": "1+1"}'),
+    )
+    conversation = [
+        Message("user", USER),
+        Message("assistant", "", tool_calls=calls),
+        Message("tool", "42", tool_call_id="call_1", name="calc"),
+        Message("tool", "2", tool_call_id="call_2", name="calc"),
+    ]
+    text = prompt_text(template.render(conversation, tools=TOOLS))  # the template would refuse
+    first = text.index('"expression": "6*7"')
+    assert first < text.index('"42"') < text.index('"expression": "1+1"') < text.index('"2"')

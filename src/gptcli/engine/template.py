@@ -22,6 +22,7 @@ from gptcli.engine.toolformat import (
     ToolFormat,
     generic_messages,
     message_dict,
+    one_call_per_turn,
     tool_dict,
     tool_format_of_template,
 )
@@ -198,6 +199,8 @@ class ChatTemplate:
             if tools or any(m.tool_calls or m.role == "tool" for m in messages):
                 messages = generic_messages(messages, tools)
             tools = ()
+        elif self.tool_format == "llama3":
+            messages = one_call_per_turn(messages)
         tag = secrets.token_hex(8)
         # The control character makes any JSON encoding of a marker differ from it, so
         # a content the template writes as a JSON string is found as such.

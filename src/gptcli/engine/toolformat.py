@@ -178,3 +178,31 @@ def generic_messages(messages: Sequence[Message], tools: Sequence[ToolSpec]) -> 
         else:
             out.insert(0, Message("system", usage))
     return out
+
+
+def one_call_per_turn(messages: Sequence[Message]) -> list[Message]:
+    """The history with each assistant turn holding at most one call, followed by its result.
+
+    Llama 3.x templates refuse a turn with several calls (and a refusal would make the
+    backend give up the model's template); the model itself calls one tool per turn, so
+    a turn with several is told as several turns, each call next to its result.
+    """
+    rewritten: list[Message] = []
+    index = 0
+    while index < len(messages):
+        message = messages[index]
+        index += 1
+        if message.role != "assistant" or len(message.tool_calls) < 2:
+            rewritten.append(message)
+            continue
+        results: dict[str | None, Message] = {}
+        while index < len(messages) and messages[index].role == "tool":
+            results.setdefault(messages[index].tool_call_id, messages[index])
+            index += 1
+        for number, call in enumerate(message.tool_calls):
+            text = message.content if number == 0 else ""
+            rewritten.append(Message("assistant", text, tool_calls=(call,)))
+            if call.id in results:
+                rewritten.append(results.pop(call.id))
+        rewritten.extend(results.values())  # results that answer no call of the turn
+    return rewritten
