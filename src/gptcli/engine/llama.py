@@ -34,6 +34,7 @@ from gptcli.engine.base import (
     ToolSpec,
     Usage,
 )
+from gptcli.engine.cpuload import CpuSample, busy_elsewhere, default_threads
 from gptcli.engine.grammar import ToolGrammar, grammar_sampler, tool_grammar
 from gptcli.engine.modelfile import ModelFileInfo, read_model_file
 from gptcli.engine.template import CHATML_TEMPLATE, ChatTemplate, PromptPiece, TemplateError
@@ -122,6 +123,7 @@ class LlamaBackend:
         cancel: Cancellation | None = None,
         info: ModelFileInfo | None = None,
     ) -> None:
+        loading = CpuSample.take()  # how busy the machine is, measured while the model loads
         self._info = info or read_model_file(options.path)
         self._lib = native.bindings(options.debug)
         self._notices: list[str] = []
@@ -129,6 +131,7 @@ class LlamaBackend:
         self._ctx: Any = None
         self._cancel_for_abort = cancel or Cancellation()
         self._load_model(options)
+        self._busy_elsewhere = busy_elsewhere(loading, CpuSample.take())
         self._create_context(options)
 
         @self._lib.ggml_abort_callback  # type: ignore[untyped-decorator]
@@ -183,7 +186,11 @@ class LlamaBackend:
         trained = self._info.context_length
         requested = options.ctx or min(trained or DEFAULT_CONTEXT, DEFAULT_CONTEXT)
         self._window = _round_up(requested)
-        self._threads = options.threads or physical_cores()
+        self._threads = options.threads or default_threads(physical_cores(), self._busy_elsewhere)
+        if options.debug and not options.threads:
+            busy = self._busy_elsewhere
+            seen = "unknown" if busy is None else f"{busy:.1f}"
+            self._notices.append(f"{self._threads} threads (cores busy elsewhere: {seen})")
         # Flash attention decodes ~28% slower on CPU at 1k context; let GPU builds choose.
         on_gpu = self._gpu_layers > 0 and lib.llama_supports_gpu_offload()
         self._flash = (

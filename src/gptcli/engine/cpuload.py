@@ -1,0 +1,67 @@
+"""How many cores other processes keep busy, and so how many threads llama.cpp should use.
+
+llama.cpp's threads wait for each other at every step of a decode, spinning
+before they sleep; one that shares its core with another busy process holds up
+all the others. On a 2-core machine beside two `yes` processes, 2 threads
+decoded 2-3 tokens/s and 1 thread 31-44 (idle, both about 61). So the default
+thread count leaves out the cores that other processes were seen to keep busy
+while the model loaded: a measure over that span costs no time of its own.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import time
+from dataclasses import dataclass
+
+SHORTEST_WINDOW = 0.03  # seconds; over less, /proc/stat's 10 ms ticks say too little
+WHOLE_CORE = 0.75  # busy share elsewhere that counts as a core taken
+
+
+@dataclass(frozen=True)
+class CpuSample:
+    """The machine's busy and total CPU time and this process's own, at one moment."""
+
+    busy: float  # seconds, all CPUs
+    total: float
+    own: float
+    wall: float
+
+    @classmethod
+    def take(cls) -> CpuSample | None:
+        """None where /proc/stat cannot be read (not Linux)."""
+        try:
+            with open("/proc/stat", encoding="ascii") as handle:
+                fields = handle.readline().split()
+        except OSError:
+            return None
+        if not fields or fields[0] != "cpu":
+            return None
+        ticks = [int(value) for value in fields[1:9]]
+        idle = ticks[3] + ticks[4]  # idle and iowait
+        hertz = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+        total = sum(ticks) / hertz
+        return cls(total - idle / hertz, total, time.process_time(), time.monotonic())
+
+
+def busy_elsewhere(before: CpuSample | None, after: CpuSample | None) -> float | None:
+    """Cores kept busy by other processes between two samples; None if unknown."""
+    if before is None or after is None or after.wall - before.wall < SHORTEST_WINDOW:
+        return None
+    total = after.total - before.total
+    if total <= 0:
+        return None
+    cpus = os.cpu_count() or 1
+    busy = (after.busy - before.busy) / total * cpus
+    own = (after.own - before.own) / (after.wall - before.wall)
+    return max(0.0, busy - own)
+
+
+def default_threads(physical: int, busy: float | None) -> int:
+    """Physical cores, less the cores others keep busy when that leaves fewer; at least one."""
+    if busy is None:
+        return physical
+    cpus = os.cpu_count() or physical
+    taken = math.floor(busy + (1 - WHOLE_CORE))
+    return max(1, min(physical, cpus - taken))
