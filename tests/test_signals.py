@@ -101,8 +101,12 @@ def _chat(gptcli: Gptcli, *args: str) -> Terminal:
 
 
 def _hang_up(term: Terminal) -> None:
-    """What closing a terminal window does: the pty's master side goes away (SIGHUP)."""
-    os.close(term.child.child_fd)
+    """What closing a terminal window does: the pty's master side goes away (SIGHUP).
+
+    Closed through the file object that owns the descriptor: a bare os.close left that
+    object to close the same number again when collected, by then another test's pty.
+    """
+    term.child.ptyproc.fileobj.close()
     term.child.child_fd = -1
 
 
