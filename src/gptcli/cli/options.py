@@ -61,7 +61,9 @@ CtxOpt = Annotated[
 ]
 ThreadsOpt = Annotated[
     Optional[int],  # noqa: UP045
-    typer.Option("--threads", help="CPU threads [default: physical cores]."),
+    typer.Option(
+        "--threads", help="CPU threads [default: physical cores not kept busy by others]."
+    ),
 ]
 GpuLayersOpt = Annotated[
     Optional[str],  # noqa: UP045
