@@ -129,21 +129,29 @@ def terminal_asker(stream: IO[str]) -> Asker | None:
     """
     if not _isatty(stream):
         return None
-    try:
-        reader = sys.stdin if _isatty(sys.stdin) else open("/dev/tty", encoding="utf-8")  # noqa: SIM115
-    except OSError:
-        return None
-    source: IO[str] = reader
+    opened: list[IO[str]] = []
+
+    def source() -> IO[str] | None:
+        # Opened at the first question, not for every run that might ask one.
+        if _isatty(sys.stdin):
+            return sys.stdin
+        if not opened:
+            try:
+                opened.append(open("/dev/tty", encoding="utf-8"))  # noqa: SIM115
+            except OSError:
+                return None
+        return opened[0]
 
     def ask(call: ToolCall, tool: Tool) -> Answer:
         stream.write(
             f"\ngptcli: {call.name} ({tool.source}) may change things. It was called with:\n"
         )
         stream.write(_full_arguments(call) + "\n")
-        while True:
+        reader = source()
+        while reader is not None:
             stream.write(QUESTION)
             stream.flush()
-            line = source.readline()
+            line = reader.readline()
             if not line:
                 stream.write("\n")
                 return "no"
@@ -154,6 +162,7 @@ def terminal_asker(stream: IO[str]) -> Asker | None:
                 return "no"
             if choice in ("a", "always"):
                 return "always"
+        return "no"  # no terminal to read an answer from after all
 
     return ask
 
