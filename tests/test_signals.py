@@ -214,3 +214,44 @@ def test_signals_at_random_moments_of_saves_never_break_the_file(tmp_path: Path)
         session = store.load("shared")  # never corrupt: the old or the new version
         assert len(session.messages) >= acknowledged
     assert not list(tmp_path.glob("sessions/*.corrupt-*"))
+
+
+SWALLOWER = """
+import time
+from gptcli.terminal.interrupt import stop_gracefully
+stop_gracefully()
+class Slow:
+    def __del__(self):
+        print("finalizing", flush=True)
+        deadline = time.monotonic() + 1
+        while time.monotonic() < deadline:
+            pass
+slow = Slow()
+del slow
+print("after the finalizer", flush=True)
+time.sleep(3)
+print("finished the work", flush=True)
+"""
+
+
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGINT])
+def test_a_signal_swallowed_by_a_finalizer_still_stops_the_program(signum: int) -> None:
+    """Python ignores an exception raised in ``__del__``; the signal must not be lost with it."""
+    child = subprocess.Popen(
+        [sys.executable, "-c", SWALLOWER],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert child.stdout is not None
+    assert child.stdout.readline() == "finalizing\n"
+    child.send_signal(signum)
+    out, err = child.communicate(timeout=patience(30))
+    assert "finished the work" not in out
+    if signum == signal.SIGTERM:
+        assert child.returncode == 1, err
+        assert "Stopped: SIGTERM" in err
+    else:  # Python ends an uncaught KeyboardInterrupt by the signal itself
+        assert child.returncode == -signal.SIGINT, err
+        assert "KeyboardInterrupt" in err
+    assert "Exception ignored" not in err

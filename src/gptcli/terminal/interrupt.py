@@ -14,6 +14,12 @@ Three regimes, from the first instruction of the process to its exit:
   request to stop at the next token, so the partial answer is kept and saved.
   SIGHUP and SIGTERM also end the program once the turn is saved.
 
+A signal whose exception lands in a finalizer (a ``__del__``, a weakref
+callback) is swallowed there: Python reports it to ``sys.unraisablehook`` and
+goes on. The hook installed here sends the same signal again a moment later, so
+the program stops at its next step instead of finishing the work it was told
+to abandon.
+
 SIGHUP means the terminal is gone: standard output and error are pointed at
 /dev/null if they were that terminal, so nothing is written into a dead pty. A
 signal the parent set to be ignored (``nohup``, a background job) stays ignored.
@@ -24,6 +30,7 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import sys
 import threading
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING
@@ -96,8 +103,35 @@ def _raise(signum: int, frame: FrameType | None) -> None:
     raise Stopped(signum)
 
 
+_REDELIVER_AFTER = 0.01  # seconds: long enough for the finalizer's caller to resume
+
+
+def _redeliver_swallowed(info: sys.UnraisableHookArgs) -> None:
+    exc = info.exc_value
+    if isinstance(exc, Stopped):
+        signum = exc.signum
+    elif isinstance(exc, KeyboardInterrupt):
+        signum = signal.SIGINT
+    else:
+        sys.__unraisablehook__(info)
+        return
+    main = threading.main_thread().ident
+    if main is None:
+        return
+    timer = threading.Timer(_REDELIVER_AFTER, signal.pthread_kill, (main, signum))
+    timer.daemon = True
+    with contextlib.suppress(RuntimeError):  # no new threads at interpreter shutdown
+        timer.start()
+
+
+def _catch_swallowed() -> None:
+    if sys.unraisablehook is sys.__unraisablehook__:
+        sys.unraisablehook = _redeliver_swallowed
+
+
 def stop_gracefully() -> None:
     """Working regime: Ctrl-C raises KeyboardInterrupt, SIGHUP and SIGTERM raise Stopped."""
+    _catch_swallowed()
     _install(_raise)
 
 
@@ -127,6 +161,7 @@ class signals_cancel:
     def __enter__(self) -> None:
         if threading.current_thread() is not threading.main_thread():
             return
+        _catch_swallowed()
         for signum in STOP_SIGNALS:
             handler = signal.getsignal(signum)
             if handler is signal.SIG_IGN or handler is None:
