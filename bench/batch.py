@@ -1,13 +1,22 @@
 """`gptcli batch` against answering the same prompts one after another, in one run.
 
     .venv/bin/python bench/batch.py [--tokens 64] [--prompts 32] [--parallel 1,2,4,8]
+        [--batched-bench PATH/TO/llama-batched-bench]
 
 1. Aggregate decode, in process (one model load): for each parallel count P,
    P prompts of T tokens each (end-of-generation ignored, so every answer has T
    tokens) through the batch engine, against the same P answers through the
    single-sequence path (`LlamaBackend.stream`, what `gptcli ask` runs) one
-   after another. The rate is answer tokens over wall time, prompts included.
-2. End to end, whole processes: N prompts x T tokens through one `gptcli batch`
+   after another. ``*_tokens_per_s`` is answer tokens over wall time, prompts
+   included. ``batch_decode_tokens_per_s`` leaves the prompts out the way
+   llama.cpp's S_TG does: the same P prompts are run again with 1 answer token
+   each, and the rate is P x (T - 1) tokens over the difference of the walls.
+2. With ``--batched-bench``, in the same run and with the same settings
+   (threads, no weight repacking, flash attention off, 512-token batches, a
+   KV stream per sequence), ``llama-batched-bench -npp PP -ntg T -npl P...``
+   where PP is the prompts' mean length in tokens; its S_TG (aggregate decode
+   of P sequences) beside gptcli's.
+3. End to end, whole processes: N prompts x T tokens through one `gptcli batch`
    against a shell loop of `gptcli ask` (a process and a model load per prompt).
 
 Writes bench/batch-results.json.
@@ -21,6 +30,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -33,10 +43,58 @@ def prompt(number: int) -> str:
     return f"Write a short story about {TOPICS[number % len(TOPICS)]} (number {number})."
 
 
-def decode_rates(tokens: int, counts: list[int]) -> list[dict[str, Any]]:
+def run_batch(engine_args: tuple[Any, int, int], jobs: list[Any]) -> tuple[float, dict[int, Any]]:
+    """Wall time and outcomes of ``jobs`` through a fresh batch engine."""
+    from gptcli.engine.base import Cancellation
+    from gptcli.engine.batch import LlamaBatch
+
+    engine = LlamaBatch(*engine_args)
+    started = time.perf_counter()
+    outcomes = {o.index: o for o in engine.run(iter(jobs), Cancellation())}
+    wall = time.perf_counter() - started
+    engine.close()
+    return wall, outcomes
+
+
+def batched_bench(
+    binary: str, model: str, threads: int, prompt_tokens: int, tokens: int, counts: list[int]
+) -> dict[int, float]:
+    """llama-batched-bench's S_TG (aggregate decode tokens/s) for each parallel count."""
+    command = [
+        binary,
+        "-m",
+        model,
+        "-c",
+        str(max(counts) * 1024),
+        "-b",
+        "512",
+        "-ub",
+        "512",
+        "-t",
+        str(threads),
+        "-fa",
+        "off",
+        "-nr",
+        "-npp",
+        str(prompt_tokens),
+        "-ntg",
+        str(tokens),
+        "-npl",
+        ",".join(map(str, counts)),
+    ]
+    output = subprocess.run(command, check=True, capture_output=True, text=True).stdout
+    rates: dict[int, float] = {}
+    for line in output.splitlines():
+        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
+        if len(cells) == 10 and cells[0].isdigit():
+            rates[int(cells[2])] = float(cells[7])  # B, S_TG t/s
+    return rates
+
+
+def decode_rates(tokens: int, counts: list[int], native: str | None) -> list[dict[str, Any]]:
     from gptcli.config import SamplingOptions
     from gptcli.engine.base import Cancellation, Finished, Message, TextDelta
-    from gptcli.engine.batch import BatchJob, LlamaBatch
+    from gptcli.engine.batch import BatchJob
     from gptcli.engine.llama import LlamaBackend, LoadOptions
     from gptcli.models.resolve import bundled_model_path
 
@@ -46,14 +104,27 @@ def decode_rates(tokens: int, counts: list[int]) -> list[dict[str, Any]]:
     for _ in backend.stream([Message("user", prompt(0))], warm, Cancellation()):
         pass  # the first decode after a load is slow; neither side should pay it
     rows = []
+    first = SamplingOptions(temperature=0, max_tokens=1, ignore_eos=True, seed=1)
+    lengths = [
+        len(backend.prompt_for([Message("user", prompt(n))], options.think)[0]) for n in range(8)
+    ]
+    native_rates: dict[int, float] = {}
+    if native:
+        native_rates = batched_bench(
+            native,
+            str(bundled_model_path()),
+            backend.threads,
+            round(sum(lengths) / 8),
+            tokens,
+            counts,
+        )
+        print({"llama_batched_bench_s_tg": native_rates}, flush=True)
     for count in counts:
         jobs = [BatchJob(n, (Message("user", prompt(n)),), options) for n in range(count)]
-        engine = LlamaBatch(backend, count, 1024)
-        started = time.perf_counter()
-        outcomes = {o.index: o for o in engine.run(iter(jobs), Cancellation())}
-        batched = time.perf_counter() - started
+        prefill, _ = run_batch((backend, count, 1024), [replace(j, options=first) for j in jobs])
+        batched, outcomes = run_batch((backend, count, 1024), jobs)
         produced = sum(o.finished.usage.completion_tokens for o in outcomes.values() if o.finished)
-        engine.close()
+        decode_only = count * (tokens - 1) / (batched - prefill)
         started = time.perf_counter()
         alone, same = 0, 0
         for job in jobs:
@@ -71,7 +142,11 @@ def decode_rates(tokens: int, counts: list[int]) -> list[dict[str, Any]]:
             "sequential_tokens_per_s": round(alone / sequential, 1),
             "speedup": round((produced / batched) / (alone / sequential), 2),
             "same_text_as_sequential": f"{same}/{count}",
+            "batch_decode_tokens_per_s": round(decode_only, 1),
         }
+        if count in native_rates:
+            row["llama_batched_bench_s_tg"] = native_rates[count]
+            row["decode_vs_native"] = round(decode_only / native_rates[count], 2)
         print(row, flush=True)
         rows.append(row)
     backend.close()
@@ -126,11 +201,12 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=32)
     parser.add_argument("--parallel", default="1,2,4,8")
     parser.add_argument("--skip-decode", action="store_true")
+    parser.add_argument("--batched-bench", help="path to llama.cpp's llama-batched-bench")
     args = parser.parse_args()
     counts = [int(c) for c in args.parallel.split(",")]
     results: dict[str, Any] = {}
     if not args.skip_decode:
-        results["decode"] = decode_rates(args.tokens, counts)
+        results["decode"] = decode_rates(args.tokens, counts, args.batched_bench)
     results["end_to_end"] = end_to_end(args.prompts, args.tokens)
     (ROOT / "bench" / "batch-results.json").write_text(json.dumps(results, indent=2) + "\n")
 
