@@ -93,6 +93,38 @@ def test_lines_input_uses_line_numbers_as_ids(gptcli: Gptcli, tmp_path: Path) ->
     assert "Paris" in results[1]["text"]
 
 
+@pytest.mark.slow
+def test_prompts_that_begin_alike_reuse_the_prefix_and_answer_the_same(gptcli: Gptcli) -> None:
+    """A shared system prompt is evaluated once; reused cells must not change the answer."""
+    others = [
+        "One word for rain.",
+        "Name a colour.",
+        "Say hello.",
+        "Name a fruit.",
+        "Count to three.",
+    ]
+    items: list[dict[str, Any]] = []
+    for n, other in enumerate(others):
+        items += [{"id": f"fr{n}", "prompt": FRANCE}, {"id": f"o{n}", "prompt": other}]
+    system = (
+        "You are a helpful assistant who answers questions about geography briefly and "
+        "accurately. Keep every answer to one short sentence."
+    )
+    done = gptcli(
+        "batch", "--ordered", "-s", system, "-t", "0", "-n", "12", "--parallel", "3",
+        input=jsonl(items), timeout=300,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    results = records(done.stdout)
+    assert [r["id"] for r in results] == [i["id"] for i in items]
+    cached = [r["timings"]["cached_prompt_tokens"] for r in results]
+    assert cached[0] == 0  # the first prompt has nothing to reuse
+    assert all(count >= 20 for count in cached[1:]), cached  # the template and system prompt
+    assert max(cached) == results[0]["usage"]["prompt_tokens"] - 1  # the same prompt again
+    france = {r["text"] for r in results if str(r["id"]).startswith("fr")}
+    assert len(france) == 1 and "Paris" in france.pop()
+
+
 def _wait_for_records(path: Path, count: int, child: subprocess.Popen[bytes]) -> None:
     deadline = time.monotonic() + 240
     while time.monotonic() < deadline and child.poll() is None:

@@ -8,6 +8,15 @@ the jobs run out. Each sequence has its own sampler chain (seed, grammar), its
 own stop strings, end-of-generation and token limit, exactly as a single answer
 has in engine/llama.py.
 
+Prompts that begin alike (the template, a system prompt, a role's instructions)
+share the work. When an answer ends, its prompt's cells stay in its slot, and
+the next job there keeps the common prefix and evaluates only the rest. A job
+that can take ``SHARED_PREFIX_MIN`` more tokens from another stream (the first
+jobs, when no slot has been used yet) gets that stream copied into its own
+(``llama_memory_seq_cp`` across streams, applied at the start of the next
+``llama_decode``) and drops the cells past the common prefix; a job that starts
+in the same batch as the sequence it would copy from waits one batch for it.
+
 Any other backend (a server) is driven by :class:`StreamPool`: up to N answers
 streamed by threads at once, the server batching them on its side.
 """
@@ -19,7 +28,7 @@ import queue
 import secrets
 import threading
 import time
-from collections.abc import Generator, Iterator
+from collections.abc import Generator, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
@@ -45,6 +54,10 @@ CPU_PARALLEL_PER_CORE = 4
 CPU_PARALLEL_MAX = 16
 GPU_PARALLEL_MAX = 32
 KV_SHARE_OF_MEMORY = 4  # the KV caches of all sequences may take 1/4 of the available memory
+# A stream copy moves a whole KV stream (the bundled model: 22.5 KiB a cell, 23 MiB for
+# 1,024 cells, a few ms here), while a prompt token costs ~3.6 ms to evaluate here:
+# sharing pays from a handful of tokens; 16 keeps clear of trivial template overlaps.
+SHARED_PREFIX_MIN = 16
 REMOTE_PARALLEL = 8  # requests in flight by default: a server batches them on its side
 
 
@@ -129,6 +142,7 @@ class _Sequence:
 
     job: BatchJob
     slot: int
+    order: int  # when it took its slot: a sequence waits only for one that started before it
     prompt: list[int]
     sampler: Any
     seed: int
@@ -137,6 +151,8 @@ class _Sequence:
     special: bool  # pieces read with special tokens (harmony's channel markup)
     clock: AnswerClock = field(default_factory=AnswerClock)
     fed: int = 0  # prompt tokens evaluated (or placed in the batch being decoded)
+    shared: int = 0  # prompt tokens copied from another sequence instead of evaluated
+    waiting: bool = False  # for an earlier sequence to evaluate the prefix it will copy
     next_token: int | None = None  # sampled, to evaluate in the next batch
     produced: int = 0
     text: list[str] = field(default_factory=list)
@@ -156,6 +172,8 @@ class LlamaBatch:
         self._memory = self._lib.llama_get_memory(self._ctx)
         self._batch = self._lib.llama_batch_init(self._n_batch, 0, 1)
         self._tokens_decoded = 0
+        self._started = 0
+        self._retired: dict[int, list[int]] = {}  # slot -> the prompt whose cells it still holds
         self._cancel = Cancellation()
 
         @self._lib.ggml_abort_callback  # type: ignore[untyped-decorator]
@@ -194,6 +212,7 @@ class LlamaBatch:
                 active = [s for s in slots if s is not None]
                 if not active:
                     return
+                self._share_prefixes(active, slots)
                 yield from self._step(active, slots, cancel)
         finally:
             for held in slots:
@@ -217,7 +236,48 @@ class LlamaBatch:
         except GptcliError as exc:
             return BatchOutcome(job.index, error=exc)
         answer = AnswerText(options.stop)
-        return _Sequence(job, slot, tokens, sampler, seed, answer, splitter, special)
+        self._started += 1
+        return _Sequence(job, slot, self._started, tokens, sampler, seed, answer, splitter, special)
+
+    def _share_prefixes(self, active: list[_Sequence], slots: list[_Sequence | None]) -> None:
+        """Give each sequence that has evaluated nothing yet the longest prefix it can reuse.
+
+        In its own slot, the cells of the prompt answered there before stay where they
+        are (removing the rest costs nothing). From another stream, a prefix is copied
+        when it is ``SHARED_PREFIX_MIN`` tokens longer than that.
+        """
+        for seq in active:
+            if seq.fed:
+                continue
+            seq.waiting = False
+            limit = len(seq.prompt) - 1  # the last prompt token is evaluated for its logits
+            before = self._retired.get(seq.slot)
+            kept = _common_prefix(before, seq.prompt, limit) if before is not None else 0
+            best, source = kept + SHARED_PREFIX_MIN - 1, -1
+            ready = True
+            for other in active:
+                if other is seq or other.waiting or (other.fed == 0 and other.order > seq.order):
+                    continue
+                common = _common_prefix(other.prompt, seq.prompt, limit)
+                if common > best:
+                    best, source, ready = common, other.slot, other.fed >= common
+            for slot, prompt in self._retired.items():
+                if slots[slot] is None:  # no answer there now: its cells stay as they were
+                    common = _common_prefix(prompt, seq.prompt, limit)
+                    if common > best:
+                        best, source, ready = common, slot, True
+            if source < 0:
+                self._lib.llama_memory_seq_rm(self._memory, seq.slot, kept, -1)
+                shared = kept
+            elif not ready:  # that sequence evaluates the prefix in this batch: copy in the next
+                seq.waiting = True
+                continue
+            else:
+                self._lib.llama_memory_seq_cp(self._memory, source, seq.slot, -1, -1)
+                self._lib.llama_memory_seq_rm(self._memory, seq.slot, best, -1)
+                shared = best
+            self._retired.pop(seq.slot, None)
+            seq.fed = seq.shared = shared
 
     def _step(
         self, active: list[_Sequence], slots: list[_Sequence | None], cancel: Cancellation
@@ -244,7 +304,7 @@ class LlamaBatch:
                 seq.next_token = None
         for seq in active:
             remaining = len(seq.prompt) - seq.fed
-            if remaining <= 0 or count >= self._n_batch:
+            if remaining <= 0 or seq.waiting or count >= self._n_batch:
                 continue
             take = min(remaining, self._n_batch - count)
             for offset in range(take):
@@ -294,9 +354,11 @@ class LlamaBatch:
         if reason != "stop":
             seq.text.append(seq.answer.flush())
         lib.llama_sampler_free(seq.sampler)
-        lib.llama_memory_seq_rm(self._memory, seq.slot, -1, -1)
+        # The prompt's cells stay for the next job in this slot (or another) to reuse.
+        lib.llama_memory_seq_rm(self._memory, seq.slot, len(seq.prompt), -1)
+        self._retired[seq.slot] = seq.prompt
         usage = Usage(len(seq.prompt), seq.produced)
-        finished = seq.clock.finished(reason, usage, 0, seq.seed)
+        finished = seq.clock.finished(reason, usage, seq.shared, seq.seed)
         # As in a single answer (and from a server), thinking is not part of the text.
         parts = [*seq.splitter.feed("".join(seq.text)), *seq.splitter.flush()]
         text = "".join(part.text for part in parts if isinstance(part, TextDelta))
@@ -375,6 +437,15 @@ class StreamPool:
 
     def close(self) -> None:
         pass
+
+
+def _common_prefix(a: Sequence[int], b: Sequence[int], limit: int) -> int:
+    """How many leading tokens ``a`` and ``b`` share, at most ``limit``."""
+    n = min(len(a), len(b), limit)
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
 
 
 def _interrupted(outcome: BatchOutcome) -> bool:

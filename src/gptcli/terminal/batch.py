@@ -159,6 +159,7 @@ def answer_record(
             "prompt_s": round(timings.prompt_seconds, 4),
             "decode_s": round(timings.decode_seconds, 4),
             "tokens_per_s": round(finished.decode_tokens_per_second, 2),
+            "cached_prompt_tokens": timings.cached_tokens,
         },
     }
 
