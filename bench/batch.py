@@ -15,7 +15,8 @@
    (threads, no weight repacking, flash attention off, 512-token batches, a
    KV stream per sequence), ``llama-batched-bench -npp PP -ntg T -npl P...``
    where PP is the prompts' mean length in tokens; its S_TG (aggregate decode
-   of P sequences) beside gptcli's.
+   of P sequences) beside gptcli's. Both sides alternate for ``--rounds``
+   rounds (default 3) and the medians are reported.
 3. End to end, whole processes: N prompts x T tokens through one `gptcli batch`
    against a shell loop of `gptcli ask` (a process and a model load per prompt).
 
@@ -26,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -91,66 +93,80 @@ def batched_bench(
     return rates
 
 
-def decode_rates(tokens: int, counts: list[int], native: str | None) -> list[dict[str, Any]]:
+def sequential_row(
+    backend: Any, jobs: list[Any], outcomes: dict[int, Any], batched: float
+) -> dict[str, Any]:
+    """The same jobs one after another through the single-sequence path (`ask`'s)."""
+    from gptcli.engine.base import Cancellation, Finished, TextDelta
+
+    produced = sum(o.finished.usage.completion_tokens for o in outcomes.values() if o.finished)
+    started = time.perf_counter()
+    alone, same = 0, 0
+    for job in jobs:
+        text = ""
+        for event in backend.stream(job.messages, job.options, Cancellation()):
+            if isinstance(event, Finished):
+                alone += event.usage.completion_tokens
+            elif isinstance(event, TextDelta):
+                text += event.text
+        same += text == outcomes[job.index].text
+    sequential = time.perf_counter() - started
+    return {
+        "parallel": len(jobs),
+        "batch_tokens_per_s": round(produced / batched, 1),
+        "sequential_tokens_per_s": round(alone / sequential, 1),
+        "speedup": round((produced / batched) / (alone / sequential), 2),
+        "same_text_as_sequential": f"{same}/{len(jobs)}",
+    }
+
+
+def decode_rates(
+    tokens: int, counts: list[int], native: str | None, rounds: int
+) -> list[dict[str, Any]]:
     from gptcli.config import SamplingOptions
-    from gptcli.engine.base import Cancellation, Finished, Message, TextDelta
+    from gptcli.engine.base import Cancellation, Message
     from gptcli.engine.batch import BatchJob
     from gptcli.engine.llama import LlamaBackend, LoadOptions
     from gptcli.models.resolve import bundled_model_path
 
-    backend = LlamaBackend(LoadOptions(path=bundled_model_path(), extra_buffers=False))
+    model = bundled_model_path()
+    backend = LlamaBackend(LoadOptions(path=model, extra_buffers=False))
     options = SamplingOptions(temperature=0, max_tokens=tokens, ignore_eos=True, seed=1)
     warm = SamplingOptions(temperature=0, max_tokens=8)
     for _ in backend.stream([Message("user", prompt(0))], warm, Cancellation()):
         pass  # the first decode after a load is slow; neither side should pay it
-    rows = []
     first = SamplingOptions(temperature=0, max_tokens=1, ignore_eos=True, seed=1)
     lengths = [
         len(backend.prompt_for([Message("user", prompt(n))], options.think)[0]) for n in range(8)
     ]
-    native_rates: dict[int, float] = {}
-    if native:
-        native_rates = batched_bench(
-            native,
-            str(bundled_model_path()),
-            backend.threads,
-            round(sum(lengths) / 8),
-            tokens,
-            counts,
-        )
-        print({"llama_batched_bench_s_tg": native_rates}, flush=True)
+    decode: dict[int, list[float]] = {count: [] for count in counts}
+    native_rates: dict[int, list[float]] = {count: [] for count in counts}
+    rows: dict[int, dict[str, Any]] = {}
+    for round_ in range(rounds):  # alternating, so drifts in the machine's load hit both sides
+        for count in counts:
+            jobs = [BatchJob(n, (Message("user", prompt(n)),), options) for n in range(count)]
+            ones = [replace(j, options=first) for j in jobs]
+            prefill, _ = run_batch((backend, count, 1024), ones)
+            batched, outcomes = run_batch((backend, count, 1024), jobs)
+            decode[count].append(count * (tokens - 1) / (batched - prefill))
+            if native:
+                mean = round(sum(lengths) / len(lengths))
+                rate = batched_bench(native, str(model), backend.threads, mean, tokens, [count])
+                native_rates[count].append(rate[count])
+            if round_ == 0:
+                rows[count] = sequential_row(backend, jobs, outcomes, batched)
+            print({"round": round_, "parallel": count, "decode": decode[count][-1]}, flush=True)
     for count in counts:
-        jobs = [BatchJob(n, (Message("user", prompt(n)),), options) for n in range(count)]
-        prefill, _ = run_batch((backend, count, 1024), [replace(j, options=first) for j in jobs])
-        batched, outcomes = run_batch((backend, count, 1024), jobs)
-        produced = sum(o.finished.usage.completion_tokens for o in outcomes.values() if o.finished)
-        decode_only = count * (tokens - 1) / (batched - prefill)
-        started = time.perf_counter()
-        alone, same = 0, 0
-        for job in jobs:
-            text = ""
-            for event in backend.stream(job.messages, options, Cancellation()):
-                if isinstance(event, Finished):
-                    alone += event.usage.completion_tokens
-                elif isinstance(event, TextDelta):
-                    text += event.text
-            same += text == outcomes[job.index].text
-        sequential = time.perf_counter() - started
-        row = {
-            "parallel": count,
-            "batch_tokens_per_s": round(produced / batched, 1),
-            "sequential_tokens_per_s": round(alone / sequential, 1),
-            "speedup": round((produced / batched) / (alone / sequential), 2),
-            "same_text_as_sequential": f"{same}/{count}",
-            "batch_decode_tokens_per_s": round(decode_only, 1),
-        }
-        if count in native_rates:
-            row["llama_batched_bench_s_tg"] = native_rates[count]
-            row["decode_vs_native"] = round(decode_only / native_rates[count], 2)
+        row = rows[count]
+        row["batch_decode_tokens_per_s"] = round(statistics.median(decode[count]), 1)
+        if native_rates[count]:
+            row["llama_batched_bench_s_tg"] = round(statistics.median(native_rates[count]), 1)
+            row["decode_vs_native"] = round(
+                row["batch_decode_tokens_per_s"] / row["llama_batched_bench_s_tg"], 2
+            )
         print(row, flush=True)
-        rows.append(row)
     backend.close()
-    return rows
+    return [rows[count] for count in counts]
 
 
 def end_to_end(prompts: int, tokens: int) -> dict[str, Any]:
@@ -202,11 +218,12 @@ def main() -> None:
     parser.add_argument("--parallel", default="1,2,4,8")
     parser.add_argument("--skip-decode", action="store_true")
     parser.add_argument("--batched-bench", help="path to llama.cpp's llama-batched-bench")
+    parser.add_argument("--rounds", type=int, default=3, help="medians of this many rounds")
     args = parser.parse_args()
     counts = [int(c) for c in args.parallel.split(",")]
     results: dict[str, Any] = {}
     if not args.skip_decode:
-        results["decode"] = decode_rates(args.tokens, counts, args.batched_bench)
+        results["decode"] = decode_rates(args.tokens, counts, args.batched_bench, args.rounds)
     results["end_to_end"] = end_to_end(args.prompts, args.tokens)
     (ROOT / "bench" / "batch-results.json").write_text(json.dumps(results, indent=2) + "\n")
 

@@ -31,7 +31,6 @@ import time
 from collections.abc import Generator, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
-from typing import Any
 
 from gptcli.config import SamplingOptions
 from gptcli.engine.base import (
@@ -45,6 +44,7 @@ from gptcli.engine.base import (
     Usage,
 )
 from gptcli.engine.llama import LlamaBackend
+from gptcli.engine.sampler import Sampler
 from gptcli.engine.textstream import AnswerText
 from gptcli.engine.thinking import Splitter
 from gptcli.errors import ContextOverflowError, GptcliError, UsageError
@@ -144,7 +144,7 @@ class _Sequence:
     slot: int
     order: int  # when it took its slot: a sequence waits only for one that started before it
     prompt: list[int]
-    sampler: Any
+    sampler: Sampler
     seed: int
     answer: AnswerText
     splitter: Splitter  # takes a reasoning model's thinking out of the answer
@@ -217,7 +217,7 @@ class LlamaBatch:
         finally:
             for held in slots:
                 if held is not None:
-                    self._lib.llama_sampler_free(held.sampler)
+                    held.sampler.free()
 
     def _start(self, job: BatchJob, slot: int) -> _Sequence | BatchOutcome:
         options = job.options
@@ -329,7 +329,7 @@ class LlamaBatch:
         if seq.produced == 0:
             seq.clock.prefilled = time.perf_counter()
         options = seq.job.options
-        token = lib.llama_sampler_sample(seq.sampler, self._ctx, index)
+        token = seq.sampler.sample(self._ctx, index)
         end_of_turn = lib.llama_vocab_is_eog(self._vocab, token)
         if end_of_turn and not options.ignore_eos:
             return "stop"
@@ -353,7 +353,7 @@ class LlamaBatch:
         lib = self._lib
         if reason != "stop":
             seq.text.append(seq.answer.flush())
-        lib.llama_sampler_free(seq.sampler)
+        seq.sampler.free()
         # The prompt's cells stay for the next job in this slot (or another) to reuse.
         lib.llama_memory_seq_rm(self._memory, seq.slot, len(seq.prompt), -1)
         self._retired[seq.slot] = seq.prompt

@@ -35,8 +35,9 @@ from gptcli.engine.base import (
     Usage,
 )
 from gptcli.engine.cpuload import CpuSample, busy_elsewhere, default_threads
-from gptcli.engine.grammar import ToolGrammar, grammar_sampler, tool_grammar
+from gptcli.engine.grammar import ToolGrammar, tool_grammar
 from gptcli.engine.modelfile import ModelFileInfo, read_model_file
+from gptcli.engine.sampler import Sampler, build_sampler
 from gptcli.engine.template import CHATML_TEMPLATE, ChatTemplate, PromptPiece, TemplateError
 from gptcli.engine.textstream import AnswerText
 from gptcli.engine.thinking import (
@@ -50,7 +51,7 @@ from gptcli.engine.thinking import (
 )
 from gptcli.engine.toolcalls import parse_tool_events, parser_for
 from gptcli.engine.toolformat import offered
-from gptcli.errors import ContextOverflowError, GptcliError, ModelError, UsageError
+from gptcli.errors import ContextOverflowError, GptcliError, ModelError
 
 DEFAULT_CONTEXT = 4096
 INITIAL_CONTEXT = 1024  # the context grows from here, by doubling, up to the window
@@ -412,33 +413,8 @@ class LlamaBackend:
 
     def _sampler(
         self, options: SamplingOptions, seed: int, tools: ToolGrammar | None = None
-    ) -> Any:
-        """The sampler chain; a tool grammar takes the place of the user's grammar."""
-        lib = self._lib
-        chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
-        grammar_text = tools or options.grammar
-        if grammar_text:
-            try:
-                grammar = grammar_sampler(lib, self._vocab, grammar_text)
-            except UsageError:
-                lib.llama_sampler_free(chain)
-                raise
-            lib.llama_sampler_chain_add(chain, grammar)
-        if options.repeat_penalty != 1.0:
-            args: tuple[float, ...] = (64, options.repeat_penalty, 0.0, 0.0)
-            if len(lib.llama_sampler_init_penalties.argtypes) == 5:  # builds that take n_vocab
-                args = (lib.llama_vocab_n_tokens(self._vocab), *args)
-            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_penalties(*args))
-        if options.temperature <= 0:
-            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_greedy())
-            return chain
-        if options.top_k > 0:
-            lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_top_k(options.top_k))
-        lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_top_p(options.top_p, 1))
-        lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_min_p(options.min_p, 1))
-        lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_temp(options.temperature))
-        lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_dist(seed))
-        return chain
+    ) -> Sampler:
+        return build_sampler(self._lib, self._vocab, options, seed, tools)
 
     def check_fits(self, prompt_tokens: int, options: SamplingOptions) -> None:
         room = self._window - prompt_tokens
@@ -504,12 +480,12 @@ class LlamaBackend:
                     clock.text_shown()
                     yield TextDelta(text)
             finally:
-                self._lib.llama_sampler_free(sampler)
+                sampler.free()
         usage = Usage(len(tokens), progress.produced)
         yield clock.finished(progress.reason, usage, reused, seed)
 
     def _answer(
-        self, sampler: Any, options: SamplingOptions, cancel: Cancellation, progress: _Progress
+        self, sampler: Sampler, options: SamplingOptions, cancel: Cancellation, progress: _Progress
     ) -> Iterator[str]:
         """The answer's text, token by token, each token's decode started before its text.
 
@@ -520,7 +496,7 @@ class LlamaBackend:
         string only after it, so that token's decode was for nothing and it leaves
         the cache again (as it always did, it is not part of the answer).
         """
-        sample, is_eog = self._lib.llama_sampler_sample, self._lib.llama_vocab_is_eog
+        sample, is_eog = sampler.sample, self._lib.llama_vocab_is_eog
         vocab, pieces, answer = self._vocab, self._pieces, AnswerText(options.stop)
         feed = answer.feed
         limit = options.max_tokens if options.max_tokens is not None else sys.maxsize
@@ -529,7 +505,7 @@ class LlamaBackend:
             if cancel.cancelled:
                 progress.reason = "interrupted"
                 break
-            token = sample(sampler, self._ctx, -1)  # waits for the previous decode
+            token = sample(self._ctx, -1)  # waits for the previous decode
             end_of_turn = is_eog(vocab, token)
             if end_of_turn and not ignore_eos:
                 progress.reason = "stop"
@@ -622,7 +598,7 @@ class LlamaBackend:
             )
         return ctx
 
-    def sampler(self, options: SamplingOptions, seed: int) -> Any:
+    def sampler(self, options: SamplingOptions, seed: int) -> Sampler:
         """A new sampler chain for one answer (grammar, penalties, temperature, seed)."""
         return self._sampler(options, seed)
 
