@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -15,6 +16,18 @@ import pytest
 from tests.timing import patience
 
 SCRIPT_DIR = Path(sys.executable).parent
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """The tests send Ctrl-C, hang-ups and quits as a terminal does: their targets must not
+    inherit them ignored. A suite started under ``nohup`` or as a background job of a
+    script gets SIGHUP, SIGINT and SIGQUIT ignored, every child it starts would too, and
+    gptcli keeps a signal its parent ignored ignored (``nohup gptcli ...`` must survive a
+    hang-up), so every signal test would fail for the way the suite was started."""
+    for signum in (signal.SIGHUP, signal.SIGINT, signal.SIGQUIT):
+        if signal.getsignal(signum) is signal.SIG_IGN:
+            default = signal.default_int_handler if signum == signal.SIGINT else signal.SIG_DFL
+            signal.signal(signum, default)
 
 
 def gptcli_executable() -> str:

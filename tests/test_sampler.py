@@ -38,7 +38,7 @@ CASES = [
 def backend(bundled_model: Path) -> Iterator[Any]:
     from gptcli.engine.llama import LlamaBackend, LoadOptions
 
-    loaded = LlamaBackend(LoadOptions(bundled_model, threads=2, extra_buffers=False))
+    loaded = LlamaBackend(LoadOptions(bundled_model, extra_buffers=False))
     yield loaded
     loaded.close()
 
