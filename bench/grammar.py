@@ -30,6 +30,7 @@ PROMPT = "Give a recipe for pancakes as JSON, with every step spelled out."
 
 
 def grammar_first(lib: Any, vocab: Any, options: Any, seed: int, tools: Any = None) -> Any:
+    """llama.cpp's plain chain with the grammar in front: every candidate tested, every token."""
     from gptcli.engine.grammar import grammar_sampler
     from gptcli.engine.sampler import Sampler
 
