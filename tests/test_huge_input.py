@@ -15,11 +15,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gptcli.answering.inputs import BLOCK, decode_input, text_blocks
 from gptcli.conversation.context import read_within
 from gptcli.conversation.splitting import split_text
 from gptcli.engine.base import Cancellation
 from gptcli.errors import ContextOverflowError, UsageError
-from gptcli.terminal.inputs import BLOCK, decode_input, text_blocks
 from tests.conftest import Gptcli, gptcli_executable
 from tests.test_context import WindowBackend
 

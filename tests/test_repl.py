@@ -188,3 +188,39 @@ def test_chat_refuses_a_pipe(gptcli: Gptcli) -> None:
     result = gptcli("chat", input="hello")
     assert result.returncode == 2
     assert "needs a terminal" in result.stderr
+
+
+def test_every_command_survives_no_argument_too_many_and_garbage(gptcli: Gptcli) -> None:
+    """Each command /help lists, given no argument, too many and garbage, answers with a
+    line (a usage note, an error, or its work) and the chat goes on to answer a question."""
+    from gptcli.terminal.repl.commands import COMMANDS
+
+    term = start(gptcli, "-t", "0", "-n", "40", cols=100)
+    try:
+        term.type_line("/help")
+        term.wait_prompt(2)
+        help_lines = term.scrollback()
+        long_line = next(i for i, line in enumerate(help_lines) if line.startswith("  /set NAME"))
+        description_column = help_lines[long_line].index("set temperature")
+        continued = help_lines[long_line + 1]
+        assert continued[:description_column].strip() == ""  # wrapped under its column
+        assert continued[description_column : description_column + 1].strip()
+        shown = 2
+        for command in COMMANDS:
+            variants = ["a b c", "%%garbage%%"]
+            if command.name not in ("exit", "quit", "clear"):
+                variants.insert(0, "")
+            for arg in variants:
+                term.type_line(f"/{command.name} {arg}".rstrip())
+                shown += 1
+                term.wait_prompt(shown, timeout=30)
+        assert "internal error" not in "\n".join(term.scrollback())
+        term.type_line("/system -")
+        term.wait_prompt(shown + 1)
+        term.type_line(FRANCE)
+        term.wait_prompt(shown + 2)
+        assert "Paris" in answer_after(term.scrollback(), FRANCE)
+        term.type_line("/quit")
+        assert term.wait_exit() == 0
+    finally:
+        term.close()

@@ -7,13 +7,13 @@ import io
 import pytest
 from rich.console import Console
 
+from gptcli.answering.inputs import compose_prompt, decode_input
 from gptcli.config import SamplingOptions
 from gptcli.conversation.chat import Conversation, Reply
 from gptcli.engine.base import Cancellation, Finished, Message, TextDelta
 from gptcli.engine.template import CHATML_TEMPLATE, ChatTemplate, TemplateError
 from gptcli.engine.textstream import StopMatcher, Utf8Stream
 from gptcli.errors import UsageError
-from gptcli.terminal.inputs import compose_prompt, decode_input
 from gptcli.terminal.render import MarkdownRenderer, PlainRenderer, sanitize, split_complete_blocks
 from tests.fakes import ScriptedBackend
 from tests.timing import patience

@@ -124,8 +124,14 @@ class Settings:
 
 
 # The keys a config file, profile, role or flag may set; each has a validator below.
-_SAMPLING_KEYS = {f.name for f in fields(SamplingOptions)} - {"grammar", "schema", "ignore_eos"}
-_ENGINE_KEYS = {f.name for f in fields(EngineOptions)}
+# The sampling options a person sets by name (flags, config, roles, /set), in one list;
+# the grammar and schema come from --schema/--grammar, ignore_eos only from its flag.
+SAMPLING_KEYS = tuple(
+    f.name for f in fields(SamplingOptions) if f.name not in ("grammar", "schema", "ignore_eos")
+)
+ENGINE_KEYS = tuple(f.name for f in fields(EngineOptions))
+_SAMPLING_KEYS = frozenset(SAMPLING_KEYS)
+_ENGINE_KEYS = frozenset(ENGINE_KEYS)
 _TOP_KEYS = {
     "model",
     "system",

@@ -19,8 +19,15 @@ class ExitStatus(IntEnum):
     CONTEXT_OVERFLOW = 4
     SCHEMA_MISMATCH = 5
     REMOTE = 6
-    BROKEN_PIPE = 141
-    INTERRUPTED = 130
+    HANGUP = 129  # SIGHUP: the terminal was closed
+    INTERRUPTED = 130  # SIGINT: Ctrl-C
+    BROKEN_PIPE = 141  # SIGPIPE: the reader of stdout went away
+    TERMINATED = 143  # SIGTERM
+
+
+def signal_status(signum: int) -> ExitStatus:
+    """The status of a process ended by ``signum``: 128 + its number, as shells report it."""
+    return ExitStatus(128 + signum)
 
 
 class GptcliError(Exception):

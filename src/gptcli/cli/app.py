@@ -12,8 +12,8 @@ from typing import Annotated
 import typer
 
 from gptcli.cli.options import EXIT_STATUS_HELP
-from gptcli.errors import ExitStatus, GptcliError
-from gptcli.terminal.interrupt import EXIT_STATUS, Stopped, exit_status, stop_gracefully
+from gptcli.errors import ExitStatus, GptcliError, signal_status
+from gptcli.terminal.interrupt import Stopped, exit_status, stop_gracefully
 from gptcli.version import __version__
 
 app = typer.Typer(
@@ -143,7 +143,7 @@ def _error_boundary(debug: bool) -> Iterator[list[int]]:
         _say("")
         result[0] = int(ExitStatus.INTERRUPTED)
     except Stopped as stopped:
-        result[0] = EXIT_STATUS[stopped.signum]
+        result[0] = signal_status(stopped.signum)
     except Exception as exc:
         if debug:
             raise
@@ -166,7 +166,7 @@ def run(argv: list[str]) -> int:
         completion_init()
     with _error_boundary(debug) as result:
         try:
-            from gptcli.terminal.inputs import stdin_is_interactive
+            from gptcli.terminal.environment import stdin_is_interactive
 
             interactive = stdin_is_interactive(0) and stdin_is_interactive(1)
             outcome = typer.main.get_command(app).main(

@@ -147,15 +147,13 @@ def ask(
     debug: DebugOpt = False,
 ) -> None:
     """Answer one prompt and exit. Reads stdin when it is not a terminal."""
-    from gptcli.terminal.oneshot import OneShot, run_oneshot
+    from gptcli.answering.ask import AskRequest
+    from gptcli.terminal.display import OutputMode
+    from gptcli.terminal.oneshot import run_oneshot
 
-    flags = setting_flags(locals())
-    request = OneShot(
+    request = AskRequest(
         prompt=prompt,
-        flags=flags,
-        json_output=json_output,
-        plain=plain,
-        debug=debug,
+        flags=setting_flags(locals()),
         session=session,
         continue_last=continue_last,
         on_overflow=on_overflow,
@@ -165,12 +163,12 @@ def ask(
         grammar=grammar,
         role=role,
         variables=tuple(var or ()),
-        jsonl=jsonl,
-        quiet=quiet,
         ignore_eos=ignore_eos,
-        show_thinking=show_thinking,
         tools=tool_flags(locals()),
     )
-    status = run_oneshot(request)
+    mode = OutputMode(
+        json=json_output, jsonl=jsonl, plain=plain, show_thinking=show_thinking, quiet=quiet
+    )
+    status = run_oneshot(request, mode, debug)
     if status != ExitStatus.OK:
         raise typer.Exit(int(status))

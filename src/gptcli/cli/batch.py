@@ -103,21 +103,21 @@ def batch(
     has "id", "text", "finish_reason", "usage" and "timings", or "error". Exit status 0
     when every item succeeded, 1 when any failed.
     """
-    from gptcli.terminal.batch import BatchRequest, run_batch
+    from gptcli.answering.batch import BatchRequest
+    from gptcli.terminal.batch import BatchCommand, run_batch_command
 
-    request = BatchRequest(
+    command = BatchCommand(
+        request=BatchRequest(
+            flags=setting_flags(locals()), parallel=parallel, schema=schema, role=role
+        ),
         source=source,
-        flags=setting_flags(locals()),
         output=output,
         lines=lines,
         ordered=ordered,
         resume=resume,
-        parallel=parallel,
-        schema=schema,
-        role=role,
         quiet=quiet,
         debug=debug,
     )
-    status = run_batch(request)
+    status = run_batch_command(command)
     if status != ExitStatus.OK:
         raise typer.Exit(int(status))

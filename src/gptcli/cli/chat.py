@@ -100,19 +100,15 @@ def chat(
     debug: DebugOpt = False,
 ) -> None:
     """Chat interactively (the default on a terminal). /help inside lists the commands."""
-    from gptcli.config import load_settings
+    from gptcli.answering.settings import build_settings
     from gptcli.paths import app_paths
-    from gptcli.terminal.inputs import stdin_is_interactive
+    from gptcli.terminal.environment import stdin_is_interactive
     from gptcli.terminal.repl.app import run_repl
     from gptcli.terminal.repl.state import ReplOptions
 
     if not stdin_is_interactive(0) or not stdin_is_interactive(1):
         raise UsageError("chat needs a terminal; use gptcli ask for pipes and scripts")
-    flags = setting_flags(locals())
-    from gptcli.conversation.roles import role_layer
-
-    paths = app_paths()
-    settings = load_settings(paths.config_file, flags, role_layer(paths.config_dir, role, var))
+    settings = build_settings(app_paths(), setting_flags(locals()), role, var or ())
     if ignore_eos:
         settings = replace(settings, sampling=replace(settings.sampling, ignore_eos=True))
     history = settings.history and not no_history and os.environ.get("GPTCLI_NO_HISTORY") != "1"
@@ -127,6 +123,6 @@ def chat(
         show_thinking=show_thinking,
         tools=tool_flags(locals()),
     )
-    status = run_repl(settings, paths, options)
+    status = run_repl(settings, options)
     if status:
         raise typer.Exit(status)

@@ -10,9 +10,10 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 
 from gptcli.cli.completion_values import model_names, role_names, tool_names
+from gptcli.config import ENGINE_KEYS, SAMPLING_KEYS
 
 if TYPE_CHECKING:
-    from gptcli.terminal.tools import ToolFlags
+    from gptcli.answering.tools import ToolFlags
 
 EXIT_STATUS_HELP = (
     "Exit status: 0 ok; 1 error; 2 usage error or unusable input; 3 model not found or "
@@ -172,22 +173,12 @@ DebugOpt = Annotated[
 SETTING_FLAGS = (
     "model",
     "system",
-    "temperature",
-    "top_p",
-    "top_k",
-    "min_p",
-    "repeat_penalty",
-    "max_tokens",
-    "seed",
-    "stop",
-    "ctx",
-    "threads",
-    "gpu_layers",
+    *SAMPLING_KEYS,
+    *ENGINE_KEYS,
     "profile",
     "backend",
     "base_url",
     "api_key_env",
-    "think",
 )
 
 
@@ -205,7 +196,7 @@ def setting_flags(arguments: Mapping[str, Any]) -> dict[str, Any]:
 
 def tool_flags(arguments: Mapping[str, Any]) -> ToolFlags:
     """The tool options of a command (``ask`` and ``chat`` pass their ``locals()``)."""
-    from gptcli.terminal.tools import ToolFlags
+    from gptcli.answering.tools import ToolFlags
 
     return ToolFlags(
         names=tuple(arguments.get("tool") or ()),

@@ -19,21 +19,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gptcli.config import KNOWN_KEYS, check_value
+from gptcli.config import KNOWN_KEYS, SAMPLING_KEYS, check_value
 from gptcli.errors import ConfigError, UsageError
 from gptcli.models.registry import check_alias
 from gptcli.parsing import TOMLDecodeError, loads_toml
 
 _PLACEHOLDER = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)\}")
-ROLE_OPTION_KEYS = {
-    "temperature",
-    "top_p",
-    "top_k",
-    "min_p",
-    "repeat_penalty",
-    "max_tokens",
-    "model",
-}
+# A role sets the sampling options (a seed is a run's, not a persona's) and the model.
+ROLE_OPTION_KEYS = frozenset({*SAMPLING_KEYS, "model"} - {"seed"})
 
 
 @dataclass(frozen=True)

@@ -118,6 +118,7 @@ class ToolUse:
                 refusal = self.approval.refusal(call, tool) if tool is not None else None
                 if refusal is not None:
                     return ToolResult(call, refusal, error=True, refused=True)
+                started = time.perf_counter()  # the tool's own time, not the person's answer
                 output = self.runner.run(call)
         except KeyboardInterrupt:
             return interrupted_result(call, time.perf_counter() - started)

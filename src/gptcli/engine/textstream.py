@@ -16,7 +16,10 @@ class Utf8Stream:
         return self._decoder.decode(data)
 
     def flush(self) -> str:
-        return self._decoder.decode(b"", final=True)
+        """The end of the stream. Bytes still held are the start of a character the answer
+        was cut inside (by its token limit, say): they are withheld, not shown as U+FFFD."""
+        self._decoder.reset()
+        return ""
 
 
 class StopMatcher:

@@ -14,32 +14,14 @@ import os
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping
-from dataclasses import dataclass, replace
-from itertools import chain, islice
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
-from gptcli.config import SamplingOptions, Settings, load_settings
-from gptcli.conversation.batchitems import (
-    Item,
-    ItemError,
-    ItemId,
-    id_key,
-    item_messages,
-    item_options,
-    read_items,
-)
-from gptcli.conversation.roles import role_layer
-from gptcli.engine.base import Backend, Cancellation
-from gptcli.engine.batch import (
-    BatchJob,
-    BatchOutcome,
-    LlamaBatch,
-    StreamPool,
-    open_engine,
-    parallel_for,
-)
+from gptcli.answering.batch import BatchRequest, run_batch
+from gptcli.conversation.batchitems import ItemId, id_key, read_items
+from gptcli.engine.batch import BatchOutcome
 from gptcli.errors import (
     ContextOverflowError,
     ExitStatus,
@@ -47,34 +29,22 @@ from gptcli.errors import (
     SchemaMismatchError,
     UsageError,
 )
-from gptcli.paths import app_paths
-from gptcli.terminal.inputs import stdin_is_interactive
-from gptcli.terminal.interrupt import signals_cancel
+from gptcli.terminal.environment import stdin_is_interactive, terminal_environment
 from gptcli.terminal.render import GuardedStream
 
 
 @dataclass(frozen=True)
-class BatchRequest:
+class BatchCommand:
     """One `batch` invocation as parsed from the command line."""
 
+    request: BatchRequest
     source: Path | None  # None: stdin
-    flags: Mapping[str, Any]
     output: Path | None = None
     lines: bool = False
     ordered: bool = False
     resume: bool = False
-    parallel: int | None = None
-    schema: str | None = None
-    role: str | None = None
     quiet: bool = False
     debug: bool = False
-
-
-@dataclass(frozen=True)
-class _Plan:
-    settings: Settings
-    sampling: SamplingOptions
-    schema: dict[str, Any] | None
 
 
 class ResultWriter:
@@ -125,24 +95,11 @@ def error_record(item_id: ItemId, error: GptcliError) -> dict[str, Any]:
     return {"id": item_id, "error": {"kind": kind, "message": error.message}}
 
 
-def answer_record(
-    item_id: ItemId, outcome: BatchOutcome, schema: dict[str, Any] | None
-) -> dict[str, Any]:
-    from gptcli.conversation.structured import validate_answer
-
+def answer_record(item_id: ItemId, outcome: BatchOutcome) -> dict[str, Any]:
+    """An answered item's record: its text, how it ended, usage and timings."""
     finished = outcome.finished
     if outcome.error is not None or finished is None:
         return error_record(item_id, outcome.error or GptcliError("no answer"))
-    if schema is not None:
-        try:
-            if finished.reason == "length":
-                raise SchemaMismatchError(
-                    f"the answer was cut at {finished.usage.completion_tokens} tokens before "
-                    "its JSON was complete (raise --max-tokens)"
-                )
-            validate_answer(outcome.text, schema)
-        except SchemaMismatchError as exc:
-            return error_record(item_id, exc)
     timings = finished.timings
     return {
         "id": item_id,
@@ -189,7 +146,7 @@ def finished_ids(path: Path) -> set[str]:
     return done
 
 
-def _open_output(request: BatchRequest) -> tuple[IO[str] | None, set[str]]:
+def _open_output(request: BatchCommand) -> tuple[IO[str] | None, set[str]]:
     if request.output is None:
         if request.resume:
             raise UsageError("--resume needs -o FILE: the ids already in it are skipped")
@@ -202,7 +159,7 @@ def _open_output(request: BatchRequest) -> tuple[IO[str] | None, set[str]]:
     return handle, done
 
 
-def _input_lines(request: BatchRequest) -> IO[bytes]:
+def _input_lines(request: BatchCommand) -> IO[bytes]:
     if request.source is None or str(request.source) == "-":
         if sys.stdin is None or sys.stdin.closed or stdin_is_interactive(0):
             raise UsageError("no input: give a file, or pipe JSONL on stdin (see gptcli batch -h)")
@@ -213,28 +170,17 @@ def _input_lines(request: BatchRequest) -> IO[bytes]:
         raise UsageError(f"cannot read {request.source}: {exc.strerror}") from None
 
 
-def _plan(request: BatchRequest) -> _Plan:
-    from gptcli.conversation.structured import load_schema, schema_grammar
-
-    paths = app_paths()
-    roles = role_layer(paths.config_dir, request.role, [])
-    settings = load_settings(paths.config_file, request.flags, roles)
-    schema = load_schema(request.schema) if request.schema else None
-    grammar = schema_grammar(schema) if schema is not None else None
-    sampling = replace(settings.sampling, grammar=grammar, schema=schema)
-    return _Plan(settings, sampling, schema)
-
-
-def run_batch(request: BatchRequest) -> ExitStatus:
-    if request.parallel is not None and request.parallel < 1:
-        raise UsageError("--parallel must be at least 1")
-    plan = _plan(request)
-    source = _input_lines(request)
-    handle, done = _open_output(request)
+def run_batch_command(command: BatchCommand) -> ExitStatus:
+    """Read the input, answer it, write one record per item; exit 1 if any item failed."""
+    source = _input_lines(command)
+    handle, done = _open_output(command)
+    env = terminal_environment(quiet=command.quiet, debug=command.debug)
     try:
-        stream = GuardedStream(handle or sys.stdout)
-        writer = ResultWriter(stream, request.ordered)
-        status = _run(request, plan, source, done, writer)
+        writer = ResultWriter(GuardedStream(handle or sys.stdout), command.ordered)
+        results = _Records(writer, command)
+        items = read_items(source, command.lines)
+        finished = (lambda item_id: id_key(item_id) in done) if done else (lambda item_id: False)
+        status = run_batch(command.request, items, finished, results, env)
     finally:
         if handle is not None:
             handle.close()
@@ -249,83 +195,49 @@ def run_batch(request: BatchRequest) -> ExitStatus:
     return status
 
 
-class _Jobs:
-    """The input's items as jobs, writing error records and skipping finished ids on the way."""
+class _Records:
+    """A batch's results as records through a writer, with a progress line on a terminal."""
 
-    def __init__(self, items: Iterator[Item | ItemError], plan: _Plan, done: set[str]) -> None:
-        self._items = items
-        self._plan = plan
-        self._done = done
-        self.ids: dict[int, ItemId] = {}  # jobs handed out and not yet answered
+    def __init__(self, writer: ResultWriter, command: BatchCommand) -> None:
+        self._writer = writer
+        self._command = command
         self.skipped = 0
+        self._progress: _Progress | None = None
 
-    def each(self, writer: ResultWriter) -> Iterator[BatchJob]:
-        sampling, system = self._plan.sampling, self._plan.settings.system
-        for item in self._items:
-            if self._done and id_key(item.id) in self._done:
-                self.skipped += 1
-                writer.skip(item.index)
-            elif isinstance(item, ItemError):
-                writer.put(item.index, error_record(item.id, UsageError(item.message)))
-            else:
-                self.ids[item.index] = item.id
-                yield BatchJob(
-                    item.index, item_messages(item, system), item_options(item, sampling)
-                )
+    def answered(self, index: int, item_id: ItemId, outcome: BatchOutcome) -> None:
+        self._writer.put(index, answer_record(item_id, outcome))
 
+    def failed(self, index: int, item_id: ItemId, error: GptcliError) -> None:
+        self._writer.put(index, error_record(item_id, error))
 
-def _run(
-    request: BatchRequest,
-    plan: _Plan,
-    source: IO[bytes],
-    done: set[str],
-    writer: ResultWriter,
-) -> ExitStatus:
-    from gptcli.models.loader import open_backend
+    def skip(self, index: int) -> None:
+        self.skipped += 1
+        self._writer.skip(index)
 
-    jobs = _Jobs(read_items(source, request.lines), plan, done)
-    pending = jobs.each(writer)
-    cancel = Cancellation()
-    with signals_cancel(cancel):
-        backend, notices = open_backend(plan.settings, app_paths(), cancel, debug=request.debug)
-        if not request.quiet:
-            for notice in notices:
-                sys.stderr.write(f"gptcli: note: {notice}\n")
-        try:
-            engine = _engine(request, backend, pending)
-            progress = _progress(request, writer, jobs, engine[0])
-            try:
-                for outcome in engine[0].run(engine[1], cancel):
-                    item_id = jobs.ids.pop(outcome.index)
-                    writer.put(outcome.index, answer_record(item_id, outcome, plan.schema))
-            finally:
-                engine[0].close()
-                if progress is not None:
-                    progress.stop()
-        finally:
-            backend.close()
-    return ExitStatus.INTERRUPTED if cancel.cancelled else ExitStatus.OK
+    def working(self, tokens_generated: Callable[[], int]) -> None:
+        command = self._command
+        if command.quiet or not stdin_is_interactive(2) or os.environ.get("TERM") == "dumb":
+            return
+        total = _count_items(command.source)
+        self._progress = _Progress(self._writer, self, tokens_generated, total)
 
-
-def _engine(
-    request: BatchRequest, backend: Backend, pending: Iterator[BatchJob]
-) -> tuple[LlamaBatch | StreamPool, Iterator[BatchJob]]:
-    """The engine for ``backend``, sized by --parallel or the default, and no larger than
-    the input (its first jobs are read ahead to know)."""
-    window = backend.details.context_size
-    wanted = parallel_for(backend, window, request.parallel)
-    first = list(islice(pending, wanted))
-    parallel = max(1, min(wanted, len(first)))
-    return open_engine(backend, parallel, window), chain(first, pending)
+    def stopped(self) -> None:
+        if self._progress is not None:
+            self._progress.stop()
 
 
 class _Progress:
     """A one-line progress bar on stderr, redrawn twice a second from its own thread."""
 
     def __init__(
-        self, writer: ResultWriter, jobs: _Jobs, engine: LlamaBatch | StreamPool, total: int | None
+        self,
+        writer: ResultWriter,
+        records: _Records,
+        tokens_generated: Callable[[], int],
+        total: int | None,
     ) -> None:
-        self._writer, self._jobs, self._engine, self._total = writer, jobs, engine, total
+        self._writer, self._records, self._total = writer, records, total
+        self._tokens = tokens_generated
         self._started = time.monotonic()
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
@@ -333,8 +245,8 @@ class _Progress:
 
     def _line(self) -> str:
         elapsed = max(1e-6, time.monotonic() - self._started)
-        done = self._writer.written + self._jobs.skipped
-        rate = self._engine.tokens_generated / elapsed
+        done = self._writer.written + self._records.skipped
+        rate = self._tokens() / elapsed
         text = f"{done}" + (f"/{self._total}" if self._total is not None else "") + " items"
         if self._total:
             width = 24
@@ -372,11 +284,3 @@ def _count_items(path: Path | None) -> int | None:
         for line in handle:
             count += bool(line.strip())
     return count
-
-
-def _progress(
-    request: BatchRequest, writer: ResultWriter, jobs: _Jobs, engine: LlamaBatch | StreamPool
-) -> _Progress | None:
-    if request.quiet or not stdin_is_interactive(2) or os.environ.get("TERM") == "dumb":
-        return None
-    return _Progress(writer, jobs, engine, _count_items(request.source))

@@ -32,14 +32,16 @@ import os
 import signal
 import sys
 import threading
+from collections.abc import Iterator
 from types import FrameType, TracebackType
 from typing import TYPE_CHECKING
+
+from gptcli.errors import signal_status
 
 if TYPE_CHECKING:
     from gptcli.engine.base import Cancellation
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGHUP, signal.SIGTERM)
-EXIT_STATUS: dict[int, int] = {signal.SIGINT: 130, signal.SIGHUP: 129, signal.SIGTERM: 143}
 ENDING = (signal.SIGHUP, signal.SIGTERM)
 
 _ending: list[int] = []  # SIGHUP / SIGTERM received, in order
@@ -65,7 +67,7 @@ def ending_signal() -> int | None:
 def exit_status(status: int) -> int:
     """``status``, unless an ending signal arrived: then that signal's status."""
     signum = ending_signal()
-    return EXIT_STATUS[signum] if signum is not None else status
+    return signal_status(signum) if signum is not None else status
 
 
 def _record(signum: int) -> None:
@@ -181,3 +183,29 @@ class signals_cancel:
         ending = ending_signal()
         if exc_type is None and ending is not None:
             raise Stopped(ending)
+
+
+@contextlib.contextmanager
+def keys_unechoed(fd: int = 0) -> Iterator[None]:
+    """While an answer streams, keys typed are not echoed: a ``^C`` written into the live
+    region moves the cursor under Rich, whose erase then misses a line, and the unfinished
+    paragraph stayed on screen above its final render. Ctrl-C still sends SIGINT."""
+    try:
+        import termios
+
+        saved = termios.tcgetattr(fd)
+    except (ImportError, OSError, ValueError):
+        yield
+        return
+    quiet = list(saved)
+    quiet[3] &= ~(termios.ECHO | termios.ECHOCTL)
+    try:
+        termios.tcsetattr(fd, termios.TCSANOW, quiet)
+    except (OSError, termios.error):
+        yield
+        return
+    try:
+        yield
+    finally:
+        with contextlib.suppress(OSError, termios.error):
+            termios.tcsetattr(fd, termios.TCSANOW, saved)

@@ -2,24 +2,27 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from gptcli.config import SamplingOptions, Settings, ThinkMode, check_setting
+from gptcli.answering.chat import ChatState, ChatTurns
+from gptcli.answering.tools import tool_use
+from gptcli.config import SAMPLING_KEYS, SamplingOptions, Settings, ThinkMode, check_setting
 from gptcli.conversation.chat import Reply
-from gptcli.conversation.context import check_policy, fit_conversation
-from gptcli.conversation.recorder import answer_facts
-from gptcli.conversation.toolloop import AnswerEvent, ToolResult
-from gptcli.engine.base import Cancellation, TextDelta, ThinkingDelta, ToolCalled
+from gptcli.conversation.context import check_policy
+from gptcli.engine.base import Cancellation
 from gptcli.errors import ContextOverflowError, GptcliError
 from gptcli.paths import AppPaths, ensure_private_dir
 from gptcli.store.sessions import SessionStore, new_session_name
-from gptcli.terminal.interrupt import Stopped, signals_cancel
+from gptcli.terminal.display import EventDisplay
+from gptcli.terminal.environment import terminal_environment
+from gptcli.terminal.interrupt import keys_unechoed, signals_cancel
 from gptcli.terminal.paced import PacedRenderer
 from gptcli.terminal.render import (
     MarkdownRenderer,
@@ -32,15 +35,9 @@ from gptcli.terminal.render import (
 from gptcli.terminal.repl import commands
 from gptcli.terminal.repl.keys import repl_key_bindings, unwrap_block
 from gptcli.terminal.repl.sessions import SessionKeeper, resume
-from gptcli.terminal.repl.state import ReplOptions, ReplState
+from gptcli.terminal.repl.state import ReplOptions
 from gptcli.terminal.thinking import Ignored, LiveThinking, PlainThinking, ThinkingSink
-from gptcli.terminal.tools import (
-    ConsoleTools,
-    show_results,
-    show_tools,
-    terminal_asker,
-    tool_use,
-)
+from gptcli.terminal.tools import ConsoleTools, show_results, show_tools, terminal_asker
 
 if TYPE_CHECKING:
     from prompt_toolkit import PromptSession
@@ -64,21 +61,20 @@ class Repl:
 
     def __init__(
         self,
-        state: ReplState,
-        paths: AppPaths,
+        turns: ChatTurns,
         options: ReplOptions,
         console: Console,
         pt_input: Input | None = None,
         pt_output: Output | None = None,
     ) -> None:
-        self.state = state
-        self.paths = paths
+        self.turns = turns
+        self.state = turns.state
+        self.paths = turns.env.paths
         self.options = options
         self.console = console
         self._session = self._make_session(pt_input, pt_output)
-        self.sessions = SessionKeeper(state, paths, console, self._note, options.save)
+        self.sessions = SessionKeeper(turns, self.paths, console, self._note, options.save)
         self._prefill = ""
-        self.schema: dict[str, object] | None = None
 
     # -- input ---------------------------------------------------------------
 
@@ -173,98 +169,37 @@ class Repl:
         # Never markup: notes quote paths, names and model text.
         self.console.print(Text(sanitize(message), style=style))
 
+    def _display(self) -> EventDisplay:
+        renderer = self._renderer()
+        settle = renderer.settle if isinstance(renderer, PacedRenderer) else renderer.finish
+        return EventDisplay(renderer, self._thinking_sink(), ConsoleTools(self.console, settle))
+
     def _send(self, text: str) -> None:
-        state = self.state
-        backend = state.backend
-        sampling = state.settings.sampling
-        policy = check_policy(state.settings.on_overflow or "truncate")
-        cancel = Cancellation()
         try:
-            with signals_cancel(cancel):
-                fit = fit_conversation(state.conversation, text, backend, policy, sampling, cancel)
+            self._answered(lambda display: self.turns.send(text, display))
         except ContextOverflowError as exc:
             self._note(f"not sent: {exc.message}", "red")
-            return
         except KeyboardInterrupt:
             self._note("(interrupted while summarising; not sent)", "dim")
-            return
-        if fit.notice():
-            self._note(f"({fit.notice()})")
-        if state.recorder is not None:
-            state.recorder.user(text)  # on disk before the answer starts
-        tools = state.tools
-        self._stream(lambda c, r: state.conversation.send(text, backend, sampling, c, r, tools))
 
-    def _stream(
-        self, start: Callable[[Cancellation, Reply], Iterator[AnswerEvent]], retry: bool = False
-    ) -> None:
-        state = self.state
-        cancel = Cancellation()
-        reply = Reply()
-        renderer = self._renderer()
-        thinking = self._thinking_sink()
-        settle = renderer.settle if isinstance(renderer, PacedRenderer) else renderer.finish
-        tools = ConsoleTools(self.console, settle)
+    def _answered(self, answer: Callable[[EventDisplay], Reply]) -> None:
+        """Run one answer through a fresh display, then say how it ended."""
         try:
-            with signals_cancel(cancel):
-                for event in start(cancel, reply):
-                    if isinstance(event, TextDelta):
-                        thinking.end()
-                        renderer.feed(event.text)
-                    elif isinstance(event, ThinkingDelta):
-                        thinking.feed(event.text)
-                    elif isinstance(event, ToolCalled):
-                        thinking.end()
-                        tools.called(event.call)
-                    elif isinstance(event, ToolResult):
-                        tools.result(event)
+            with keys_unechoed():
+                reply = answer(self._display())
+        except ContextOverflowError:
+            raise
         except GptcliError as exc:
-            thinking.end()
-            renderer.finish()
             self._note(f"error: {exc.message}", "red")
             return
-        except KeyboardInterrupt:
-            reply.finished = None
-        except Stopped:
-            thinking.end()
-            renderer.finish()
-            raise
-        finally:
-            self._record_answer(reply, retry)
-            state.last_thinking = reply.thinking
-            state.last_tools = reply.tool_results
-        thinking.end()
-        renderer.finish()
+        problem = self.turns.problem(reply)
+        if problem is not None:
+            self._note(problem, "red")
         finished = reply.finished
-        if self.schema is not None and finished is not None and finished.reason == "stop":
-            from gptcli.conversation.structured import validate_answer
-
-            try:
-                validate_answer(reply.text, self.schema)
-            except GptcliError as exc:
-                self._note(exc.message, "red")
         if finished is None or finished.reason == "interrupted":
             self._note("(interrupted)", "dim")
         elif finished.reason == "length":
             self._note(f"(answer cut at {finished.usage.completion_tokens} tokens)", "dim")
-        if finished is not None:
-            state.last = finished
-            state.context_used = finished.usage.total_tokens
-
-    def _record_answer(self, reply: Reply, retry: bool) -> None:
-        state = self.state
-        if state.recorder is None or not (reply.text or reply.finished):
-            return
-        facts = answer_facts(state.backend, self.paths.cache_dir)
-        state.recorder.answer(
-            reply.final_text,
-            reply.finished,
-            facts,
-            state.settings.sampling,
-            replace_previous=retry,
-            thinking=reply.thinking,
-            steps=reply.steps,
-        )
 
     # -- sessions (see gptcli.terminal.repl.sessions) ---------------------------------
 
@@ -291,20 +226,30 @@ class Repl:
     # -- commands ------------------------------------------------------------
 
     def _command(self, name: str, arg: str) -> bool:
-        """Run a slash command; False means exit."""
+        """Run a slash command; False means exit. A command given the wrong arguments
+        gets its usage line, and one that fails says why: the chat goes on."""
+        command = commands.find(name)
         handler = getattr(self, f"_cmd_{name}", None)
-        if name in ("exit", "quit"):
-            return False
-        if handler is None:
+        if command is None or (handler is None and name not in ("exit", "quit")):
             hint = commands.suggest(name)
             extra = f" Did you mean /{hint}?" if hint else ""
             self._note(f"unknown command /{name}.{extra} /help lists them.")
             return True
-        handler(arg)
+        usage = commands.misuse(command, arg)
+        if usage is not None:
+            self._note(usage)
+            return True
+        if handler is None:
+            return False  # /exit, /quit
+        try:
+            handler(arg)
+        except GptcliError as exc:
+            self._note(exc.message, "red")
         return True
 
     def _cmd_help(self, arg: str) -> None:
-        self.console.print(commands.help_text(), highlight=False, markup=False)
+        text = commands.help_text(self.console.width)
+        self.console.print(text, highlight=False, markup=False, soft_wrap=True)
 
     def _cmd_new(self, arg: str) -> None:
         self.sessions.start_new()
@@ -347,19 +292,18 @@ class Repl:
         except ValueError as exc:
             self._note(f"{name} {exc}", "red")
             return
-        sampling = replace(self.state.settings.sampling, **{name: value})
-        self.state.settings = replace(self.state.settings, sampling=sampling)
-        self._note(f"({name} = {value!r})", "dim")
+        self.turns.set_sampling(**{name: value})
+        self._note(f"({name} = {shown(name, value)})", "dim")
 
     def _set_schema(self, raw: str) -> None:
         from gptcli.conversation.structured import load_schema, schema_grammar
 
         grammar = None
-        self.schema = None
+        self.state.schema = None
         if raw and raw not in ("off", "none"):
             try:
-                self.schema = load_schema(raw)
-                grammar = schema_grammar(self.schema)
+                self.state.schema = load_schema(raw)
+                grammar = schema_grammar(self.state.schema)
             except GptcliError as exc:
                 self._note(exc.message, "red")
                 return
@@ -386,11 +330,15 @@ class Repl:
         self.console.print(Text(sanitize(self.state.last_thinking), style="dim italic"))
 
     def _cmd_show(self, arg: str) -> None:
-        if arg.strip().lower() == "thinking":
+        what = arg.strip().lower()
+        if what == "thinking":
             self._show_thinking()
             return
-        if arg.strip().lower() == "tools":
+        if what == "tools":
             show_results(self.console, self.state.last_tools)
+            return
+        if what:
+            self._note("usage: /show [thinking|tools]")
             return
         details = self.state.backend.details
         sampling: SamplingOptions = self.state.settings.sampling
@@ -402,7 +350,7 @@ class Repl:
             ("context", f"{details.context_size} (trained {details.trained_context or '?'})"),
             ("template", details.template_source),
             ("on_overflow", self.state.settings.on_overflow or "truncate"),
-            *((key, repr(value)) for key, value in vars(sampling).items() if key != "grammar"),
+            *((key, shown(key, getattr(sampling, key))) for key in SAMPLING_KEYS),
             ("schema", "on" if sampling.grammar else "off"),
         ]
         width = max(len(k) for k, _ in rows)
@@ -415,9 +363,6 @@ class Repl:
     def _cmd_model(self, arg: str) -> None:
         from gptcli.models.loader import open_backend
 
-        if not arg:
-            self._note("usage: /model NAME|PATH")
-            return
         settings = replace(self.state.settings, model=arg)
         cancel = Cancellation()
         try:
@@ -431,16 +376,14 @@ class Repl:
             return
         for notice in notices:
             self._note(f"note: {notice}")
-        self.state.backend.close()
-        self.state.backend = backend
-        self.state.settings = settings
+        self.turns.use_backend(backend, settings)
         details = backend.details
         self._note(f"(now using {details.name}, {details.quantization})", "dim")
 
     def _cmd_role(self, arg: str) -> None:
         from gptcli.conversation.roles import role_layer
 
-        name, *pairs = arg.split()
+        name, *pairs = arg.split() or [""]
         if not name:
             self._note("usage: /role NAME [KEY=VALUE...] (gptcli roles list shows them)")
             return
@@ -464,11 +407,7 @@ class Repl:
         if state.conversation.last_user_text() is None:
             self._note("nothing to retry")
             return
-        backend, sampling = state.backend, state.settings.sampling
-        self._stream(
-            lambda c, r: state.conversation.regenerate(backend, sampling, c, r, state.tools),
-            retry=True,
-        )
+        self._answered(self.turns.retry)
 
     def _cmd_undo(self, arg: str) -> None:
         if self.state.conversation.undo():
@@ -521,27 +460,50 @@ class Repl:
             self.console.print(sanitize(line), highlight=False, markup=False)
 
 
-def run_repl(
-    settings: Settings, paths: AppPaths, options: ReplOptions, console: Console | None = None
-) -> int:
+def shown(key: str, value: object) -> str:
+    """An option's value as a person would type it (``/show``, ``/set``)."""
+    if value is None:
+        return "random" if key == "seed" else "none"
+    if isinstance(value, tuple):
+        return " ".join(json.dumps(part, ensure_ascii=False) for part in value) or "none"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return str(value)
+
+
+def console_notes(console: Console) -> Callable[[str, str], None]:
+    """Notes in the chat: one line on its console, in a style for their kind."""
+    from rich.text import Text
+
+    styles = {"note": "yellow", "warning": "red"}
+
+    def notify(message: str, kind: str) -> None:
+        # Never markup: notes quote paths, names and model text.
+        console.print(Text(sanitize(message), style=styles.get(kind, kind)))
+
+    return notify
+
+
+def run_repl(settings: Settings, options: ReplOptions, console: Console | None = None) -> int:
     from rich.console import Console
 
     from gptcli.models.loader import open_backend
 
     console = console or Console(highlight=False)
-    store = SessionStore(paths.data_dir)
+    env = terminal_environment(debug=options.debug, notify=console_notes(console))
+    store = SessionStore(env.paths.data_dir)
     name = options.resume or (store.most_recent() if options.continue_last else None)
     conversation = resume(store, name, settings.system, console)
     if not options.plain:
         threading.Thread(target=warm_up, name="gptcli-warm-up", daemon=True).start()
     cancel = Cancellation()
     with signals_cancel(cancel):
-        backend, notices = open_backend(settings, paths, cancel, options.debug)
+        backend, notices = open_backend(settings, env.paths, cancel, options.debug)
     for notice in notices:
         sys.stderr.write(f"gptcli: note: {notice}\n")
-    state = ReplState(settings, backend, conversation)
+    state = ChatState(settings, backend, conversation)
     state.session_name = name or new_session_name()
-    repl = Repl(state, paths, options, console)
+    repl = Repl(ChatTurns(state, env), options, console)
     if options.save:
         state.recorder = repl.sessions.recorder(state.session_name)
     if name is not None:

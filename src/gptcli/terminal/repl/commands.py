@@ -9,6 +9,8 @@ from dataclasses import dataclass
 from prompt_toolkit.completion import CompleteEvent, Completer, Completion
 from prompt_toolkit.document import Document
 
+from gptcli.config import SAMPLING_KEYS
+
 
 @dataclass(frozen=True)
 class Command:
@@ -27,8 +29,8 @@ COMMANDS: tuple[Command, ...] = (
     Command(
         "set",
         "NAME VALUE",
-        "set temperature, top_p, top_k, min_p, repeat_penalty, max_tokens, seed, stop, "
-        "on_overflow (error|truncate|summarize) or schema (FILE|JSON|off)",
+        f"set {', '.join(SAMPLING_KEYS)}, on_overflow (error|truncate|summarize) or "
+        "schema (FILE|JSON|off)",
     ),
     Command(
         "show",
@@ -52,18 +54,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("search", "WORDS", "find saved sessions that mention WORDS (then /load NAME)"),
 )
 NAMES = tuple(c.name for c in COMMANDS)
-SETTABLE = (
-    "temperature",
-    "top_p",
-    "top_k",
-    "min_p",
-    "repeat_penalty",
-    "max_tokens",
-    "seed",
-    "stop",
-    "on_overflow",
-    "schema",
-)
+SETTABLE = (*SAMPLING_KEYS, "on_overflow", "schema")
 
 
 def parse(line: str) -> tuple[str, str] | None:
@@ -83,9 +74,34 @@ def suggest(name: str) -> str | None:
     return starts[0] if starts else None
 
 
-def help_text() -> str:
+def find(name: str) -> Command | None:
+    return next((c for c in COMMANDS if c.name == name), None)
+
+
+def misuse(command: Command, arg: str) -> str | None:
+    """The usage note for ``/name arg`` when its arguments cannot be right: one given to a
+    command that takes none, or none given to one that needs some."""
+    usage = f"usage: /{command.name} {command.args}".rstrip()
+    if not command.args and arg:
+        return f"{usage} (it takes no arguments)"
+    if command.args and not command.args.startswith("[") and not arg:
+        return usage
+    return None
+
+
+def help_text(columns: int = 80) -> str:
+    """The commands, their descriptions wrapped under the description column to fit
+    ``columns``, and the keys."""
+    import textwrap
+
     width = max(len(f"/{c.name} {c.args}".strip()) for c in COMMANDS)
-    lines = [f"  {f'/{c.name} {c.args}'.strip():<{width}}  {c.summary}" for c in COMMANDS]
+    indent = " " * (width + 4)
+    room = max(20, columns - len(indent) - 1)
+    lines: list[str] = []
+    for c in COMMANDS:
+        wrapped = textwrap.wrap(c.summary, room) or [""]
+        lines.append(f"  {f'/{c.name} {c.args}'.strip():<{width}}  {wrapped[0]}")
+        lines.extend(indent + more for more in wrapped[1:])
     keys = [
         "",
         "Keys: Enter sends; Alt-Enter or Esc Enter adds a line; a message starting with",

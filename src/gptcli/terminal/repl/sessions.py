@@ -6,15 +6,13 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
+from gptcli.answering.chat import ChatState, ChatTurns
 from gptcli.conversation.chat import Conversation
-from gptcli.conversation.kvstate import restore_state, save_state
 from gptcli.conversation.recorder import SessionRecorder, conversation_of
 from gptcli.errors import GptcliError
 from gptcli.paths import AppPaths
 from gptcli.store.sessions import SessionError, SessionStore, check_name, new_session_name
-from gptcli.terminal.interrupt import ending_signal
 from gptcli.terminal.render import sanitize
-from gptcli.terminal.repl.state import ReplState
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -27,11 +25,15 @@ Note = Callable[[str, str], None]
 class SessionKeeper:
     """Names, saves and loads the chat's session; keeps its KV cache beside it."""
 
-    state: ReplState
+    turns: ChatTurns
     paths: AppPaths
     console: Console
     note: Note
     save_turns: bool = True
+
+    @property
+    def state(self) -> ChatState:
+        return self.turns.state
 
     @property
     def store(self) -> SessionStore:
@@ -43,22 +45,10 @@ class SessionKeeper:
     # -- KV snapshots --------------------------------------------------------
 
     def save_snapshot(self) -> None:
-        """Keep the KV cache beside the session so a resume needs no re-processing."""
-        try:
-            save_state(
-                self.state.recorder,
-                self.state.backend,
-                self.paths.cache_dir,
-                hurried=ending_signal() is not None,
-            )
-        except OSError as exc:
-            self.note(f"(could not save the session's state: {exc.strerror})", "dim")
+        self.turns.save_snapshot()
 
     def restore_snapshot(self) -> None:
-        state = self.state
-        restored = restore_state(
-            self.store, state.session_name, state.backend, self.paths.cache_dir
-        )
+        restored = self.turns.restore_snapshot()
         if restored:
             self.note(f"(restored the saved state: {restored} tokens need no processing)", "dim")
 

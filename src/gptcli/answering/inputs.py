@@ -248,10 +248,3 @@ def compose_prompt(prompt: str | None, piped: str | None) -> str:
     if prompt is None:
         return piped
     return f"{piped.rstrip()}\n\n---\n\n{prompt}"
-
-
-def stdin_is_interactive(fd: int = 0) -> bool:
-    try:
-        return os.isatty(fd)
-    except OSError:
-        return False

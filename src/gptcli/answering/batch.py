@@ -1,0 +1,154 @@
+"""Many prompts, one answer each: `batch` from settings to checked outcomes.
+
+Items are read one at a time as slots free up and each outcome is handed on when it
+finishes, so a run's memory does not grow with its input; the front end writes the
+records (terminal/batch.py) and may skip ids an earlier run finished (``--resume``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass, replace
+from itertools import chain, islice
+from typing import Any, Protocol
+
+from gptcli.answering.environment import Environment
+from gptcli.answering.settings import build_settings, constrained
+from gptcli.config import SamplingOptions, Settings
+from gptcli.conversation.batchitems import Item, ItemError, ItemId, item_messages, item_options
+from gptcli.engine.base import Backend, Cancellation
+from gptcli.engine.batch import BatchJob, BatchOutcome, open_engine, parallel_for
+from gptcli.errors import ExitStatus, GptcliError, SchemaMismatchError, UsageError
+
+
+@dataclass(frozen=True)
+class BatchRequest:
+    """One `batch` run: its settings, how many answers at once, what they are bound to."""
+
+    flags: Mapping[str, Any]
+    parallel: int | None = None
+    schema: str | None = None
+    role: str | None = None
+
+
+class BatchResults(Protocol):
+    """Where a batch's results go, in finishing order."""
+
+    def answered(self, index: int, item_id: ItemId, outcome: BatchOutcome) -> None: ...
+
+    def failed(self, index: int, item_id: ItemId, error: GptcliError) -> None: ...
+
+    def skip(self, index: int) -> None:
+        """An item whose id ``--resume`` found finished already."""
+        ...
+
+    def working(self, tokens_generated: Callable[[], int]) -> None:
+        """The engine runs: answers' tokens so far, for progress."""
+        ...
+
+    def stopped(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class _Plan:
+    settings: Settings
+    sampling: SamplingOptions
+    schema: dict[str, Any] | None
+
+
+def run_batch(
+    request: BatchRequest,
+    items: Iterator[Item | ItemError],
+    done: Callable[[ItemId], bool],
+    results: BatchResults,
+    env: Environment,
+) -> ExitStatus:
+    """Answer ``items`` (except those ``done`` already), handing each outcome to ``results``."""
+    from gptcli.models.loader import open_backend
+
+    if request.parallel is not None and request.parallel < 1:
+        raise UsageError("--parallel must be at least 1")
+    settings = build_settings(env.paths, request.flags, request.role)
+    sampling, schema = constrained(settings.sampling, request.schema, None)
+    plan = _Plan(settings, sampling, schema)
+    jobs = _Jobs(plan, done, results)
+    pending = jobs.each(items)
+    cancel = Cancellation()
+    with env.cancelling(cancel):
+        backend, notices = open_backend(settings, env.paths, cancel, debug=env.debug)
+        for notice in notices:
+            env.note(notice)
+        try:
+            _answer_all(request, backend, jobs, pending, cancel)
+        finally:
+            backend.close()
+    return ExitStatus.INTERRUPTED if cancel.cancelled else ExitStatus.OK
+
+
+def _answer_all(
+    request: BatchRequest,
+    backend: Backend,
+    jobs: _Jobs,
+    pending: Iterator[BatchJob],
+    cancel: Cancellation,
+) -> None:
+    # The engine is no larger than the input: its first jobs are read ahead to know.
+    window = backend.details.context_size
+    wanted = parallel_for(backend, window, request.parallel)
+    first = list(islice(pending, wanted))
+    engine = open_engine(backend, max(1, min(wanted, len(first))), window)
+    jobs.results.working(lambda: engine.tokens_generated)
+    try:
+        for outcome in engine.run(chain(first, pending), cancel):
+            item_id = jobs.ids.pop(outcome.index)
+            checked = _checked(outcome, jobs.plan.schema)
+            if checked.error is not None or checked.finished is None:
+                error = checked.error or GptcliError("no answer")
+                jobs.results.failed(outcome.index, item_id, error)
+            else:
+                jobs.results.answered(outcome.index, item_id, checked)
+    finally:
+        engine.close()
+        jobs.results.stopped()
+
+
+class _Jobs:
+    """The input's items as jobs; items in error and finished ids are reported on the way."""
+
+    def __init__(self, plan: _Plan, done: Callable[[ItemId], bool], results: BatchResults) -> None:
+        self.plan = plan
+        self._done = done
+        self.results = results
+        self.ids: dict[int, ItemId] = {}  # jobs handed out and not yet answered
+
+    def each(self, items: Iterator[Item | ItemError]) -> Iterator[BatchJob]:
+        sampling, system = self.plan.sampling, self.plan.settings.system
+        for item in items:
+            if self._done(item.id):
+                self.results.skip(item.index)
+            elif isinstance(item, ItemError):
+                self.results.failed(item.index, item.id, UsageError(item.message))
+            else:
+                self.ids[item.index] = item.id
+                yield BatchJob(
+                    item.index, item_messages(item, system), item_options(item, sampling)
+                )
+
+
+def _checked(outcome: BatchOutcome, schema: dict[str, Any] | None) -> BatchOutcome:
+    """The outcome, or its schema error: a bound answer must be complete and conform."""
+    from gptcli.conversation.structured import validate_answer
+
+    finished = outcome.finished
+    if schema is None or outcome.error is not None or finished is None:
+        return outcome
+    try:
+        if finished.reason == "length":
+            raise SchemaMismatchError(
+                f"the answer was cut at {finished.usage.completion_tokens} tokens before "
+                "its JSON was complete (raise --max-tokens)"
+            )
+        validate_answer(outcome.text, schema)
+    except SchemaMismatchError as exc:
+        return replace(outcome, error=exc)
+    return outcome

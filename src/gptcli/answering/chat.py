@@ -1,0 +1,141 @@
+"""The chat's turns: each message fitted, recorded and answered the way `ask` answers one.
+
+:class:`ChatTurns` knows no terminal: the REPL (terminal/repl/) reads lines, runs
+commands and hands each answer a display; what happens to the conversation, the
+session on disk and the KV snapshot happens here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from gptcli.answering.ask import record_answer
+from gptcli.answering.environment import Environment
+from gptcli.answering.events import Display
+from gptcli.config import Settings
+from gptcli.conversation.chat import Conversation, Reply
+from gptcli.conversation.context import check_policy, fit_conversation
+from gptcli.conversation.kvstate import restore_state, save_state
+from gptcli.conversation.recorder import SessionRecorder
+from gptcli.conversation.toolloop import AnswerEvent, ToolResult, ToolUse
+from gptcli.engine.base import Backend, Cancellation, Finished
+from gptcli.errors import GptcliError
+from gptcli.store.sessions import SessionStore
+
+Start = Callable[[Cancellation, Reply], Iterator[AnswerEvent]]
+
+
+@dataclass
+class ChatState:
+    """What the chat knows between turns."""
+
+    settings: Settings
+    backend: Backend
+    conversation: Conversation
+    last: Finished | None = None
+    context_used: int = 0
+    session_name: str = ""
+    recorder: SessionRecorder | None = None
+    last_thinking: str = ""
+    tools: ToolUse | None = None  # the tools the model may call, if any
+    last_tools: list[ToolResult] = field(default_factory=list)
+    schema: dict[str, Any] | None = None  # answers are checked against it (/set schema)
+
+
+class ChatTurns:
+    """Sends the chat's messages and keeps its session and KV state on disk."""
+
+    def __init__(self, state: ChatState, env: Environment) -> None:
+        self.state = state
+        self.env = env
+
+    def send(self, text: str, display: Display) -> Reply:
+        """Answer ``text``; raises ContextOverflowError (nothing sent) when it cannot fit,
+        KeyboardInterrupt when a summary to make room is interrupted."""
+        state = self.state
+        backend, sampling = state.backend, state.settings.sampling
+        policy = check_policy(state.settings.on_overflow or "truncate")
+        cancel = Cancellation()
+        with self.env.cancelling(cancel):
+            fit = fit_conversation(state.conversation, text, backend, policy, sampling, cancel)
+        if fit.notice():
+            self.env.note(f"({fit.notice()})")
+        if state.recorder is not None:
+            state.recorder.user(text)  # on disk before the answer starts
+        tools = state.tools
+        return self._answer(
+            lambda c, r: state.conversation.send(text, backend, sampling, c, r, tools), display
+        )
+
+    def retry(self, display: Display) -> Reply:
+        """Answer the last message again; the earlier answer is kept as an alternative."""
+        state = self.state
+        backend, sampling = state.backend, state.settings.sampling
+        return self._answer(
+            lambda c, r: state.conversation.regenerate(backend, sampling, c, r, state.tools),
+            display,
+            retry=True,
+        )
+
+    def _answer(self, start: Start, display: Display, retry: bool = False) -> Reply:
+        state = self.state
+        cancel = Cancellation()
+        reply = Reply()
+        display.start(state.backend.details.name)
+        try:
+            with self.env.cancelling(cancel):
+                for event in start(cancel, reply):
+                    display.show(event)
+        except KeyboardInterrupt:
+            reply.finished = None
+        finally:
+            display.end()
+            sampling = state.settings.sampling
+            record_answer(state.recorder, state.backend, self.env, reply, sampling, retry)
+            state.last_thinking = reply.thinking
+            state.last_tools = reply.tool_results
+        if reply.finished is not None:
+            state.last = reply.finished
+            state.context_used = reply.finished.usage.total_tokens
+        return reply
+
+    def problem(self, reply: Reply) -> str | None:
+        """Why a finished answer does not conform to the chat's schema, if it does not."""
+        from gptcli.conversation.structured import validate_answer
+
+        finished = reply.finished
+        if self.state.schema is None or finished is None or finished.reason != "stop":
+            return None
+        try:
+            validate_answer(reply.text, self.state.schema)
+        except GptcliError as exc:
+            return exc.message
+        return None
+
+    def use_backend(self, backend: Backend, settings: Settings) -> None:
+        """Switch models, keeping the conversation (its cache is built again as it is used)."""
+        self.state.backend.close()
+        self.state.backend = backend
+        self.state.settings = settings
+
+    def set_sampling(self, **changes: Any) -> None:
+        settings = self.state.settings
+        self.state.settings = replace(settings, sampling=replace(settings.sampling, **changes))
+
+    # -- KV snapshots ------------------------------------------------------
+
+    def save_snapshot(self) -> None:
+        """Keep the KV cache beside the session so a resume needs no re-processing."""
+        state = self.state
+        try:
+            save_state(state.recorder, state.backend, self.env.paths.cache_dir, self.env.ending())
+        except OSError as exc:
+            self.env.notify(f"(could not save the session's state: {exc.strerror})", "dim")
+
+    def restore_snapshot(self) -> int:
+        """Load the session's KV snapshot, if it is valid for this model; tokens restored."""
+        state = self.state
+        store = SessionStore(self.env.paths.data_dir)
+        return restore_state(store, state.session_name, state.backend, self.env.paths.cache_dir)

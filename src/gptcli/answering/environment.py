@@ -1,0 +1,53 @@
+"""What a use case may touch of the world, passed in rather than reached for.
+
+The front end builds one :class:`Environment` (terminal/environment.py does it for
+the real terminal; tests build their own) and the use cases read input, write notes,
+ask for approval and catch signals only through it.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
+from dataclasses import dataclass, field
+from typing import IO, BinaryIO
+
+from gptcli.conversation.toolloop import Asker
+from gptcli.engine.base import Cancellation
+from gptcli.paths import AppPaths
+
+Notify = Callable[[str, str], None]  # (message, kind): kind is "note", "warning" or a style
+
+
+def _no_signals(cancel: Cancellation) -> AbstractContextManager[None]:
+    return nullcontext()
+
+
+@dataclass(frozen=True)
+class Environment:
+    """Streams, terminal facts, the data dirs, a clock and a person to ask.
+
+    ``cancelling(cancel)`` is where a signal turns into ``cancel`` (the terminal's
+    Ctrl-C, SIGTERM, a hang-up); ``ending`` says whether the process is ending on one.
+    """
+
+    paths: AppPaths
+    notify: Notify
+    stdin: BinaryIO | None = None  # piped input; None when stdin is the terminal or closed
+    stdout: IO[str] = field(default_factory=lambda: sys.stdout)
+    stderr: IO[str] = field(default_factory=lambda: sys.stderr)
+    stdin_interactive: bool = True
+    stderr_interactive: bool = False
+    asker: Asker | None = None
+    cancelling: Callable[[Cancellation], AbstractContextManager[None]] = _no_signals
+    ending: Callable[[], bool] = lambda: False
+    clock: Callable[[], float] = time.monotonic
+    debug: bool = False
+
+    def note(self, message: str) -> None:
+        self.notify(message, "note")
+
+    def warn(self, message: str) -> None:
+        self.notify(message, "warning")

@@ -1,0 +1,48 @@
+"""`cmd`: a request in words becomes one shell command; a command becomes an explanation."""
+
+from __future__ import annotations
+
+from gptcli.answering.environment import Environment
+from gptcli.answering.settings import build_settings
+from gptcli.config import SamplingOptions, Settings
+from gptcli.conversation.context import complete
+from gptcli.conversation.shellcmd import clean_command, detect_shell, os_description
+from gptcli.engine.base import Cancellation, Message
+from gptcli.errors import UsageError
+
+DESCRIBE = SamplingOptions(temperature=0.2, max_tokens=200)
+
+
+def suggest_command(request: str, model: str | None, env: Environment) -> str:
+    """One command for ``request``, in the user's shell, for this system (the shell role)."""
+    if not request.strip():
+        raise UsageError("the request is empty: say in words what the command should do")
+    shell, _ = detect_shell()
+    variables = (f"shell={shell}", f"os={os_description()}")
+    settings = build_settings(env.paths, {"model": model}, "shell", variables)
+    messages = [Message("system", settings.system or ""), Message("user", request)]
+    command = clean_command(_complete(settings, messages, settings.sampling, env))
+    if not command:
+        raise UsageError("the model gave no command; try rephrasing the request")
+    return command
+
+
+def describe_command(command: str, model: str | None, env: Environment) -> str:
+    """What ``command`` does, briefly, in the model's words."""
+    settings = build_settings(env.paths, {"model": model})
+    question = f"Explain briefly what this shell command does:\n\n{command}"
+    return _complete(settings, [Message("user", question)], DESCRIBE, env)
+
+
+def _complete(
+    settings: Settings, messages: list[Message], options: SamplingOptions, env: Environment
+) -> str:
+    from gptcli.models.loader import open_backend
+
+    cancel = Cancellation()
+    with env.cancelling(cancel):
+        backend, _ = open_backend(settings, env.paths, cancel, env.debug)
+        try:
+            return complete(backend, messages, options, cancel)
+        finally:
+            backend.close()
