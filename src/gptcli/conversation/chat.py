@@ -16,6 +16,7 @@ from gptcli.conversation.toolloop import (
 from gptcli.engine.base import (
     Backend,
     Cancellation,
+    Event,
     Finished,
     Message,
     TextDelta,
@@ -124,24 +125,11 @@ class Conversation:
         first: Finished | None = None
         generated = thinking = 0
         while True:
-            request = tools.request(reply.rounds) if tools is not None else None
             step = _Round()
+            request = tools.request(reply.rounds) if tools is not None else None
             try:
-                for event in backend.stream(self.as_messages(), options, cancel, request):
-                    if isinstance(event, TextDelta):
-                        if not step.text and reply.text and reply.rounds:
-                            reply.text += ROUND_BREAK
-                            yield TextDelta(ROUND_BREAK)
-                        step.text += event.text
-                        reply.text += event.text
-                    elif isinstance(event, ThinkingDelta):
-                        reply.thinking += event.text
-                    elif isinstance(event, ToolCalled):
-                        step.calls.append(event.call)
-                    else:
-                        step.finished = event
-                        continue  # the answer's Finished comes after its last round
-                    yield event
+                stream = backend.stream(self.as_messages(), options, cancel, request)
+                yield from self._round(stream, step, reply)
             except BaseException:
                 if step.text or step.calls:
                     self._add_round(step, reply)
@@ -160,16 +148,42 @@ class Conversation:
                 if finished.reason == "tool_calls":  # calls the backend announced but never made
                     reply.finished = replace(reply.finished, reason="stop")
                 break
-            reply.rounds += 1
-            for call in step.calls:
-                result = tools.run(call, cancel) if not cancel.cancelled else None
-                result = result or interrupted_result(call)
-                self._add_result(result, reply)
-                yield result
+            yield from self._run_calls(step.calls, tools, cancel, reply)
             if cancel.cancelled:
                 reply.finished = replace(reply.finished, reason="interrupted")
                 break
         yield reply.finished
+
+    @staticmethod
+    def _round(stream: Iterator[Event], step: _Round, reply: Reply) -> Iterator[AnswerEvent]:
+        """One request's events into ``step`` and ``reply``; its Finished is kept, not passed
+        on: the answer's Finished comes after its last round."""
+        for event in stream:
+            if isinstance(event, TextDelta):
+                if not step.text and reply.text and reply.rounds:
+                    reply.text += ROUND_BREAK
+                    yield TextDelta(ROUND_BREAK)
+                step.text += event.text
+                reply.text += event.text
+            elif isinstance(event, ThinkingDelta):
+                reply.thinking += event.text
+            elif isinstance(event, ToolCalled):
+                step.calls.append(event.call)
+            else:
+                step.finished = event
+                continue
+            yield event
+
+    def _run_calls(
+        self, calls: Sequence[ToolCall], tools: ToolUse, cancel: Cancellation, reply: Reply
+    ) -> Iterator[AnswerEvent]:
+        """Run a round's calls (each interrupted once the answer is), results into the history."""
+        reply.rounds += 1
+        for call in calls:
+            result = tools.run(call, cancel) if not cancel.cancelled else None
+            result = result or interrupted_result(call)
+            self._add_result(result, reply)
+            yield result
 
     def _add_round(self, step: _Round, reply: Reply) -> None:
         message = Message("assistant", step.text, tool_calls=tuple(step.calls))

@@ -306,6 +306,14 @@ def _parse(reader: _Reader, size: int) -> ModelFileInfo:
     if not isinstance(alignment, int) or alignment <= 0 or alignment & (alignment - 1):
         raise reader.fail(f"general.alignment {alignment!r} is not a power of two")
     infos = [_tensor_entry(reader) for _ in range(tensor_count)]
+    tensors = _tensor_layout(reader, infos, alignment, size)
+    return ModelFileInfo(path, size, version, metadata, tensors)
+
+
+def _tensor_layout(
+    reader: _Reader, infos: list[tuple[str, tuple[int, ...], int, int]], alignment: int, size: int
+) -> list[TensorInfo]:
+    """Each tensor's bytes, checked to be whole blocks, aligned and inside the file."""
     data_start = -(-reader.pos // alignment) * alignment
     tensors: list[TensorInfo] = []
     for name, shape, type_id, offset in infos:
@@ -321,11 +329,11 @@ def _parse(reader: _Reader, size: int) -> ModelFileInfo:
         end = data_start + offset + nbytes
         if end > size:
             raise ModelError(
-                f"{path} is truncated or corrupt: tensor {name!r} ends at byte {end}, "
+                f"{reader.path} is truncated or corrupt: tensor {name!r} ends at byte {end}, "
                 f"the file has {size} bytes"
             )
         tensors.append(TensorInfo(name, shape, type_name, offset, nbytes))
-    return ModelFileInfo(path, size, version, metadata, tensors)
+    return tensors
 
 
 def _tensor_entry(reader: _Reader) -> tuple[str, tuple[int, ...], int, int]:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -201,25 +200,29 @@ class _Records:
     def __init__(self, writer: ResultWriter, command: BatchCommand) -> None:
         self._writer = writer
         self._command = command
-        self.skipped = 0
         self._progress: _Progress | None = None
 
     def answered(self, index: int, item_id: ItemId, outcome: BatchOutcome) -> None:
         self._writer.put(index, answer_record(item_id, outcome))
+        self._advance()
 
     def failed(self, index: int, item_id: ItemId, error: GptcliError) -> None:
         self._writer.put(index, error_record(item_id, error))
+        self._advance()
 
     def skip(self, index: int) -> None:
-        self.skipped += 1
         self._writer.skip(index)
+        self._advance()
+
+    def _advance(self) -> None:
+        if self._progress is not None:
+            self._progress.advance()
 
     def working(self, tokens_generated: Callable[[], int]) -> None:
         command = self._command
         if command.quiet or not stdin_is_interactive(2) or os.environ.get("TERM") == "dumb":
             return
-        total = _count_items(command.source)
-        self._progress = _Progress(self._writer, self, tokens_generated, total)
+        self._progress = _Progress(tokens_generated, _count_items(command.source))
 
     def stopped(self) -> None:
         if self._progress is not None:
@@ -227,52 +230,54 @@ class _Records:
 
 
 class _Progress:
-    """A one-line progress bar on stderr, redrawn twice a second from its own thread."""
+    """Items done of the total, ETA and tokens per second, on stderr's terminal (rich.progress,
+    redrawn twice a second: a faster refresh thread takes CPU from decoding on small machines).
+    """
 
-    def __init__(
-        self,
-        writer: ResultWriter,
-        records: _Records,
-        tokens_generated: Callable[[], int],
-        total: int | None,
-    ) -> None:
-        self._writer, self._records, self._total = writer, records, total
-        self._tokens = tokens_generated
-        self._started = time.monotonic()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, daemon=True)
-        self._thread.start()
+    def __init__(self, tokens_generated: Callable[[], int], total: int | None) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+            TimeRemainingColumn,
+        )
 
-    def _line(self) -> str:
-        elapsed = max(1e-6, time.monotonic() - self._started)
-        done = self._writer.written + self._records.skipped
-        rate = self._tokens() / elapsed
-        text = f"{done}" + (f"/{self._total}" if self._total is not None else "") + " items"
-        if self._total:
-            width = 24
-            filled = min(width, width * done // self._total)
-            text = f"[{'#' * filled}{'.' * (width - filled)}] {text}"
-            finished_now = self._writer.written
-            if finished_now:
-                left = (self._total - done) * elapsed / finished_now
-                text += f"  ETA {int(left) // 60}:{int(left) % 60:02d}"
-        return f"{text}  {rate:.1f} tokens/s"
+        started = time.monotonic()
 
-    def _loop(self) -> None:
-        while not self._stop.wait(0.5):
-            self._draw(self._line())
+        def rate() -> str:
+            return f"{tokens_generated() / max(1e-6, time.monotonic() - started):.1f} tokens/s"
 
-    def _draw(self, line: str) -> None:
-        try:
-            sys.stderr.write(f"\r\x1b[K{line}")
-            sys.stderr.flush()
-        except (OSError, ValueError):
-            self._stop.set()
+        counted = (BarColumn(), MofNCompleteColumn(), TimeRemainingColumn())
+        columns = counted if total else (TextColumn("{task.completed}"), TimeElapsedColumn())
+        self._progress = Progress(
+            *columns,
+            TextColumn("items"),
+            _rate_column(rate),
+            console=Console(file=sys.stderr),
+            refresh_per_second=2,
+        )
+        self._task = self._progress.add_task("batch", total=total)
+        self._progress.start()
+
+    def advance(self) -> None:
+        self._progress.advance(self._task)
 
     def stop(self) -> None:
-        self._stop.set()
-        self._thread.join()
-        self._draw(self._line() + "\n")
+        self._progress.stop()
+
+
+def _rate_column(text: Callable[[], str]) -> Any:
+    from rich.progress import ProgressColumn, Task
+    from rich.text import Text
+
+    class Rate(ProgressColumn):
+        def render(self, task: Task) -> Text:
+            return Text(text())
+
+    return Rate()
 
 
 def _count_items(path: Path | None) -> int | None:

@@ -143,23 +143,27 @@ def terminal_asker(stream: IO[str]) -> Asker | None:
         )
         stream.write(_full_arguments(call) + "\n")
         reader = source()
-        while reader is not None:
-            stream.write(QUESTION)
-            stream.flush()
-            line = reader.readline()
-            if not line:
-                stream.write("\n")
-                return "no"
-            choice = line.strip().lower()
-            if choice in ("y", "yes"):
-                return "yes"
-            if choice in ("n", "no", ""):
-                return "no"
-            if choice in ("a", "always"):
-                return "always"
-        return "no"  # no terminal to read an answer from after all
+        return _answer_from(reader, stream) if reader is not None else "no"
 
     return ask
+
+
+CHOICES: dict[str, Answer] = {"y": "yes", "yes": "yes", "n": "no", "no": "no", "": "no"}
+CHOICES.update({"a": "always", "always": "always"})
+
+
+def _answer_from(reader: IO[str], stream: IO[str]) -> Answer:
+    """Ask until the answer is one of the choices; the end of input is a no."""
+    while True:
+        stream.write(QUESTION)
+        stream.flush()
+        line = reader.readline()
+        if not line:
+            stream.write("\n")
+            return "no"
+        choice = CHOICES.get(line.strip().lower())
+        if choice is not None:
+            return choice
 
 
 def _full_arguments(call: ToolCall) -> str:

@@ -106,21 +106,29 @@ def _evaluate(node: ast.AST, depth: int = 0) -> Number:
     if isinstance(node, ast.UnaryOp) and type(node.op) in _UNARY:
         return _check_size(_UNARY[type(node.op)](_evaluate(node.operand, depth + 1)))
     if isinstance(node, ast.Name):
-        if node.id in _CONSTANTS:
-            return _CONSTANTS[node.id]
-        raise CalcError(f"unknown name {node.id!r}")
+        return _constant(node.id)
     if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and not node.keywords:
-        function = _FUNCTIONS.get(node.func.id)
-        if function is None:
-            raise CalcError(f"unknown function {node.func.id!r}")
-        arguments = [_evaluate(arg, depth + 1) for arg in node.args]
-        try:
-            return _check_size(function(*arguments))
-        except (ValueError, TypeError) as exc:
-            raise CalcError(f"{node.func.id}: {exc}") from None
+        return _call(node.func.id, node.args, depth)
     if isinstance(node, ast.BinOp) and isinstance(node.op, ast.BitXor):
         raise CalcError("^ is not a power here: write 2**10 for 2 to the power 10")
     raise CalcError(f"not arithmetic: {type(node).__name__} is not allowed")
+
+
+def _constant(name: str) -> Number:
+    if name in _CONSTANTS:
+        return _CONSTANTS[name]
+    raise CalcError(f"unknown name {name!r}")
+
+
+def _call(name: str, args: list[ast.expr], depth: int) -> Number:
+    function = _FUNCTIONS.get(name)
+    if function is None:
+        raise CalcError(f"unknown function {name!r}")
+    arguments = [_evaluate(arg, depth + 1) for arg in args]
+    try:
+        return _check_size(function(*arguments))
+    except (ValueError, TypeError) as exc:
+        raise CalcError(f"{name}: {exc}") from None
 
 
 def calculate(expression: str) -> Number:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import sys
 import threading
@@ -13,7 +12,7 @@ from typing import TYPE_CHECKING
 
 from gptcli.answering.chat import ChatState, ChatTurns
 from gptcli.answering.tools import tool_use
-from gptcli.config import SAMPLING_KEYS, SamplingOptions, Settings, ThinkMode, check_setting
+from gptcli.config import Settings, ThinkMode, check_setting
 from gptcli.conversation.chat import Reply
 from gptcli.conversation.context import check_policy
 from gptcli.engine.base import Cancellation
@@ -32,12 +31,12 @@ from gptcli.terminal.render import (
     sanitize,
     warm_up,
 )
-from gptcli.terminal.repl import commands
+from gptcli.terminal.repl import commands, views
 from gptcli.terminal.repl.keys import repl_key_bindings, unwrap_block
 from gptcli.terminal.repl.sessions import SessionKeeper, resume
 from gptcli.terminal.repl.state import ReplOptions
 from gptcli.terminal.thinking import Ignored, LiveThinking, PlainThinking, ThinkingSink
-from gptcli.terminal.tools import ConsoleTools, show_results, show_tools, terminal_asker
+from gptcli.terminal.tools import ConsoleTools, show_tools, terminal_asker
 
 if TYPE_CHECKING:
     from prompt_toolkit import PromptSession
@@ -293,7 +292,7 @@ class Repl:
             self._note(f"{name} {exc}", "red")
             return
         self.turns.set_sampling(**{name: value})
-        self._note(f"({name} = {shown(name, value)})", "dim")
+        self._note(f"({name} = {views.shown(name, value)})", "dim")
 
     def _set_schema(self, raw: str) -> None:
         from gptcli.conversation.structured import load_schema, schema_grammar
@@ -321,41 +320,15 @@ class Repl:
         self.state.settings = replace(self.state.settings, sampling=sampling)
         self._note(f"(think = {mode})", "dim")
 
-    def _show_thinking(self) -> None:
-        from rich.text import Text
-
-        if not self.state.last_thinking:
-            self._note("(the last answer had no thinking)", "dim")
-            return
-        self.console.print(Text(sanitize(self.state.last_thinking), style="dim italic"))
-
     def _cmd_show(self, arg: str) -> None:
         what = arg.strip().lower()
-        if what == "thinking":
-            self._show_thinking()
-            return
-        if what == "tools":
-            show_results(self.console, self.state.last_tools)
-            return
-        if what:
+        if what in ("", "thinking", "tools"):
+            views.show(self.console, self.state, what)
+        else:
             self._note("usage: /show [thinking|tools]")
-            return
-        details = self.state.backend.details
-        sampling: SamplingOptions = self.state.settings.sampling
-        rows = [
-            ("model", details.name),
-            ("file", details.path),
-            ("architecture", details.architecture),
-            ("quantisation", details.quantization),
-            ("context", f"{details.context_size} (trained {details.trained_context or '?'})"),
-            ("template", details.template_source),
-            ("on_overflow", self.state.settings.on_overflow or "truncate"),
-            *((key, shown(key, getattr(sampling, key))) for key in SAMPLING_KEYS),
-            ("schema", "on" if sampling.grammar else "off"),
-        ]
-        width = max(len(k) for k, _ in rows)
-        for key, value in rows:
-            self.console.print(f"  {key:<{width}}  {value}", highlight=False, markup=False)
+
+    def _cmd_stats(self, arg: str) -> None:
+        views.stats(self.console, self.state)
 
     def _cmd_tools(self, arg: str) -> None:
         show_tools(self.console, self.state.tools)
@@ -444,45 +417,6 @@ class Repl:
             "dim",
         )
 
-    def _cmd_stats(self, arg: str) -> None:
-        details = self.state.backend.details
-        last = self.state.last
-        lines = [f"context: {self.state.context_used} of {details.context_size} tokens used"]
-        if last is not None:
-            lines += [
-                f"last answer: {last.usage.completion_tokens} tokens, "
-                f"{last.decode_tokens_per_second:.1f} tokens/s, finished: {last.reason}",
-                f"time to first token: {last.timings.time_to_first_token * 1000:.0f} ms "
-                f"({last.timings.prompt_tokens_evaluated} prompt tokens evaluated, "
-                f"{last.timings.cached_tokens} reused from cache)",
-            ]
-        for line in lines:
-            self.console.print(sanitize(line), highlight=False, markup=False)
-
-
-def shown(key: str, value: object) -> str:
-    """An option's value as a person would type it (``/show``, ``/set``)."""
-    if value is None:
-        return "random" if key == "seed" else "none"
-    if isinstance(value, tuple):
-        return " ".join(json.dumps(part, ensure_ascii=False) for part in value) or "none"
-    if isinstance(value, bool):
-        return "on" if value else "off"
-    return str(value)
-
-
-def console_notes(console: Console) -> Callable[[str, str], None]:
-    """Notes in the chat: one line on its console, in a style for their kind."""
-    from rich.text import Text
-
-    styles = {"note": "yellow", "warning": "red"}
-
-    def notify(message: str, kind: str) -> None:
-        # Never markup: notes quote paths, names and model text.
-        console.print(Text(sanitize(message), style=styles.get(kind, kind)))
-
-    return notify
-
 
 def run_repl(settings: Settings, options: ReplOptions, console: Console | None = None) -> int:
     from rich.console import Console
@@ -490,7 +424,7 @@ def run_repl(settings: Settings, options: ReplOptions, console: Console | None =
     from gptcli.models.loader import open_backend
 
     console = console or Console(highlight=False)
-    env = terminal_environment(debug=options.debug, notify=console_notes(console))
+    env = terminal_environment(debug=options.debug, notify=views.console_notes(console))
     store = SessionStore(env.paths.data_dir)
     name = options.resume or (store.most_recent() if options.continue_last else None)
     conversation = resume(store, name, settings.system, console)

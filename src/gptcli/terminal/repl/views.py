@@ -1,0 +1,87 @@
+"""What the chat shows on request: its options and model (/show), speed (/stats), notes."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
+from gptcli.answering.chat import ChatState
+from gptcli.config import SAMPLING_KEYS
+from gptcli.terminal.render import sanitize
+from gptcli.terminal.tools import show_results
+
+if TYPE_CHECKING:
+    from rich.console import Console
+
+
+def shown(key: str, value: object) -> str:
+    """An option's value as a person would type it (``/show``, ``/set``)."""
+    if value is None:
+        return "random" if key == "seed" else "none"
+    if isinstance(value, tuple):
+        return " ".join(json.dumps(part, ensure_ascii=False) for part in value) or "none"
+    if isinstance(value, bool):
+        return "on" if value else "off"
+    return str(value)
+
+
+def show(console: Console, state: ChatState, what: str = "") -> None:
+    """``/show``: the options and the model; ``/show thinking|tools``: the last answer's."""
+    from rich.text import Text
+
+    if what == "thinking":
+        if not state.last_thinking:
+            console.print(Text("(the last answer had no thinking)", style="dim"))
+        else:
+            console.print(Text(sanitize(state.last_thinking), style="dim italic"))
+        return
+    if what == "tools":
+        show_results(console, state.last_tools)
+        return
+    details = state.backend.details
+    sampling = state.settings.sampling
+    rows = [
+        ("model", details.name),
+        ("file", details.path),
+        ("architecture", details.architecture),
+        ("quantisation", details.quantization),
+        ("context", f"{details.context_size} (trained {details.trained_context or '?'})"),
+        ("template", details.template_source),
+        ("on_overflow", state.settings.on_overflow or "truncate"),
+        *((key, shown(key, getattr(sampling, key))) for key in SAMPLING_KEYS),
+        ("schema", "on" if sampling.grammar else "off"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    for key, value in rows:
+        console.print(f"  {key:<{width}}  {sanitize(value)}", highlight=False, markup=False)
+
+
+def stats(console: Console, state: ChatState) -> None:
+    """``/stats``: the context used and the last answer's speed."""
+    details = state.backend.details
+    last = state.last
+    lines = [f"context: {state.context_used} of {details.context_size} tokens used"]
+    if last is not None:
+        lines += [
+            f"last answer: {last.usage.completion_tokens} tokens, "
+            f"{last.decode_tokens_per_second:.1f} tokens/s, finished: {last.reason}",
+            f"time to first token: {last.timings.time_to_first_token * 1000:.0f} ms "
+            f"({last.timings.prompt_tokens_evaluated} prompt tokens evaluated, "
+            f"{last.timings.cached_tokens} reused from cache)",
+        ]
+    for line in lines:
+        console.print(sanitize(line), highlight=False, markup=False)
+
+
+def console_notes(console: Console) -> Callable[[str, str], None]:
+    """Notes in the chat: one line on its console, in a style for their kind."""
+    from rich.text import Text
+
+    styles = {"note": "yellow", "warning": "red"}
+
+    def notify(message: str, kind: str) -> None:
+        # Never markup: notes quote paths, names and model text.
+        console.print(Text(sanitize(message), style=styles.get(kind, kind)))
+
+    return notify
