@@ -140,3 +140,25 @@ def test_adversarial_sizes_fail_fast(tmp_path: Path) -> None:
             path.write_bytes(blob)
             read_model_file(path)
         assert time.perf_counter() - started < patience(0.5)
+
+
+def test_tensor_types_come_from_the_linked_ggml() -> None:
+    """Every type the engine's ggml knows, with gguf's own idea of its block size and bytes;
+    the ones added after the table this replaced (NVFP4, Q1_0, Q2_0) among them."""
+    from gguf.constants import GGML_QUANT_SIZES
+
+    from gptcli.engine.native import ggml_types
+
+    types = ggml_types()
+    known = {int(kind): sizes for kind, sizes in GGML_QUANT_SIZES.items()}
+    # Q8_1 only exists inside ggml's dot products; gguf still lists its old 40-byte block
+    # (two floats) where ggml has had two halves (36 bytes) for years.
+    known.pop(9)
+    compared = 0
+    for type_id, (name, block, size) in types.items():
+        if type_id in known:
+            assert (block, size) == known[type_id], name
+            compared += 1
+    assert compared >= 30
+    assert {"Q4_1", "Q8_0", "BF16", "MXFP4"} <= {name for name, _, _ in types.values()}
+    assert {40, 41, 42} <= set(types) or max(types) < 40

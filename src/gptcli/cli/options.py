@@ -10,7 +10,6 @@ from typing import TYPE_CHECKING, Annotated, Any, Optional
 import typer
 
 from gptcli.cli.completion_values import model_names, role_names, tool_names
-from gptcli.config import ENGINE_KEYS, SAMPLING_KEYS
 
 if TYPE_CHECKING:
     from gptcli.answering.tools import ToolFlags
@@ -170,22 +169,13 @@ DebugOpt = Annotated[
 ]
 
 
-SETTING_FLAGS = (
-    "model",
-    "system",
-    *SAMPLING_KEYS,
-    *ENGINE_KEYS,
-    "profile",
-    "backend",
-    "base_url",
-    "api_key_env",
-)
-
-
 def setting_flags(arguments: Mapping[str, Any]) -> dict[str, Any]:
     """The command-line layer of the settings (None = not given), picked from a command's
     arguments (``ask`` and ``chat`` pass their ``locals()``)."""
-    given = {name: arguments.get(name) for name in SETTING_FLAGS}
+    from gptcli.config import ENGINE_KEYS, SAMPLING_KEYS  # not at import: --help stays fast
+
+    names = ("model", "system", *SAMPLING_KEYS, *ENGINE_KEYS, "profile", "backend")
+    given = {name: arguments.get(name) for name in (*names, "base_url", "api_key_env")}
     stop = given.get("stop")
     return {
         **given,

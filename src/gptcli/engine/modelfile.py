@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gptcli.engine.native import ggml_types
 from gptcli.errors import ModelError
 
 GGUF_MAGIC = b"GGUF"
@@ -22,42 +23,6 @@ MAX_KEY = 64 * 1024
 MAX_TEMPLATE = 256 * 1024
 MAX_DIMS = 4
 KEEP_ARRAY_ITEMS = 16  # larger arrays are summarised, not kept
-
-# ggml type id -> (name, elements per block, bytes per block)
-GGML_TYPES: dict[int, tuple[str, int, int]] = {
-    0: ("F32", 1, 4),
-    1: ("F16", 1, 2),
-    2: ("Q4_0", 32, 18),
-    3: ("Q4_1", 32, 20),
-    6: ("Q5_0", 32, 22),
-    7: ("Q5_1", 32, 24),
-    8: ("Q8_0", 32, 34),
-    9: ("Q8_1", 32, 36),
-    10: ("Q2_K", 256, 84),
-    11: ("Q3_K", 256, 110),
-    12: ("Q4_K", 256, 144),
-    13: ("Q5_K", 256, 176),
-    14: ("Q6_K", 256, 210),
-    15: ("Q8_K", 256, 292),
-    16: ("IQ2_XXS", 256, 66),
-    17: ("IQ2_XS", 256, 74),
-    18: ("IQ3_XXS", 256, 98),
-    19: ("IQ1_S", 256, 50),
-    20: ("IQ4_NL", 32, 18),
-    21: ("IQ3_S", 256, 110),
-    22: ("IQ2_S", 256, 82),
-    23: ("IQ4_XS", 256, 136),
-    24: ("I8", 1, 1),
-    25: ("I16", 1, 2),
-    26: ("I32", 1, 4),
-    27: ("I64", 1, 8),
-    28: ("F64", 1, 8),
-    29: ("IQ1_M", 256, 56),
-    30: ("BF16", 1, 2),
-    34: ("TQ1_0", 256, 54),
-    35: ("TQ2_0", 256, 66),
-    39: ("MXFP4", 32, 17),
-}
 
 # general.file_type -> the quantisation name people use
 FILE_TYPES: dict[int, str] = {
@@ -315,9 +280,10 @@ def _tensor_layout(
 ) -> list[TensorInfo]:
     """Each tensor's bytes, checked to be whole blocks, aligned and inside the file."""
     data_start = -(-reader.pos // alignment) * alignment
+    types = ggml_types()
     tensors: list[TensorInfo] = []
     for name, shape, type_id, offset in infos:
-        type_name, block, block_bytes = GGML_TYPES[type_id]
+        type_name, block, block_bytes = types[type_id]
         count = 1
         for dim in shape:
             count *= dim
@@ -350,7 +316,7 @@ def _tensor_entry(reader: _Reader) -> tuple[str, tuple[int, ...], int, int]:
         if count >= 2**48:
             raise reader.fail(f"tensor {name!r} claims {count} elements or more")
     type_id = reader.take("<I")
-    if type_id not in GGML_TYPES:
+    if type_id not in ggml_types():
         raise reader.fail(f"tensor {name!r} has unknown type {type_id}")
     offset = reader.take("<Q")
     return name, shape, type_id, offset

@@ -106,3 +106,46 @@ def release_freed_memory() -> None:
         return
     trim.argtypes = [ctypes.c_size_t]
     trim(0)
+
+
+_ggml_types: dict[int, tuple[str, int, int]] | None = None
+
+
+def ggml_types() -> dict[int, tuple[str, int, int]]:
+    """The tensor types of the linked ggml: id -> (name, elements per block, bytes per block).
+
+    Read from ggml itself (``ggml_type_name``, ``ggml_blck_size``, ``ggml_type_size``), so
+    a model file is checked against exactly the types the engine that loads it knows;
+    ids ggml has retired (a block size of 0) are left out.
+    """
+    global _ggml_types
+    if _ggml_types is None:
+        ggml = _ggml_base()
+        count = int(submodule("llama_cpp").GGML_TYPE_COUNT)
+        found: dict[int, tuple[str, int, int]] = {}
+        for type_id in range(count):
+            block = int(ggml.ggml_blck_size(type_id))
+            if block > 0:
+                name = ggml.ggml_type_name(type_id).decode("ascii", errors="replace").upper()
+                found[type_id] = (name, block, int(ggml.ggml_type_size(type_id)))
+        _ggml_types = found
+    return _ggml_types
+
+
+def _ggml_base() -> Any:
+    directory = library_dir()
+    names = ("libggml-base.so", "libggml-base.dylib", "ggml-base.dll")
+    for name in names:
+        path = directory / name if directory is not None else None
+        if path is not None and path.exists():
+            ggml = ctypes.CDLL(str(path))
+            break
+    else:
+        raise ImportError("the installed llama-cpp-python has no ggml-base library")
+    ggml.ggml_blck_size.argtypes = [ctypes.c_int]
+    ggml.ggml_blck_size.restype = ctypes.c_int64
+    ggml.ggml_type_size.argtypes = [ctypes.c_int]
+    ggml.ggml_type_size.restype = ctypes.c_size_t
+    ggml.ggml_type_name.argtypes = [ctypes.c_int]
+    ggml.ggml_type_name.restype = ctypes.c_char_p
+    return ggml
