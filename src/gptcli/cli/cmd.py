@@ -29,6 +29,8 @@ def cmd(
     """
     from gptcli.conversation.shellcmd import detect_shell, os_description
 
+    if not request.strip():
+        raise UsageError("the request is empty: say what the command should do")
     shell, shell_path = detect_shell()
     command = _suggest(request, model, shell, os_description(), debug)
     if not command:
