@@ -219,3 +219,13 @@ def test_doctor_reports_and_fails_on_problems(gptcli: Gptcli) -> None:
     missing = gptcli("doctor", env={"GPTCLI_MODEL": "/no/such.gguf"})
     assert missing.returncode == 1
     assert "BAD default model" in missing.stdout
+
+
+def test_the_bundled_model_cannot_be_removed(gptcli: Gptcli) -> None:
+    for name in ("smollm2", "SmolLM2"):
+        result = gptcli("models", "rm", name)
+        assert result.returncode == 2
+        assert result.stderr == (
+            f"gptcli: error: {name} is the bundled model and cannot be removed\n"
+        )
+    assert gptcli("models", "info", "smollm2").returncode == 0  # still there

@@ -192,7 +192,10 @@ def remove(
 ) -> None:
     """Forget an alias; deletes the file only if gptcli downloaded it (or --delete-file)."""
     from gptcli.models.registry import ModelRegistry
+    from gptcli.models.resolve import BUNDLED_ALIAS
 
+    if alias.strip().lower() == BUNDLED_ALIAS:
+        raise UsageError(f"{alias} is the bundled model and cannot be removed")
     entry = ModelRegistry(_paths().data_dir).remove(alias)
     if entry is None:
         raise UsageError(f"no registered model {alias!r} (see gptcli models list)")
