@@ -264,3 +264,28 @@ def test_no_save_leaves_nothing(gptcli: Gptcli) -> None:
         term.close()
     assert not (gptcli.home / "data" / "sessions").exists()
     assert not (gptcli.home / "data" / "history").exists()
+
+
+def test_asking_about_a_missing_session_creates_nothing(gptcli: Gptcli) -> None:
+    data = gptcli.home / "data"
+    questions = [
+        ("sessions", "show", "nosuch"),
+        ("sessions", "export", "nosuch"),
+        ("sessions", "rm", "nosuch"),
+        ("sessions", "rename", "nosuch", "other"),
+    ]
+    for question in questions:
+        result = gptcli(*question)
+        assert result.returncode == 1
+        assert result.stderr.startswith("gptcli: error: no session named 'nosuch'")
+        assert result.stderr.count("\n") == 1
+    assert not (data / "sessions").exists()
+    store = SessionStore(data)
+    store.update("kept", lambda s: s.messages.append(StoredMessage("user", "hi")), True)
+    before = sorted(p.name for p in store.directory.iterdir())
+    for question in questions:
+        assert gptcli(*question).returncode == 1
+    assert sorted(p.name for p in store.directory.iterdir()) == before
+    with pytest.raises(SessionError, match="no session named 'gone'"):
+        store.load("gone")
+    assert sorted(p.name for p in store.directory.iterdir()) == before

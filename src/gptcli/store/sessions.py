@@ -288,7 +288,13 @@ class SessionStore:
             ) from None
         return migrate(session)
 
+    def _must_exist(self, name: str) -> None:
+        """Refuse a missing session before taking its lock: a question creates no file."""
+        if not self.path(name).exists():
+            raise SessionError(f"no session named {name!r} (see gptcli sessions list)")
+
     def load(self, name: str) -> Session:
+        self._must_exist(name)
         with self._locked(name) as path:
             return self._read(path, name)
 
@@ -388,6 +394,7 @@ class SessionStore:
         return found[0].name if found else None
 
     def remove(self, name: str) -> None:
+        self._must_exist(name)
         with self._locked(name) as path:
             if not path.exists():
                 raise SessionError(f"no session named {name!r}")
@@ -399,6 +406,7 @@ class SessionStore:
 
     def rename(self, old: str, new: str) -> None:
         check_name(new)
+        self._must_exist(old)
         with self._locked(old) as path, self._locked(new) as target:
             if not path.exists():
                 raise SessionError(f"no session named {old!r}")
