@@ -114,7 +114,7 @@ class ResultWriter:
         self._stream.flush()
 
 
-def error_record(item_id: ItemId, error: GptcliError) -> dict[str, Any]:
+def error_record(item_id: ItemId | None, error: GptcliError) -> dict[str, Any]:
     kind = "error"
     if isinstance(error, UsageError):
         kind = "input"
