@@ -240,3 +240,15 @@ def test_schema_answer_cut_by_the_limit_is_reported(gptcli: Gptcli) -> None:
     assert result.returncode == 5
     assert result.stdout == ""
     assert "cut at 8 tokens before its JSON was complete" in result.stderr
+
+
+def test_a_broken_grammar_is_one_line_and_the_parser_log_needs_debug(gptcli: Gptcli) -> None:
+    broken = gptcli("ask", "-n", "4", "--grammar", 'root ::= "yes', "hi")
+    assert broken.returncode == 2
+    assert broken.stdout == ""
+    assert broken.stderr == (
+        "gptcli: error: the grammar does not parse (run with --debug for details)\n"
+    )
+    debug = gptcli("ask", "-n", "4", "--debug", "--grammar", 'root ::= "yes', "hi")
+    assert debug.returncode != 0  # --debug lets the error out with its traceback
+    assert "error parsing grammar: unexpected end of input" in debug.stderr  # llama.cpp's words
