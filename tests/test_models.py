@@ -229,3 +229,20 @@ def test_the_bundled_model_cannot_be_removed(gptcli: Gptcli) -> None:
             f"gptcli: error: {name} is the bundled model and cannot be removed\n"
         )
     assert gptcli("models", "info", "smollm2").returncode == 0  # still there
+
+
+@pytest.mark.slow
+def test_info_resolves_a_hub_reference(gptcli: Gptcli, hub: HubServer) -> None:
+    missing = gptcli("models", "info", f"{REPO}:Q4_1")
+    assert missing.returncode == 3
+    assert missing.stderr == (
+        f"gptcli: error: {REPO}:Q4_1 is not downloaded (gptcli models pull {REPO}:Q4_1)\n"
+    )
+    assert gptcli("models", "default", f"{REPO}:Q4_1").returncode == 3
+    pulled = gptcli("models", "pull", f"{REPO}:Q4_1", env={"HF_ENDPOINT": hub.url})
+    assert pulled.returncode == 0, pulled.stderr
+    path = pulled.stdout.split(": ", 1)[1].split(" (")[0]
+    info = gptcli("models", "info", f"{REPO}:Q4_1", "--json")
+    assert info.returncode == 0, info.stderr
+    assert json.loads(info.stdout)["file"] == path
+    assert json.loads(gptcli("models", "info", REPO, "--json").stdout)["file"] == path
