@@ -204,6 +204,26 @@ def remove(
         typer.echo(f"removed {alias} and deleted {entry.path}")
     else:
         typer.echo(f"removed {alias}; kept {entry.path}")
+    _warn_if_default(alias)
+
+
+def _warn_if_default(alias: str) -> None:
+    """The config file is the user's: removing its default model is said, not repaired."""
+    from gptcli.config import config_line, load_config_file
+
+    config_file = _paths().config_file
+    try:
+        configured = load_config_file(config_file).get("model")
+    except UsageError:
+        return  # a broken config file is reported by every command that reads it
+    if configured != alias:
+        return
+    where = config_line(config_file, "model", alias)
+    typer.echo(
+        f"gptcli: warning: {alias} is the default model ({where}); until it is changed "
+        "(gptcli models default NAME), commands that load a model will fail",
+        err=True,
+    )
 
 
 @models_app.command("default")
