@@ -252,3 +252,15 @@ def test_a_broken_grammar_is_one_line_and_the_parser_log_needs_debug(gptcli: Gpt
     debug = gptcli("ask", "-n", "4", "--debug", "--grammar", 'root ::= "yes', "hi")
     assert debug.returncode != 0  # --debug lets the error out with its traceback
     assert "error parsing grammar: unexpected end of input" in debug.stderr  # llama.cpp's words
+
+
+def test_summarize_works_in_a_small_window(gptcli: Gptcli) -> None:
+    long_session(gptcli.home)
+    result = gptcli(
+        "ask", "--session", "long", "--ctx", "256", "-n", "40", "-t", "0", "--json",
+        "--on-overflow", "summarize", SECRET,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    context = json.loads(result.stdout)["context"]
+    assert context["window"] == 256 and context["summarized_messages"] > 0
+    assert context["prompt_tokens"] + 40 <= 256
