@@ -236,6 +236,14 @@ def _integer(minimum: int, below: int | None = None) -> Validator:
     return check
 
 
+def _context(value: Any) -> int:
+    """A context window: llama.cpp keeps its size in a uint32."""
+    size: int = _integer(16)(value)
+    if size >= 2**32:
+        raise ValueError(f"must be at most {2**32 - 1} tokens")
+    return size
+
+
 def _gpu_layers(value: Any) -> int | None:
     if isinstance(value, str):
         word = value.strip().lower()
@@ -271,7 +279,7 @@ _VALIDATORS: dict[str, Validator] = {
     "top_k": _integer(0),
     "max_tokens": _integer(1),
     "seed": _integer(0, below=2**32),
-    "ctx": _integer(16),
+    "ctx": _context,
     "threads": _integer(1),
     "gpu_layers": _gpu_layers,
 }
