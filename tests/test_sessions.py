@@ -330,3 +330,30 @@ def test_list_without_the_index_reports_a_corrupt_file_too(tmp_path: Path) -> No
     silent.path("bad").write_text("[1, 2")
     assert [s.name for s in silent.list()] == ["good"]
     assert silent.path("bad").exists()
+
+
+@pytest.mark.slow
+def test_save_false_stops_the_chat_but_not_an_explicit_ask_session(gptcli: Gptcli) -> None:
+    from tests.conftest import gptcli_executable
+
+    config = gptcli.home / "config" / "config.toml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text("save = false\n")
+    asked = gptcli("ask", "--session", "trip", "-n", "5", "-t", "0", FRANCE)
+    assert asked.returncode == 0, asked.stderr
+    path = gptcli.home / "data" / "sessions" / "trip.json"
+    assert len(json.loads(path.read_text())["messages"]) == 2  # the flag asked for it
+    again = gptcli("ask", "-c", "-n", "5", "-t", "0", "And of Italy?")
+    assert again.returncode == 0, again.stderr
+    assert len(json.loads(path.read_text())["messages"]) == 4
+    env = {**gptcli.env, "TERM": "xterm-256color"}
+    term = Terminal([gptcli_executable(), "chat", "--resume", "trip", "-n", "5"], env)
+    try:
+        term.wait_prompt(1)
+        term.type_line("not kept")
+        term.wait_prompt(2)
+        term.ctrl("d")
+        assert term.wait_exit() == 0
+    finally:
+        term.close()
+    assert len(json.loads(path.read_text())["messages"]) == 4  # the chat saved nothing
