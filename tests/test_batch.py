@@ -209,6 +209,35 @@ def test_items_are_read_one_line_at_a_time() -> None:
     assert plain == [Item(0, 1, "a"), Item(1, 3, "b")]
 
 
+def test_an_id_already_used_is_an_input_error_for_the_later_item() -> None:
+    lines = [
+        b'{"prompt": "a"}\n',
+        b'{"prompt": "b"}\n',
+        b'{"id": 2, "prompt": "c"}\n',  # the defaulted id of line 2
+        b'{"id": 6, "prompt": "d"}\n',
+        b'{"id": "2", "prompt": "e"}\n',  # a string: not the same id as 2
+        b'{"prompt": "f"}\n',  # defaults to 6, given to line 4
+        b"not json\n",  # an error record with id 7 is written for it
+        b'{"id": 7, "prompt": "g"}\n',
+        b'{"id": "2", "prompt": "h"}\n',
+    ]
+    parsed = list(read_items(lines, plain=False))
+    assert [p.id for p in parsed] == [1, 2, None, 6, "2", None, 7, None, None]
+    assert [type(p) for p in parsed] == [Item, Item, ItemError, Item, Item, ItemError] + [
+        ItemError
+    ] * 3
+    messages = [p.message for p in parsed if isinstance(p, ItemError)]
+    assert messages == [
+        "line 3: id 2 is already used by line 2",
+        "line 6: id 6 (the line number) is already used by line 4",
+        "line 7 is not valid JSON (Expecting value)",
+        "line 8: id 7 is already used by line 7",
+        'line 9: id "2" is already used by line 5',
+    ]
+    many = (json.dumps({"prompt": "p"}).encode() + b"\n" for _ in range(100_000))
+    assert sum(1 for item in read_items(many, plain=False) if isinstance(item, Item)) == 100_000
+
+
 def test_ordered_writer_holds_only_what_finished_early(tmp_path: Path) -> None:
     path = tmp_path / "out.jsonl"
     with path.open("w") as handle:

@@ -97,6 +97,58 @@ def test_summarize_replaces_oldest_with_a_marked_summary() -> None:
     assert "question 0" in asked  # the model summarised the oldest exchange
 
 
+@dataclass
+class EngineWindowBackend(WindowBackend):
+    """Refuses a request whose prompt leaves less than --max-tokens free, as the engine does."""
+
+    def stream(
+        self,
+        messages: Sequence[Message],
+        options: SamplingOptions,
+        cancel: Cancellation,
+        tools: ToolRequest | None = None,
+    ) -> Iterator[Event]:
+        needed = self.count_tokens(messages) + (options.max_tokens or 1)
+        if needed > self.window:
+            raise ContextOverflowError(
+                f"{needed} tokens asked of a {self.window}-token window",
+                needed=needed,
+                available=self.window,
+            )
+        return super().stream(messages, options, cancel, tools)
+
+
+def test_summarize_asks_for_a_summary_that_fits_a_small_window() -> None:
+    conversation = long_conversation()
+    backend = EngineWindowBackend([])
+    report = fit_conversation(
+        conversation, "latest " * 10, backend, "summarize", OPTIONS, Cancellation()
+    )
+    assert report.summarized > 0
+    assert conversation.summary == "SUMMARY of earlier talk"
+    assert report.prompt_tokens <= 90
+    assert conversation.messages  # the newest exchanges stay beside the summary
+
+
+def test_summarize_without_room_for_a_summary_says_so_with_the_numbers() -> None:
+    conversation = long_conversation()
+    with pytest.raises(ContextOverflowError) as refused:
+        fit_conversation(
+            conversation,
+            "long " * 80,
+            EngineWindowBackend([]),
+            "summarize",
+            OPTIONS,
+            Cancellation(),
+        )
+    assert refused.value.message == (
+        "the message is 82 tokens with the system prompt and only 90 fit the 100-token context "
+        "window with 10 left for the answer: no room for a summary of the earlier conversation "
+        "(try a larger --ctx, or a shorter message)"
+    )
+    assert len(conversation.messages) == 12  # nothing was dropped
+
+
 def test_a_message_too_long_alone_is_refused_under_every_policy() -> None:
     for policy in ("error", "truncate", "summarize"):
         with pytest.raises(ContextOverflowError):

@@ -240,3 +240,65 @@ def test_schema_answer_cut_by_the_limit_is_reported(gptcli: Gptcli) -> None:
     assert result.returncode == 5
     assert result.stdout == ""
     assert "cut at 8 tokens before its JSON was complete" in result.stderr
+
+
+def test_a_broken_grammar_is_one_line_and_the_parser_log_needs_debug(gptcli: Gptcli) -> None:
+    broken = gptcli("ask", "-n", "4", "--grammar", 'root ::= "yes', "hi")
+    assert broken.returncode == 2
+    assert broken.stdout == ""
+    assert broken.stderr == (
+        "gptcli: error: the grammar does not parse (run with --debug for details)\n"
+    )
+    debug = gptcli("ask", "-n", "4", "--debug", "--grammar", 'root ::= "yes', "hi")
+    assert debug.returncode != 0  # --debug lets the error out with its traceback
+    assert "error parsing grammar: unexpected end of input" in debug.stderr  # llama.cpp's words
+
+
+def test_summarize_works_in_a_small_window(gptcli: Gptcli) -> None:
+    long_session(gptcli.home)
+    result = gptcli(
+        "ask", "--session", "long", "--ctx", "256", "-n", "40", "-t", "0", "--json",
+        "--on-overflow", "summarize", SECRET,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr
+    context = json.loads(result.stdout)["context"]
+    assert context["window"] == 256 and context["summarized_messages"] > 0
+    assert context["prompt_tokens"] + 40 <= 256
+
+
+def test_context_window_is_bounded_and_its_adjustments_are_noted(gptcli: Gptcli) -> None:
+    small = gptcli("ask", "--ctx", "64", "--json", "-n", "4", "-t", "0", "hi")
+    assert small.returncode == 0, small.stderr
+    assert json.loads(small.stdout)["context"]["window"] == 256
+    assert small.stderr == (
+        "gptcli: note: the context window is 256 tokens, not 64: llama.cpp allocates it "
+        "in steps of 256\n"
+    )
+    for too_big in ("99999999999", str(2**32)):
+        refused = gptcli("ask", "--ctx", too_big, "-n", "1", "hi")
+        assert refused.returncode == 2
+        assert refused.stderr == "gptcli: error: --ctx must be at most 4294967295 tokens\n"
+    unallocatable = gptcli("ask", "--ctx", str(2**31), "-n", "1", "hi")
+    assert unallocatable.returncode == 2
+    assert unallocatable.stderr.count("\n") == 1
+    assert unallocatable.stderr.startswith(
+        "gptcli: error: a 2,147,483,648-token context window needs "
+    )
+    assert (
+        "GiB of KV cache" in unallocatable.stderr and "try a smaller --ctx" in unallocatable.stderr
+    )
+    longer = gptcli("ask", "--ctx", "16384", "--json", "-n", "1", "-t", "0", "hi")
+    assert longer.returncode == 0, longer.stderr
+    assert json.loads(longer.stdout)["context"]["window"] == 16384
+    assert longer.stderr == (
+        "gptcli: note: the context window (16,384 tokens) is larger than the model's trained "
+        "context (8,192): past that, answers may lose coherence\n"
+    )
+    config = gptcli.home / "config" / "config.toml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text("ctx = 99999999999\n")
+    broken = gptcli("ask", "-n", "1", "hi")
+    assert broken.returncode == 2
+    assert broken.stderr == (
+        f"gptcli: error: config file {config}, line 1: ctx must be at most 4294967295 tokens\n"
+    )

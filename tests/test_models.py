@@ -219,3 +219,63 @@ def test_doctor_reports_and_fails_on_problems(gptcli: Gptcli) -> None:
     missing = gptcli("doctor", env={"GPTCLI_MODEL": "/no/such.gguf"})
     assert missing.returncode == 1
     assert "BAD default model" in missing.stdout
+
+
+def test_the_bundled_model_cannot_be_removed(gptcli: Gptcli) -> None:
+    for name in ("smollm2", "SmolLM2"):
+        result = gptcli("models", "rm", name)
+        assert result.returncode == 2
+        assert result.stderr == (
+            f"gptcli: error: {name} is the bundled model and cannot be removed\n"
+        )
+    assert gptcli("models", "info", "smollm2").returncode == 0  # still there
+
+
+@pytest.mark.slow
+def test_info_resolves_a_hub_reference(gptcli: Gptcli, hub: HubServer) -> None:
+    missing = gptcli("models", "info", f"{REPO}:Q4_1")
+    assert missing.returncode == 3
+    assert missing.stderr == (
+        f"gptcli: error: {REPO}:Q4_1 is not downloaded (gptcli models pull {REPO}:Q4_1)\n"
+    )
+    assert gptcli("models", "default", f"{REPO}:Q4_1").returncode == 3
+    pulled = gptcli("models", "pull", f"{REPO}:Q4_1", env={"HF_ENDPOINT": hub.url})
+    assert pulled.returncode == 0, pulled.stderr
+    path = pulled.stdout.split(": ", 1)[1].split(" (")[0]
+    info = gptcli("models", "info", f"{REPO}:Q4_1", "--json")
+    assert info.returncode == 0, info.stderr
+    assert json.loads(info.stdout)["file"] == path
+    assert json.loads(gptcli("models", "info", REPO, "--json").stdout)["file"] == path
+
+
+def test_removing_the_default_model_warns_and_its_error_names_the_config_line(
+    gptcli: Gptcli, tmp_path: Path, bundled_model: Path
+) -> None:
+    copy = tmp_path / "mine.gguf"
+    copy.symlink_to(bundled_model)
+    assert gptcli("models", "add", str(copy), "--alias", "mine").returncode == 0
+    config = gptcli.home / "config" / "config.toml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text("temperature = 0.5\n")
+    assert gptcli("models", "default", "mine").returncode == 0
+    removed = gptcli("models", "rm", "mine")
+    assert removed.returncode == 0
+    assert removed.stderr == (
+        f'gptcli: warning: mine is the default model (model = "mine" in {config}, line 1); '
+        "until it is changed (gptcli models default NAME), commands that load a model "
+        "will fail\n"
+    )
+    assert 'model = "mine"' in config.read_text()  # the config file stays the user's
+    asked = gptcli("ask", "-n", "1", "hi")
+    assert asked.returncode == 3
+    assert asked.stderr.count("\n") == 1
+    assert asked.stderr.endswith(
+        f'(model = "mine" in {config}, line 1; gptcli models default NAME changes it)\n'
+    )
+    other = gptcli("models", "add", str(copy), "--alias", "other")
+    assert other.returncode == 0
+    assert gptcli("models", "rm", "other").stderr == ""  # not the default: nothing to say
+    flagged = gptcli("ask", "-m", "nosuch", "-n", "1", "hi")
+    assert flagged.returncode == 3 and "config" not in flagged.stderr  # the flag named it
+    from_env = gptcli("ask", "-n", "1", "hi", env={"GPTCLI_MODEL": "nosuch"})
+    assert from_env.returncode == 3 and from_env.stderr.endswith("(from GPTCLI_MODEL)\n")

@@ -264,3 +264,96 @@ def test_no_save_leaves_nothing(gptcli: Gptcli) -> None:
         term.close()
     assert not (gptcli.home / "data" / "sessions").exists()
     assert not (gptcli.home / "data" / "history").exists()
+
+
+def test_asking_about_a_missing_session_creates_nothing(gptcli: Gptcli) -> None:
+    data = gptcli.home / "data"
+    questions = [
+        ("sessions", "show", "nosuch"),
+        ("sessions", "export", "nosuch"),
+        ("sessions", "rm", "nosuch"),
+        ("sessions", "rename", "nosuch", "other"),
+    ]
+    for question in questions:
+        result = gptcli(*question)
+        assert result.returncode == 1
+        assert result.stderr.startswith("gptcli: error: no session named 'nosuch'")
+        assert result.stderr.count("\n") == 1
+    assert not (data / "sessions").exists()
+    store = SessionStore(data)
+    store.update("kept", lambda s: s.messages.append(StoredMessage("user", "hi")), True)
+    before = sorted(p.name for p in store.directory.iterdir())
+    for question in questions:
+        assert gptcli(*question).returncode == 1
+    assert sorted(p.name for p in store.directory.iterdir()) == before
+    with pytest.raises(SessionError, match="no session named 'gone'"):
+        store.load("gone")
+    assert sorted(p.name for p in store.directory.iterdir()) == before
+
+
+def test_list_reports_a_corrupt_file_and_moves_it_aside(gptcli: Gptcli) -> None:
+    store = SessionStore(gptcli.home / "data")
+    store.update("good", lambda s: s.messages.append(StoredMessage("user", "hi")), True)
+    store.update("bad", lambda s: s.messages.append(StoredMessage("user", "hi")), True)
+    store.update("worse", lambda s: s.messages.append(StoredMessage("user", "hi")), True)
+    assert len(store.list()) == 3  # indexed while they were sound
+    store.path("bad").write_text('{"schema": 1, "messages": [{"role": "us')
+    store.path("worse").write_bytes(b"\xff\xfe")
+    listed = gptcli("sessions", "list", "--json")
+    assert listed.returncode == 0, listed.stderr
+    assert [s["name"] for s in json.loads(listed.stdout)] == ["good"]
+    lines = sorted(listed.stderr.splitlines())
+    assert len(lines) == 2
+    for line, name in zip(lines, ("bad", "worse"), strict=True):
+        assert line.startswith(f"gptcli: warning: session file {store.path(name)} is corrupt (")
+        assert f"moved aside to {name}.json.corrupt-" in line
+        assert len(list(store.directory.glob(f"{name}.json.corrupt-*"))) == 1
+    again = gptcli("sessions", "list")
+    assert again.returncode == 0 and again.stderr == ""
+    assert "good" in again.stdout
+
+
+def test_list_without_the_index_reports_a_corrupt_file_too(tmp_path: Path) -> None:
+    notes: list[str] = []
+    warnings: list[str] = []
+    store = SessionStore(tmp_path, note=notes.append, warn=warnings.append)
+    store.update("good", lambda s: s.messages.append(StoredMessage("user", "hi")), True)
+    store.path("bad").write_text("[1, 2")
+    store.index.path.unlink()
+    store.index.path.mkdir()  # an index that cannot be opened: the files are read instead
+    assert [s.name for s in store.list()] == ["good"]
+    assert len(notes) == 1 and "session index unusable" in notes[0]
+    assert len(warnings) == 1
+    assert warnings[0].startswith(f"session file {store.path('bad')} is corrupt (")
+    assert len(list(store.directory.glob("bad.json.corrupt-*"))) == 1
+    silent = SessionStore(tmp_path, note=notes.append)  # no one to warn: nothing is moved
+    silent.path("bad").write_text("[1, 2")
+    assert [s.name for s in silent.list()] == ["good"]
+    assert silent.path("bad").exists()
+
+
+@pytest.mark.slow
+def test_save_false_stops_the_chat_but_not_an_explicit_ask_session(gptcli: Gptcli) -> None:
+    from tests.conftest import gptcli_executable
+
+    config = gptcli.home / "config" / "config.toml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text("save = false\n")
+    asked = gptcli("ask", "--session", "trip", "-n", "5", "-t", "0", FRANCE)
+    assert asked.returncode == 0, asked.stderr
+    path = gptcli.home / "data" / "sessions" / "trip.json"
+    assert len(json.loads(path.read_text())["messages"]) == 2  # the flag asked for it
+    again = gptcli("ask", "-c", "-n", "5", "-t", "0", "And of Italy?")
+    assert again.returncode == 0, again.stderr
+    assert len(json.loads(path.read_text())["messages"]) == 4
+    env = {**gptcli.env, "TERM": "xterm-256color"}
+    term = Terminal([gptcli_executable(), "chat", "--resume", "trip", "-n", "5"], env)
+    try:
+        term.wait_prompt(1)
+        term.type_line("not kept")
+        term.wait_prompt(2)
+        term.ctrl("d")
+        assert term.wait_exit() == 0
+    finally:
+        term.close()
+    assert len(json.loads(path.read_text())["messages"]) == 4  # the chat saved nothing

@@ -155,6 +155,14 @@ def test_cmd_without_a_terminal_only_prints(gptcli: Gptcli, tmp_path: Path) -> N
     assert list(work.iterdir()) == []
 
 
+@pytest.mark.parametrize("request_text", ["", "  \t "])
+def test_cmd_refuses_an_empty_request(gptcli: Gptcli, request_text: str) -> None:
+    result = gptcli("cmd", request_text)
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr == "gptcli: error: the request is empty: say what the command should do\n"
+
+
 @pytest.mark.slow
 def test_cmd_menu_abort_edit_execute_and_warning(gptcli: Gptcli, tmp_path: Path) -> None:
     env = {**gptcli.env, "TERM": "xterm", "SHELL": "/bin/bash"}

@@ -118,6 +118,9 @@ class Settings:
     api_key_env: str | None = None
     timeout: float = 60.0  # seconds to connect, and between streamed chunks
     profile: str | None = None
+    # Which layer named the model: "default", "config", "environment", "profile", "role"
+    # or "flag"; an error about the model says where to change it.
+    model_from: str = "default"
     sampling: SamplingOptions = field(default_factory=SamplingOptions)
     engine: EngineOptions = field(default_factory=EngineOptions)
     tools: ToolSettings = field(default_factory=ToolSettings)
@@ -239,6 +242,14 @@ def _integer(minimum: int, below: int | None = None) -> Validator:
     return check
 
 
+def _context(value: Any) -> int:
+    """A context window: llama.cpp keeps its size in a uint32."""
+    size: int = _integer(16)(value)
+    if size >= 2**32:
+        raise ValueError(f"must be at most {2**32 - 1} tokens")
+    return size
+
+
 def _gpu_layers(value: Any) -> int | None:
     if isinstance(value, str):
         word = value.strip().lower()
@@ -274,7 +285,7 @@ _VALIDATORS: dict[str, Validator] = {
     "top_k": _integer(0),
     "max_tokens": _integer(1),
     "seed": _integer(0, below=2**32),
-    "ctx": _integer(16),
+    "ctx": _context,
     "threads": _integer(1),
     "gpu_layers": _gpu_layers,
 }
@@ -491,6 +502,7 @@ def resolve_settings(
         ({k: v for k, v in (role_values or {}).items() if k != "tools"}, "role"),
         (flag_values, ""),
     )
+    model_from = "default"
     for layer, origin in layers:
         for key, value in layer.items():
             if value is None:
@@ -500,6 +512,8 @@ def resolve_settings(
             except ValueError as exc:
                 label = f"--{key.replace('_', '-')}" if not origin else f"{origin} {key}"
                 raise ConfigError(f"{label} {exc}") from exc
+            if key == "model":
+                model_from = origin or "flag"
     settings = Settings()
     sampling = replace(
         settings.sampling, **{k: v for k, v in merged.items() if k in _SAMPLING_KEYS}
@@ -510,7 +524,9 @@ def resolve_settings(
     role_tools = tuple((role_values or {}).get("tools") or ())
     if role_tools:  # a role adds to the tools the config enables
         tools = replace(tools, enabled=tuple(dict.fromkeys([*tools.enabled, *role_tools])))
-    return replace(settings, sampling=sampling, engine=engine, tools=tools, **top)
+    return replace(
+        settings, sampling=sampling, engine=engine, tools=tools, model_from=model_from, **top
+    )
 
 
 def load_settings(
@@ -525,6 +541,31 @@ def load_tool_settings(config_file: Path) -> ToolSettings:
     """The config file's ``[tools]`` and ``[mcp.servers.*]``, for commands that need no model."""
     tools = load_config_file(config_file).get("tools")
     return tools if isinstance(tools, ToolSettings) else ToolSettings()
+
+
+def config_line(config_file: Path, key: str, value: str) -> str:
+    """``key = "value" in FILE, line N``: a top-level setting and where it is written."""
+    try:
+        line = _line_of(config_file.read_text(encoding="utf-8"), key)
+    except (OSError, UnicodeDecodeError):
+        line = None
+    where = f"{config_file}, line {line}" if line else str(config_file)
+    return f"{key} = {json_string(value)} in {where}"
+
+
+def where_model_is_set(settings: Settings, config_file: Path) -> str | None:
+    """Where the model name in ``settings`` came from, for an error about that model
+    (None when the command line named it, or it is the built-in default)."""
+    if settings.model_from == "config":
+        where = config_line(config_file, "model", settings.model)
+        return f"{where}; gptcli models default NAME changes it"
+    if settings.model_from == "environment":
+        return "from GPTCLI_MODEL"
+    if settings.model_from == "profile":
+        return f"from profile {settings.profile!r} in {config_file}"
+    if settings.model_from == "role":
+        return "from the role's model"
+    return None
 
 
 def set_config_value(path: Path, key: str, value: str) -> None:

@@ -36,7 +36,7 @@ class BatchResults(Protocol):
 
     def answered(self, index: int, item_id: ItemId, outcome: BatchOutcome) -> None: ...
 
-    def failed(self, index: int, item_id: ItemId, error: GptcliError) -> None: ...
+    def failed(self, index: int, item_id: ItemId | None, error: GptcliError) -> None: ...
 
     def skip(self, index: int) -> None:
         """An item whose id ``--resume`` found finished already."""
@@ -59,7 +59,7 @@ class _Plan:
 def run_batch(
     request: BatchRequest,
     items: Iterator[Item | ItemError],
-    done: Callable[[ItemId], bool],
+    done: Callable[[ItemId | None], bool],
     results: BatchResults,
     env: Environment,
 ) -> ExitStatus:
@@ -115,7 +115,7 @@ def _answer_all(
 class _Jobs:
     """The input's items as jobs; items in error and finished ids are reported on the way."""
 
-    def __init__(self, plan: _Plan, done: Callable[[ItemId], bool], results: BatchResults) -> None:
+    def __init__(self, plan: _Plan, done: Callable[[ItemId | None], bool], results: BatchResults) -> None:
         self.plan = plan
         self._done = done
         self.results = results

@@ -16,7 +16,7 @@ DESCRIBE = SamplingOptions(temperature=0.2, max_tokens=200)
 def suggest_command(request: str, model: str | None, env: Environment) -> str:
     """One command for ``request``, in the user's shell, for this system (the shell role)."""
     if not request.strip():
-        raise UsageError("the request is empty: say in words what the command should do")
+        raise UsageError("the request is empty: say what the command should do")
     shell, _ = detect_shell()
     variables = (f"shell={shell}", f"os={os_description()}")
     settings = build_settings(env.paths, {"model": model}, "shell", variables)

@@ -75,13 +75,18 @@ def ask(
     ] = False,
     continue_last: Annotated[
         bool,
-        typer.Option("--continue", "-c", help="Continue the most recent session and save to it."),
+        typer.Option(
+            "--continue",
+            "-c",
+            help="Continue the most recent session and save to it (even with save = false).",
+        ),
     ] = False,
     session: Annotated[
         Optional[str],  # noqa: UP045
         typer.Option(
             "--session",
-            help="Continue this session (created if missing).",
+            help="Continue this session (created if missing) and save to it (even with "
+            "save = false).",
             autocompletion=session_names,
         ),
     ] = None,

@@ -192,7 +192,10 @@ def remove(
 ) -> None:
     """Forget an alias; deletes the file only if gptcli downloaded it (or --delete-file)."""
     from gptcli.models.registry import ModelRegistry
+    from gptcli.models.resolve import BUNDLED_ALIAS
 
+    if alias.strip().lower() == BUNDLED_ALIAS:
+        raise UsageError(f"{alias} is the bundled model and cannot be removed")
     entry = ModelRegistry(_paths().data_dir).remove(alias)
     if entry is None:
         raise UsageError(f"no registered model {alias!r} (see gptcli models list)")
@@ -201,6 +204,26 @@ def remove(
         typer.echo(f"removed {alias} and deleted {entry.path}")
     else:
         typer.echo(f"removed {alias}; kept {entry.path}")
+    _warn_if_default(alias)
+
+
+def _warn_if_default(alias: str) -> None:
+    """The config file is the user's: removing its default model is said, not repaired."""
+    from gptcli.config import config_line, load_config_file
+
+    config_file = _paths().config_file
+    try:
+        configured = load_config_file(config_file).get("model")
+    except UsageError:
+        return  # a broken config file is reported by every command that reads it
+    if configured != alias:
+        return
+    where = config_line(config_file, "model", alias)
+    typer.echo(
+        f"gptcli: warning: {alias} is the default model ({where}); until it is changed "
+        "(gptcli models default NAME), commands that load a model will fail",
+        err=True,
+    )
 
 
 @models_app.command("default")

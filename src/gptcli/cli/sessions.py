@@ -30,7 +30,11 @@ def _store() -> SessionStore:
     from gptcli.paths import app_paths
     from gptcli.store.sessions import SessionStore
 
-    return SessionStore(app_paths().data_dir, note=lambda line: typer.echo(line, err=True))
+    return SessionStore(
+        app_paths().data_dir,
+        note=lambda line: typer.echo(line, err=True),
+        warn=lambda line: typer.echo(f"gptcli: warning: {line}", err=True),
+    )
 
 
 @sessions_app.command("list")

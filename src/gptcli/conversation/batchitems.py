@@ -8,6 +8,7 @@ carry data of its own. A line that is not a usable item becomes an
 
 from __future__ import annotations
 
+import bisect
 import json
 import math
 from collections.abc import Iterable, Iterator
@@ -36,10 +37,11 @@ class Item:
 
 @dataclass(frozen=True)
 class ItemError:
-    """A line that could not be made into an item."""
+    """A line that could not be made into an item; ``id`` is None when the line's id
+    belongs to an earlier line, so that its record never stands for that line's."""
 
     index: int
-    id: ItemId
+    id: ItemId | None
     message: str
 
 
@@ -48,9 +50,47 @@ def id_key(value: Any) -> str:
     return json.dumps(value, ensure_ascii=False, sort_keys=True)
 
 
+class _IdsSeen:
+    """The ids the lines so far took, to refuse a second use (``--resume`` skips by id).
+
+    Memory grows with the ids given in the input, not with the defaulted ones: a
+    defaulted id is its line's number, and runs of such lines are kept as ranges.
+    """
+
+    def __init__(self) -> None:
+        self._given: dict[str, int] = {}  # id_key -> the line that gave it
+        self._runs: list[list[int]] = []  # [first, last] line numbers with defaulted ids
+
+    def _defaulted(self, number: int) -> bool:
+        at = bisect.bisect_right(self._runs, [number, math.inf]) - 1
+        return at >= 0 and self._runs[at][0] <= number <= self._runs[at][1]
+
+    def owner(self, item_id: ItemId) -> int | None:
+        """The earlier line that took ``item_id``, if any."""
+        given = self._given.get(id_key(item_id))
+        if given is not None:
+            return given
+        if isinstance(item_id, int) and self._defaulted(item_id):
+            return item_id
+        return None
+
+    def take(self, item_id: ItemId, number: int, defaulted: bool) -> None:
+        if not defaulted:
+            self._given[id_key(item_id)] = number
+        elif self._runs and self._runs[-1][1] == number - 1:
+            self._runs[-1][1] = number
+        else:
+            self._runs.append([number, number])
+
+
 def read_items(lines: Iterable[bytes], plain: bool) -> Iterator[Item | ItemError]:
-    """The items of ``lines``, one at a time; blank lines are not items."""
+    """The items of ``lines``, one at a time; blank lines are not items.
+
+    An id an earlier line took (given, or defaulted to that line's number) makes the
+    later line an error whose id is None.
+    """
     index = 0
+    seen = _IdsSeen()
     for number, raw in enumerate(lines, start=1):
         text = raw.decode("utf-8", errors="replace").rstrip("\r\n")
         if not text.strip():
@@ -58,8 +98,23 @@ def read_items(lines: Iterable[bytes], plain: bool) -> Iterator[Item | ItemError
         if plain:
             yield Item(index, number, text)
         else:
-            yield _parse(index, number, text)
+            yield _unique(_parse(index, number, text), number, seen)
         index += 1
+
+
+def _unique(item: Item | ItemError, number: int, seen: _IdsSeen) -> Item | ItemError:
+    if item.id is None:
+        return item
+    owner = seen.owner(item.id)
+    if owner is None:
+        seen.take(item.id, number, defaulted=isinstance(item.id, int) and item.id == number)
+        return item
+    if isinstance(item, ItemError):
+        return replace(item, id=None)
+    which = " (the line number)" if item.id == number else ""
+    shown = json.dumps(item.id, ensure_ascii=False)
+    message = f"line {number}: id {shown}{which} is already used by line {owner}"
+    return ItemError(item.index, None, message)
 
 
 def _parse(index: int, number: int, text: str) -> Item | ItemError:

@@ -12,6 +12,7 @@ applied to the whole.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from functools import partial
@@ -56,6 +57,12 @@ def check_policy(value: str) -> OverflowPolicy:
         if value == policy:
             return policy
     raise UsageError(f"--on-overflow must be one of {', '.join(POLICIES)}, not {value!r}")
+
+
+def summary_reserve(budget: int) -> int:
+    """Tokens a summary of dropped history may take: SUMMARY_TOKENS, less in a small
+    window, where what is kept and the new message need the rest of ``budget``."""
+    return max(16, min(SUMMARY_TOKENS, budget // 4))
 
 
 def answer_reserve(options: SamplingOptions, context_size: int) -> int:
@@ -197,6 +204,20 @@ def _summarize_oldest(
     options: SamplingOptions,
     cancel: Cancellation,
 ) -> FitReport:
+    # The summary is written into the window, and then kept in it with what follows:
+    # it may take only what the system prompt and the new message leave.
+    size = backend.details.context_size
+    bare = backend.count_tokens([*Conversation(conversation.system).as_messages(), latest])
+    reserve = min(summary_reserve(budget), budget - bare)
+    if reserve < 16:
+        raise ContextOverflowError(
+            f"the message is {bare} tokens with the system prompt and only {budget} fit the "
+            f"{size}-token context window with {size - budget} left for the answer: no room "
+            "for a summary of the earlier conversation (try a larger --ctx, or a shorter "
+            "message)",
+            needed=bare + 16,
+            available=budget,
+        )
     # Take the oldest whole exchanges until what remains, plus a summary, fits.
     messages = conversation.messages
     cut = 0
@@ -205,19 +226,28 @@ def _summarize_oldest(
         while cut < len(messages) and messages[cut].role != "user":
             cut += 1
         rest = Conversation(conversation.system, messages[cut:], conversation.summary)
-        if backend.count_tokens([*rest.as_messages(), latest]) + SUMMARY_TOKENS <= budget:
+        if backend.count_tokens([*rest.as_messages(), latest]) + reserve <= budget:
             break
     old = messages[:cut]
     transcript = "\n\n".join(f"{m.role.upper()}: {m.content}" for m in old)
     if conversation.summary:
         transcript = f"EARLIER SUMMARY: {conversation.summary}\n\n{transcript}"
-    summary = summarize_text(
-        transcript,
-        "Summarise this conversation so far: who said what, every fact, name and number.",
-        backend,
-        replace(options, max_tokens=SUMMARY_TOKENS, temperature=0.2, stop=()),
-        cancel,
-    )
+    try:
+        summary = summarize_text(
+            transcript,
+            "Summarise this conversation so far: who said what, every fact, name and number.",
+            backend,
+            replace(options, max_tokens=reserve, temperature=0.2, stop=()),
+            cancel,
+        )
+    except ContextOverflowError as exc:
+        reason = re.sub(r" \(try [^)]*\)$", "", exc.message)
+        raise ContextOverflowError(
+            f"the {cut} oldest messages could not be summarised in the {size}-token context "
+            f"window: {reason} (try a larger --ctx, or --on-overflow truncate)",
+            needed=exc.needed,
+            available=exc.available,
+        ) from None
     conversation.messages = messages[cut:]
     conversation.summary = summary
     dropped = conversation.drop_to_fit(latest.content, backend.count_tokens, budget)

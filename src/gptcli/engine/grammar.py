@@ -140,18 +140,22 @@ def tool_grammar(fmt: ToolFormat, tools: Sequence[ToolSpec], choice: str) -> Too
 
 
 def grammar_sampler(lib: Any, vocab: Any, grammar: str | ToolGrammar) -> Any:
-    """llama.cpp's grammar sampler for ``grammar`` (lazy when it has triggers)."""
-    if isinstance(grammar, str):
-        sampler = lib.llama_sampler_init_grammar(vocab, grammar.encode(), b"root")
-    elif grammar.triggers:
-        patterns = (ctypes.c_char_p * len(grammar.triggers))(
-            *(t.encode() for t in grammar.triggers)
-        )
-        sampler = lib.llama_sampler_init_grammar_lazy_patterns(
-            vocab, grammar.text.encode(), b"root", patterns, len(grammar.triggers), None, 0
-        )
-    else:
-        sampler = lib.llama_sampler_init_grammar(vocab, grammar.text.encode(), b"root")
+    """llama.cpp's grammar sampler for ``grammar`` (lazy when it has triggers).
+
+    The parser prints its errors straight to stderr: they are shown only with --debug.
+    """
+    with native.quiet_stderr():
+        if isinstance(grammar, str):
+            sampler = lib.llama_sampler_init_grammar(vocab, grammar.encode(), b"root")
+        elif grammar.triggers:
+            patterns = (ctypes.c_char_p * len(grammar.triggers))(
+                *(t.encode() for t in grammar.triggers)
+            )
+            sampler = lib.llama_sampler_init_grammar_lazy_patterns(
+                vocab, grammar.text.encode(), b"root", patterns, len(grammar.triggers), None, 0
+            )
+        else:
+            sampler = lib.llama_sampler_init_grammar(vocab, grammar.text.encode(), b"root")
     if not sampler:
         raise UsageError("the grammar does not parse (run with --debug for details)")
     return sampler

@@ -51,11 +51,12 @@ from gptcli.engine.thinking import (
 )
 from gptcli.engine.toolcalls import parse_tool_events, parser_for
 from gptcli.engine.toolformat import offered
-from gptcli.errors import ContextOverflowError, GptcliError, ModelError
+from gptcli.errors import ContextOverflowError, GptcliError, ModelError, UsageError
 
 DEFAULT_CONTEXT = 4096
 INITIAL_CONTEXT = 1024  # the context grows from here, by doubling, up to the window
 CONTEXT_STEP = 256  # llama.cpp rounds context sizes up to this
+MAX_CONTEXT = 2**32 - CONTEXT_STEP  # llama.cpp's n_ctx is a uint32
 ALL_LAYERS = 0x7FFFFFFF
 
 
@@ -97,6 +98,14 @@ def _chatml(bos: str, eos: str) -> ChatTemplate:
 
 def _round_up(cells: int) -> int:
     return -(-cells // CONTEXT_STEP) * CONTEXT_STEP
+
+
+def physical_memory() -> int | None:
+    """Bytes of RAM in this machine, if the system says."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 @dataclass
@@ -187,6 +196,7 @@ class LlamaBackend:
         trained = self._info.context_length
         requested = options.ctx or min(trained or DEFAULT_CONTEXT, DEFAULT_CONTEXT)
         self._window = _round_up(requested)
+        self._check_window(requested, trained)
         self._threads = options.threads or default_threads(physical_cores(), self._busy_elsewhere)
         if options.debug and not options.threads:
             busy = self._busy_elsewhere
@@ -200,6 +210,30 @@ class LlamaBackend:
         self._path = options.path
         self._size = 0
         self._use_context(self._new_context(min(self._window, INITIAL_CONTEXT)))
+
+    def _check_window(self, requested: int, trained: int | None) -> None:
+        """Refuse a window whose KV cache no memory here could hold (the context grows
+        into it, so it would fail mid-conversation); note what llama.cpp would warn of."""
+        needed = self._window * self.kv_bytes_per_cell()
+        memory = physical_memory()
+        if self._window > MAX_CONTEXT or (memory is not None and needed > memory):
+            self.close()
+            have = f"; this machine has {memory / 2**30:,.1f} GiB" if memory is not None else ""
+            trained_note = f"; the model was trained on {trained:,}" if trained else ""
+            raise UsageError(
+                f"a {self._window:,}-token context window needs {needed / 2**30:,.1f} GiB of KV "
+                f"cache for this model{have} (try a smaller --ctx{trained_note})"
+            )
+        if self._window != requested:
+            self._notices.append(
+                f"the context window is {self._window:,} tokens, not {requested:,}: llama.cpp "
+                f"allocates it in steps of {CONTEXT_STEP}"
+            )
+        if trained and self._window > trained:
+            self._notices.append(
+                f"the context window ({self._window:,} tokens) is larger than the model's "
+                f"trained context ({trained:,}): past that, answers may lose coherence"
+            )
 
     def _new_context(self, size: int) -> Any:
         lib = self._lib

@@ -17,7 +17,10 @@ import ctypes
 import importlib
 import importlib.util
 import logging
+import os
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from types import ModuleType
@@ -91,6 +94,31 @@ def bindings(debug: bool = False) -> Any:
         lib.llama_backend_init()
         _ready = True
     return lib
+
+
+@contextmanager
+def quiet_stderr() -> Iterator[None]:
+    """Native code run inside writes to stderr only with ``debug``, as the logs do.
+
+    Some of llama.cpp writes to stderr itself instead of through the log callback:
+    its grammar parser prints the parse error and the whole grammar with
+    ``fprintf(stderr, ...)``. File descriptor 2 points at /dev/null meanwhile, so
+    keep what runs inside short: another thread's writes to stderr are lost too.
+    """
+    if _log_to_stderr:
+        yield
+        return
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as sink:
+            os.dup2(sink.fileno(), 2)
+        try:
+            yield
+        finally:
+            os.dup2(saved, 2)
+    finally:
+        os.close(saved)
 
 
 def release_freed_memory() -> None:

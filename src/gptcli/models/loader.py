@@ -6,8 +6,9 @@ import os
 from collections.abc import Mapping
 from dataclasses import replace
 
-from gptcli.config import DEFAULT_MODEL, Settings
+from gptcli.config import DEFAULT_MODEL, Settings, where_model_is_set
 from gptcli.engine.base import Backend, Cancellation
+from gptcli.errors import ModelError
 from gptcli.paths import AppPaths
 
 
@@ -70,8 +71,14 @@ def _open_local(
     from gptcli.engine.modelfile import read_model_file
     from gptcli.models.resolve import resolve_model
 
-    path = resolve_model(settings.model, paths)
-    info = read_model_file(path)  # validated before any native code reads it
+    try:
+        path = resolve_model(settings.model, paths)
+        info = read_model_file(path)  # validated before any native code reads it
+    except ModelError as exc:
+        origin = where_model_is_set(settings, paths.config_file)
+        if origin is None:
+            raise
+        raise ModelError(f"{exc.message} ({origin})") from None
     verdict = decide_extra_buffers(
         path, info.quantization, paths.cache_dir, os.environ if environ is None else environ
     )

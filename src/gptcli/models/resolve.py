@@ -58,6 +58,7 @@ def resolve_model(name: str, paths: AppPaths | None = None, pull: bool = True) -
             return found
         if pull:
             return Path(pull_model(ref, paths).path)
+        raise ModelError(f"{name} is not downloaded (gptcli models pull {name})")
     if "/" in name or name.lower().endswith(".gguf") or name.startswith(("~", ".")):
         return candidate
     raise ModelError(

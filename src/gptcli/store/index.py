@@ -210,14 +210,22 @@ class SessionIndex:
 
     # -- reads ---------------------------------------------------------------
 
-    def rows(self) -> list[Row]:
-        """Every readable session, most recently updated first."""
+    def rows(self, unreadable: list[str] | None = None) -> list[Row]:
+        """Every readable session, most recently updated first; the names of the files
+        that do not parse are added to ``unreadable``."""
         with self._connect(_READ_WAIT_S) as connection:
             self._refresh(connection)
             found = connection.execute(
                 "SELECT name, title, model, turns, updated FROM sessions WHERE readable "
                 "ORDER BY updated DESC"
             ).fetchall()
+            if unreadable is not None:
+                unreadable.extend(
+                    name
+                    for (name,) in connection.execute(
+                        "SELECT name FROM sessions WHERE NOT readable ORDER BY name"
+                    )
+                )
         return [Row(*row) for row in found]
 
     def search(self, text: str, limit: int) -> list[Hit]:

@@ -242,11 +242,14 @@ class SessionStore:
     """The sessions directory: ``<data dir>/sessions``.
 
     ``note`` hears, in one line, why listing or search had to read every file.
+    ``warn`` hears, one line per file, of each corrupt file that listing found and
+    moved aside (as loading does); without it, listing leaves such files alone.
     """
 
-    def __init__(self, data_dir: Path, note: Note | None = None) -> None:
+    def __init__(self, data_dir: Path, note: Note | None = None, warn: Note | None = None) -> None:
         self.directory = data_dir / "sessions"
         self.note = note
+        self.warn = warn
         self.index = SessionIndex(self.directory, lambda n: bool(NAME.match(n)), _parse_for_index)
 
     def path(self, name: str) -> Path:
@@ -288,7 +291,13 @@ class SessionStore:
             ) from None
         return migrate(session)
 
+    def _must_exist(self, name: str) -> None:
+        """Refuse a missing session before taking its lock: a question creates no file."""
+        if not self.path(name).exists():
+            raise SessionError(f"no session named {name!r} (see gptcli sessions list)")
+
     def load(self, name: str) -> Session:
+        self._must_exist(name)
         with self._locked(name) as path:
             return self._read(path, name)
 
@@ -339,15 +348,30 @@ class SessionStore:
                 return None
         return None
 
-    def _scan(self) -> Iterator[Session]:
+    def _scan(self, unreadable: list[str] | None = None) -> Iterator[Session]:
         for path in self.directory.glob("*.json"):
             name = path.name.removesuffix(".json")
             if not NAME.match(name):
                 continue
             try:
                 yield Session.from_json(path.read_bytes(), name)
-            except (OSError, ValueError, TypeError, UnicodeDecodeError):
+            except (ValueError, TypeError, UnicodeDecodeError, RecursionError):
+                if unreadable is not None:
+                    unreadable.append(name)
+            except OSError:
                 continue
+
+    def _set_aside(self, names: list[str]) -> None:
+        """Report each corrupt file and move it aside, as loading it would."""
+        if self.warn is None:
+            return
+        for name in dict.fromkeys(names):
+            try:
+                with self._locked(name) as path:
+                    if path.exists():
+                        self._read(path, name)  # a file rewritten since it was seen is kept
+            except SessionError as exc:
+                self.warn(exc.message)
 
     def search(self, text: str, limit: int = 20) -> list[Hit]:
         """Sessions whose title or messages hold every word (or "quoted phrase") of ``text``."""
@@ -371,16 +395,19 @@ class SessionStore:
         """Every readable session, most recently updated first."""
         if not self.directory.is_dir():
             return []
-        rows = self._from_index(self.index.rows)
+        unreadable: list[str] = []
+        rows = self._from_index(lambda: self.index.rows(unreadable))
         if rows is not None:
+            self._set_aside(unreadable)
             return [
                 SessionSummary(r.name, r.title, r.model, r.turns, r.updated, self.path(r.name))
                 for r in rows
             ]
         summaries = [
             SessionSummary(s.name, s.title, s.model_name, s.turns, s.updated, self.path(s.name))
-            for s in self._scan()
+            for s in self._scan(unreadable)
         ]
+        self._set_aside(unreadable)
         return sorted(summaries, key=lambda s: s.updated, reverse=True)
 
     def most_recent(self) -> str | None:
@@ -388,6 +415,7 @@ class SessionStore:
         return found[0].name if found else None
 
     def remove(self, name: str) -> None:
+        self._must_exist(name)
         with self._locked(name) as path:
             if not path.exists():
                 raise SessionError(f"no session named {name!r}")
@@ -399,6 +427,7 @@ class SessionStore:
 
     def rename(self, old: str, new: str) -> None:
         check_name(new)
+        self._must_exist(old)
         with self._locked(old) as path, self._locked(new) as target:
             if not path.exists():
                 raise SessionError(f"no session named {old!r}")

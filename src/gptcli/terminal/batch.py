@@ -83,7 +83,7 @@ class ResultWriter:
         self._stream.flush()
 
 
-def error_record(item_id: ItemId, error: GptcliError) -> dict[str, Any]:
+def error_record(item_id: ItemId | None, error: GptcliError) -> dict[str, Any]:
     kind = "error"
     if isinstance(error, UsageError):
         kind = "input"
@@ -206,7 +206,7 @@ class _Records:
         self._writer.put(index, answer_record(item_id, outcome))
         self._advance()
 
-    def failed(self, index: int, item_id: ItemId, error: GptcliError) -> None:
+    def failed(self, index: int, item_id: ItemId | None, error: GptcliError) -> None:
         self._writer.put(index, error_record(item_id, error))
         self._advance()
 
