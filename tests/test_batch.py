@@ -250,3 +250,41 @@ def test_ordered_writer_holds_only_what_finished_early(tmp_path: Path) -> None:
     path.write_text('{"id": "a"}\n{"id": 7}\n{"id": "cu')
     assert finished_ids(path) == {'"a"', "7"}
     assert path.read_text() == '{"id": "a"}\n{"id": 7}\n'  # the cut record is gone
+
+
+@pytest.mark.slow
+def test_an_item_sets_any_per_request_option_and_a_typo_is_named(gptcli: Gptcli) -> None:
+    """Sampling options, stop and a schema are item fields; a field that is none of them is
+    named once on stderr (with the option it resembles) and the item still runs."""
+    schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
+    items = [
+        {"id": "typo", "prompt": FRANCE, "temprature": 0, "max_tokens": 12},
+        {"id": "typo2", "prompt": FRANCE, "temprature": 0, "max_tokens": 12},
+        {"id": "json", "prompt": FRANCE, "schema": schema, "temperature": 0, "max_tokens": 40},
+        {"id": "stop", "prompt": FRANCE, "temperature": 0, "stop": ["Paris"], "top_k": 1},
+        {"id": "bad", "prompt": FRANCE, "top_p": 7},
+        {"id": "noschema", "prompt": FRANCE, "schema": {"type": 12}},
+    ]
+    done = gptcli("batch", "--ordered", "-t", "0", "-n", "40", input=jsonl(items))
+    assert done.returncode == 1  # two items are input errors
+    by_id = {r["id"]: r for r in records(done.stdout)}
+    assert "Paris" in by_id["typo"]["text"]
+    notes = [line for line in done.stderr.splitlines() if "temprature" in line]
+    assert len(notes) == 1 and "did you mean 'temperature'?" in notes[0]
+    assert set(json.loads(by_id["json"]["text"])) == {"city"}
+    assert "Paris" not in by_id["stop"]["text"] and by_id["stop"]["finish_reason"] == "stop"
+    assert by_id["bad"]["error"]["kind"] == "input"
+    assert "top_p" in by_id["bad"]["error"]["message"]
+    assert by_id["noschema"]["error"]["kind"] == "input"
+
+
+def test_item_fields_become_its_options() -> None:
+    from gptcli.config import SamplingOptions
+    from gptcli.conversation.batchitems import item_options
+
+    line = json.dumps({"prompt": "p", "min_p": 0.2, "think": "off", "seed": 4, "stop": "##"})
+    (item,) = list(read_items([line.encode()], plain=False))
+    assert isinstance(item, Item)
+    options = item_options(item, SamplingOptions(temperature=0.5))
+    assert (options.min_p, options.think, options.seed, options.stop) == (0.2, "off", 4, ("##",))
+    assert options.temperature == 0.5 and item.unknown == ()

@@ -7,6 +7,7 @@ records (terminal/batch.py) and may skip ids an earlier run finished (``--resume
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, replace
 from itertools import chain, islice
@@ -15,7 +16,14 @@ from typing import Any, Protocol
 from gptcli.answering.environment import Environment
 from gptcli.answering.settings import build_settings, constrained
 from gptcli.config import SamplingOptions, Settings
-from gptcli.conversation.batchitems import Item, ItemError, ItemId, item_messages, item_options
+from gptcli.conversation.batchitems import (
+    FIELDS,
+    Item,
+    ItemError,
+    ItemId,
+    item_messages,
+    item_options,
+)
 from gptcli.engine.base import Backend, Cancellation
 from gptcli.engine.batch import BatchJob, BatchOutcome, open_engine, parallel_for
 from gptcli.errors import ExitStatus, GptcliError, SchemaMismatchError, UsageError
@@ -71,7 +79,7 @@ def run_batch(
     settings = build_settings(env.paths, request.flags, request.role)
     sampling, schema = constrained(settings.sampling, request.schema, None)
     plan = _Plan(settings, sampling, schema)
-    jobs = _Jobs(plan, done, results)
+    jobs = _Jobs(plan, done, results, env.note)
     pending = jobs.each(items)
     cancel = Cancellation()
     with env.cancelling(cancel):
@@ -101,7 +109,7 @@ def _answer_all(
     try:
         for outcome in engine.run(chain(first, pending), cancel):
             item_id = jobs.ids.pop(outcome.index)
-            checked = _checked(outcome, jobs.plan.schema)
+            checked = _checked(outcome, jobs.schemas.pop(outcome.index, None))
             if checked.error is not None or checked.finished is None:
                 error = checked.error or GptcliError("no answer")
                 jobs.results.failed(outcome.index, item_id, error)
@@ -113,13 +121,23 @@ def _answer_all(
 
 
 class _Jobs:
-    """The input's items as jobs; items in error and finished ids are reported on the way."""
+    """The input's items as jobs; items in error and finished ids are reported on the way,
+    and each field no item may set is named once."""
 
-    def __init__(self, plan: _Plan, done: Callable[[ItemId | None], bool], results: BatchResults) -> None:
+    def __init__(
+        self,
+        plan: _Plan,
+        done: Callable[[ItemId | None], bool],
+        results: BatchResults,
+        note: Callable[[str], None],
+    ) -> None:
         self.plan = plan
         self._done = done
         self.results = results
+        self._note = note
+        self._unknown: set[str] = set()
         self.ids: dict[int, ItemId] = {}  # jobs handed out and not yet answered
+        self.schemas: dict[int, dict[str, Any]] = {}  # of those, the ones bound to a schema
 
     def each(self, items: Iterator[Item | ItemError]) -> Iterator[BatchJob]:
         sampling, system = self.plan.sampling, self.plan.settings.system
@@ -129,10 +147,30 @@ class _Jobs:
             elif isinstance(item, ItemError):
                 self.results.failed(item.index, item.id, UsageError(item.message))
             else:
+                self._report_unknown(item)
+                try:
+                    options = item_options(item, sampling)
+                except GptcliError as exc:
+                    self.results.failed(item.index, item.id, exc)
+                    continue
                 self.ids[item.index] = item.id
-                yield BatchJob(
-                    item.index, item_messages(item, system), item_options(item, sampling)
-                )
+                if options.schema is not None:
+                    self.schemas[item.index] = options.schema
+                yield BatchJob(item.index, item_messages(item, system), options)
+
+    def _report_unknown(self, item: Item) -> None:
+        import difflib
+
+        for name in item.unknown:
+            if name in self._unknown:
+                continue
+            self._unknown.add(name)
+            close = difflib.get_close_matches(name, FIELDS, n=1, cutoff=0.75)
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            self._note(
+                f"item {json.dumps(item.id)} has a field {name!r} that is not an option; it is "
+                f"ignored{hint}. An item may set: {', '.join(FIELDS[1:])}"
+            )
 
 
 def _checked(outcome: BatchOutcome, schema: dict[str, Any] | None) -> BatchOutcome:

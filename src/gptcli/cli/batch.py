@@ -98,8 +98,9 @@ def batch(
 ) -> None:
     """Answer many prompts in one process: JSONL in, one JSON line per answer out.
 
-    Input lines are objects with "prompt" and optionally "id", "system", "temperature",
-    "max_tokens" and "seed", which override the options for that item. Each output line
+    Input lines are objects with "prompt" and optionally "id", "system", "schema" and any
+    sampling option ("temperature", "max_tokens", "seed", "stop", ...), which override the
+    options for that item; other fields are named on stderr. Each output line
     has "id", "text", "finish_reason", "usage" and "timings", or "error". Exit status 0
     when every item succeeded, 1 when any failed.
     """

@@ -1,9 +1,12 @@
 """The items of a `gptcli batch` input: lines of JSONL or plain text to prompts and options.
 
-An item's own fields (``system``, ``temperature``, ``max_tokens``, ``seed``)
-override the settings; fields it does not know are left alone, so an input can
-carry data of its own. A line that is not a usable item becomes an
-:class:`ItemError` that names the line, and the other items go on.
+An item may set what one request can: ``system``, every sampling option by its
+config name (``temperature``, ``top_p``, ``max_tokens``, ``seed``, ``stop``, ``think``,
+...) and a JSON ``schema`` its answer must follow; these override the settings. A
+field that is none of these is reported (a typo such as ``temprature`` must not pass
+unnoticed) and otherwise left alone, so an input can carry data of its own. A line
+that is not a usable item becomes an :class:`ItemError` that names the line, and the
+other items go on.
 """
 
 from __future__ import annotations
@@ -11,15 +14,18 @@ from __future__ import annotations
 import bisect
 import json
 import math
-from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, replace
+from collections.abc import Iterable, Iterator, Mapping
+from dataclasses import dataclass, field, replace
 from typing import Any
 
-from gptcli.config import SamplingOptions
+from gptcli.config import SAMPLING_KEYS, SamplingOptions, check_value
+from gptcli.conversation.structured import check_schema, schema_grammar
 from gptcli.engine.base import Message
+from gptcli.errors import GptcliError
 from gptcli.parsing import loads_json
 
 ItemId = str | int
+FIELDS = ("id", "prompt", "system", "schema", *SAMPLING_KEYS)
 
 
 @dataclass(frozen=True)
@@ -30,9 +36,9 @@ class Item:
     id: ItemId
     prompt: str
     system: str | None = None
-    temperature: float | None = None
-    max_tokens: int | None = None
-    seed: int | None = None
+    options: Mapping[str, Any] = field(default_factory=dict)  # sampling options it sets
+    schema: dict[str, Any] | None = None
+    unknown: tuple[str, ...] = ()  # its fields that are none of FIELDS
 
 
 @dataclass(frozen=True)
@@ -133,9 +139,9 @@ def _parse(index: int, number: int, text: str) -> Item | ItemError:
             item_id,
             _text(value, "prompt", required=True) or "",
             system=_text(value, "system"),
-            temperature=_temperature(value.get("temperature")),
-            max_tokens=_count(value.get("max_tokens"), "max_tokens", minimum=1),
-            seed=_count(value.get("seed"), "seed", minimum=0),
+            options=_options(value),
+            schema=_schema(value.get("schema")),
+            unknown=tuple(key for key in value if key not in FIELDS),
         )
     except ValueError as exc:
         return ItemError(index, item_id, f"line {number}: {exc}")
@@ -150,22 +156,25 @@ def _text(value: dict[str, Any], key: str, required: bool = False) -> str | None
     return text
 
 
-def _temperature(value: Any) -> float | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise ValueError("temperature must be a number")
-    if not 0 <= value <= 5:
-        raise ValueError("temperature must be between 0 and 5")
-    return float(value)
+def _options(value: dict[str, Any]) -> dict[str, Any]:
+    """The sampling options the item sets, checked as the config file's are."""
+    options: dict[str, Any] = {}
+    for key in SAMPLING_KEYS:
+        if value.get(key) is not None:
+            try:
+                options[key] = check_value(key, value[key])
+            except ValueError as exc:
+                raise ValueError(f"{key} {exc}") from None
+    return options
 
 
-def _count(value: Any, key: str, minimum: int) -> int | None:
+def _schema(value: Any) -> dict[str, Any] | None:
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ValueError(f"{key} must be an integer of at least {minimum}")
-    return value
+    try:
+        return check_schema(value)
+    except GptcliError as exc:
+        raise ValueError(exc.message) from None
 
 
 def item_messages(item: Item, system: str | None) -> tuple[Message, ...]:
@@ -176,12 +185,9 @@ def item_messages(item: Item, system: str | None) -> tuple[Message, ...]:
 
 
 def item_options(item: Item, sampling: SamplingOptions) -> SamplingOptions:
-    """The settings' sampling options with the item's own on top."""
-    changes: dict[str, Any] = {}
-    if item.temperature is not None:
-        changes["temperature"] = item.temperature
-    if item.max_tokens is not None:
-        changes["max_tokens"] = item.max_tokens
-    if item.seed is not None:
-        changes["seed"] = item.seed
-    return replace(sampling, **changes) if changes else sampling
+    """The settings' sampling options with the item's own on top (its schema as a grammar);
+    raises UsageError for a schema that cannot be made a grammar."""
+    options = replace(sampling, **item.options) if item.options else sampling
+    if item.schema is None:
+        return options
+    return replace(options, grammar=schema_grammar(item.schema), schema=item.schema)

@@ -15,7 +15,7 @@ from gptcli.engine.grammar import schema_grammar
 from gptcli.errors import SchemaMismatchError, UsageError
 from gptcli.parsing import loads_json
 
-__all__ = ["load_grammar", "load_schema", "schema_grammar", "validate_answer"]
+__all__ = ["check_schema", "load_grammar", "load_schema", "schema_grammar", "validate_answer"]
 
 MAX_SPEC = 1024 * 1024
 
@@ -37,14 +37,19 @@ def _read_spec(value: str, what: str) -> str:
 
 def load_schema(value: str) -> dict[str, Any]:
     """Parse and check a JSON schema given inline or as a file path."""
-    from jsonschema import Draft202012Validator
-    from jsonschema.exceptions import SchemaError
-
     text = _read_spec(value, "schema")
     try:
         schema = loads_json(text)
     except json.JSONDecodeError as exc:
         raise UsageError(f"the schema is not valid JSON: {exc}") from None
+    return check_schema(schema)
+
+
+def check_schema(schema: Any) -> dict[str, Any]:
+    """``schema`` if it is a JSON schema (an object valid under draft 2020-12)."""
+    from jsonschema import Draft202012Validator
+    from jsonschema.exceptions import SchemaError
+
     if not isinstance(schema, dict):
         raise UsageError("the schema must be a JSON object")
     try:
