@@ -257,7 +257,7 @@ def test_an_item_sets_any_per_request_option_and_a_typo_is_named(gptcli: Gptcli)
     """Sampling options, stop and a schema are item fields; a field that is none of them is
     named once on stderr (with the option it resembles) and the item still runs."""
     schema = {"type": "object", "properties": {"city": {"type": "string"}}, "required": ["city"]}
-    items = [
+    items: list[dict[str, Any]] = [
         {"id": "typo", "prompt": FRANCE, "temprature": 0, "max_tokens": 12},
         {"id": "typo2", "prompt": FRANCE, "temprature": 0, "max_tokens": 12},
         {"id": "json", "prompt": FRANCE, "schema": schema, "temperature": 0, "max_tokens": 40},
