@@ -41,6 +41,7 @@ from gptcli.engine.serverinfo import (
     window_from_models,
     window_from_props,
 )
+from gptcli.engine.sse import sse_events
 from gptcli.engine.thinking import TAGS, TagSplitter, split_events
 from gptcli.engine.toolformat import message_dict, new_call_id, tool_dict
 from gptcli.errors import ContextOverflowError, ModelError, RemoteError, UsageError
@@ -362,13 +363,13 @@ class OpenAIBackend:
         self, response: Any, cancel: Cancellation, progress: _Progress, estimate: int
     ) -> Iterator[Event]:
         """The answer's text from the server-sent events, noting usage and finish reason."""
-        for line in response.iter_lines():
+        for event in sse_events(response.iter_text()):
             if cancel.cancelled:
                 progress.reason = "interrupted"
                 return
-            if not line.startswith("data:"):
-                continue
-            data = line[5:].strip()
+            data = event.data.strip()
+            if not data:
+                continue  # a keep-alive
             if data == "[DONE]":
                 yield from _finished_calls(progress)
                 return
