@@ -224,3 +224,29 @@ def test_every_command_survives_no_argument_too_many_and_garbage(gptcli: Gptcli)
         assert term.wait_exit() == 0
     finally:
         term.close()
+
+
+def test_role_switches_the_tools_too(gptcli: Gptcli) -> None:
+    """/role NAME sets the role's tools beside the config's and -T's; another role drops them."""
+    roles = gptcli.home / "config" / "roles"
+    roles.mkdir(parents=True)
+    (roles / "counter.toml").write_text('system = "You count."\ntools = ["calc"]\n')
+    (roles / "plain.toml").write_text('system = "You talk."\n')
+    term = start(gptcli, "-T", "time")
+    try:
+        term.type_line("/role counter")
+        term.wait_text("(role counter: system prompt and options set, tools calc)")
+        term.type_line("/tools")
+        term.wait_prompt(3)
+        listed = "\n".join(term.scrollback())
+        listed = listed[listed.rindex(">>> /tools") :]
+        assert "calc" in listed and "time" in listed
+        term.type_line("/role plain")
+        term.wait_prompt(4)
+        term.type_line("/tools")
+        term.wait_prompt(5)
+        after = "\n".join(term.scrollback())
+        after = after[after.rindex(">>> /tools") :]
+        assert "time" in after and "calc" not in after
+    finally:
+        term.close()

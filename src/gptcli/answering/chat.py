@@ -8,13 +8,15 @@ session on disk and the KV snapshot happens here.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gptcli.answering.ask import record_answer
 from gptcli.answering.environment import Environment
 from gptcli.answering.events import Display
-from gptcli.config import Settings
+from gptcli.answering.tools import ToolFlags, tool_use
+from gptcli.config import Settings, ToolSettings
 from gptcli.conversation.chat import Conversation, Reply
 from gptcli.conversation.context import check_policy, fit_conversation
 from gptcli.conversation.kvstate import restore_state, save_state
@@ -50,6 +52,24 @@ class ChatTurns:
     def __init__(self, state: ChatState, env: Environment) -> None:
         self.state = state
         self.env = env
+        self._tools = ExitStack()  # stops the MCP servers of the tools in use
+
+    def use_tools(self, flags: ToolFlags, settings: ToolSettings) -> None:
+        """Offer these tools from the next answer on (a server that cannot start is left out
+        with a note); the tools before are stopped once the new ones are ready."""
+        stack = ExitStack()
+        try:
+            tools = stack.enter_context(tool_use(flags, settings, self.env.asker, self.env.note))
+        except BaseException:
+            stack.close()
+            raise
+        self._tools.close()
+        self._tools = stack
+        self.state.tools = tools
+
+    def stop_tools(self) -> None:
+        self._tools.close()
+        self.state.tools = None
 
     def send(self, text: str, display: Display) -> Reply:
         """Answer ``text``; raises ContextOverflowError (nothing sent) when it cannot fit,

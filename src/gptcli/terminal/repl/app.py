@@ -11,8 +11,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from gptcli.answering.chat import ChatState, ChatTurns
-from gptcli.answering.tools import tool_use
-from gptcli.config import Settings, ThinkMode, check_setting
+from gptcli.config import SAMPLING_KEYS, Settings, ThinkMode, check_setting
 from gptcli.conversation.chat import Reply
 from gptcli.conversation.context import check_policy
 from gptcli.engine.base import Cancellation
@@ -36,7 +35,7 @@ from gptcli.terminal.repl.keys import repl_key_bindings, unwrap_block
 from gptcli.terminal.repl.sessions import SessionKeeper, resume
 from gptcli.terminal.repl.state import ReplOptions
 from gptcli.terminal.thinking import Ignored, LiveThinking, PlainThinking, ThinkingSink
-from gptcli.terminal.tools import ConsoleTools, show_tools, terminal_asker
+from gptcli.terminal.tools import ConsoleTools, show_tools
 
 if TYPE_CHECKING:
     from prompt_toolkit import PromptSession
@@ -354,26 +353,24 @@ class Repl:
         self._note(f"(now using {details.name}, {details.quantization})", "dim")
 
     def _cmd_role(self, arg: str) -> None:
+        """A role's system prompt, options and tools (with the config's and -T's), and its
+        model if it names one."""
+        from gptcli.config import load_tool_settings
         from gptcli.conversation.roles import role_layer
 
         name, *pairs = arg.split() or [""]
-        if not name:
-            self._note("usage: /role NAME [KEY=VALUE...] (gptcli roles list shows them)")
-            return
-        try:
-            layer = role_layer(self.paths.config_dir, name, pairs)
-            options = {k: v for k, v in layer.items() if k in vars(self.state.settings.sampling)}
-        except GptcliError as exc:
-            self._note(exc.message, "red")
-            return
-        sampling = replace(self.state.settings.sampling, **options)
-        self.state.settings = replace(self.state.settings, sampling=sampling)
+        layer = role_layer(self.paths.config_dir, name, pairs)
+        base = load_tool_settings(self.paths.config_file)
+        enabled = (*base.enabled, *layer.get("tools", ()))
+        self.turns.use_tools(self.options.tools, replace(base, enabled=enabled))
+        self.turns.set_sampling(**{k: v for k, v in layer.items() if k in SAMPLING_KEYS})
         self.state.conversation.system = str(layer["system"])
         if self.state.recorder is not None:
             self.state.recorder.system(self.state.conversation.system)
         if "model" in layer and layer["model"] != self.state.settings.model:
             self._cmd_model(str(layer["model"]))
-        self._note(f"(role {name}: system prompt and options set)", "dim")
+        tools = f", tools {', '.join(layer['tools'])}" if layer.get("tools") else ""
+        self._note(f"(role {name}: system prompt and options set{tools})", "dim")
 
     def _cmd_retry(self, arg: str) -> None:
         state = self.state
@@ -443,10 +440,9 @@ def run_repl(settings: Settings, options: ReplOptions, console: Console | None =
     if name is not None:
         repl.restore_snapshot()
     try:
-        asker = terminal_asker(sys.stderr)
-        with tool_use(options.tools, settings.tools, asker, repl._note) as tools:
-            state.tools = tools
-            return repl.run()
+        repl.turns.use_tools(options.tools, settings.tools)
+        return repl.run()
     finally:
+        repl.turns.stop_tools()
         repl.save_snapshot()
         state.backend.close()
