@@ -427,9 +427,14 @@ def test_remote_tool_calls_stream_in_fragments_and_history_is_sent() -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["meta-llama-Llama-3.1-8B-Instruct.jinja", "meta-llama-Llama-3.2-3B-Instruct.jinja"]
+    "name",
+    [
+        "meta-llama-Llama-3.1-8B-Instruct.jinja",
+        "meta-llama-Llama-3.2-3B-Instruct.jinja",
+        "openai-gpt-oss-120b.jinja",  # rendered only the first call of a turn
+    ],
 )
-def test_a_llama3_turn_with_two_calls_is_told_as_two_turns(name: str) -> None:
+def test_a_turn_with_two_calls_is_told_as_two_turns(name: str) -> None:
     template = ChatTemplate("test", (TEMPLATES / name).read_text(), "<s>", "</s>")
     calls = (
         ToolCall("call_1", "calc", '{"expression": "6*7"}'),

@@ -199,7 +199,9 @@ class ChatTemplate:
             if tools or any(m.tool_calls or m.role == "tool" for m in messages):
                 messages = generic_messages(messages, tools)
             tools = ()
-        elif self.tool_format == "llama3":
+        elif self.tool_format in ("llama3", "harmony"):
+            # Llama 3's templates refuse a turn with several calls; gpt-oss's renders its
+            # first call only. Both are told one call per turn, each beside its result.
             messages = one_call_per_turn(messages)
         tag = secrets.token_hex(8)
         # The control character makes any JSON encoding of a marker differ from it, so

@@ -184,8 +184,9 @@ def one_call_per_turn(messages: Sequence[Message]) -> list[Message]:
     """The history with each assistant turn holding at most one call, followed by its result.
 
     Llama 3.x templates refuse a turn with several calls (and a refusal would make the
-    backend give up the model's template); the model itself calls one tool per turn, so
-    a turn with several is told as several turns, each call next to its result.
+    backend give up the model's template), gpt-oss's renders only the first; the models
+    themselves call one tool per turn, so a turn with several is told as several turns,
+    each call next to its result.
     """
     rewritten: list[Message] = []
     index = 0
