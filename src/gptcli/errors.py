@@ -1,7 +1,9 @@
 """The error types gptcli raises on purpose, each carrying its exit status.
 
 The CLI layer is the one place that catches them: it prints one line to stderr
-and exits with ``exit_code``. Code below the CLI raises, never prints or exits.
+and exits with ``exit_code``. The terminal layer prints what a person sees (answers,
+notes, progress); code below it raises and reports through the use case's
+Environment, and never prints or exits.
 """
 
 from __future__ import annotations
