@@ -5,11 +5,10 @@ from __future__ import annotations
 import os
 import sys
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
-from gptcli.answering.environment import Environment, Notify
-from gptcli.paths import app_paths
-from gptcli.terminal.interrupt import ending_signal, signals_cancel
-from gptcli.terminal.tools import terminal_asker
+if TYPE_CHECKING:  # imported when an environment is built: `gptcli --help` needs none of it
+    from gptcli.answering.environment import Environment, Notify
 
 
 def stdin_is_interactive(fd: int = 0) -> bool:
@@ -36,6 +35,11 @@ def terminal_environment(
 ) -> Environment:
     """This process's streams and terminal; tools that may change things ask on stderr's
     terminal. stdin is input only when it is not the terminal."""
+    from gptcli.answering.environment import Environment
+    from gptcli.paths import app_paths
+    from gptcli.terminal.interrupt import ending_signal, signals_cancel
+    from gptcli.terminal.tools import terminal_asker
+
     stdin = sys.stdin
     interactive = stdin is None or stdin.closed or stdin_is_interactive(0)
     ending: Callable[[], bool] = lambda: ending_signal() is not None  # noqa: E731
