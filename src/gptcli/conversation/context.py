@@ -363,6 +363,26 @@ def _note_prompts(task: _NoteTask, chunk: str) -> list[tuple[Message, ...]]:
     return [p for half in halves for p in _note_prompts(task, half)]
 
 
+def _note_options(
+    options: SamplingOptions, window: int, goal_tokens: int
+) -> tuple[SamplingOptions, int]:
+    """How notes on a part are taken, and how large a part may be.
+
+    Each part plus its notes must fit the window; notes must be much shorter than the
+    part, or the rounds never end; a mild repeat penalty keeps small models from looping.
+    """
+    notes_tokens = max(16, min(SUMMARY_TOKENS, window // 8))
+    chunk_limit = max(64, window - notes_tokens - goal_tokens - 120)
+    noting = replace(
+        options,
+        max_tokens=notes_tokens,
+        stop=(),
+        grammar=None,
+        repeat_penalty=max(options.repeat_penalty, 1.15),
+    )
+    return noting, chunk_limit
+
+
 def _reduce(
     blocks: Iterable[str],
     goal: str,
@@ -378,18 +398,7 @@ def _reduce(
     from gptcli.conversation.notes import NotePrompt, take_notes  # loads the llama.cpp engine
 
     count = _count_text(backend)
-    window = backend.details.context_size
-    # Each part plus its notes must fit the window; notes must be much shorter than the
-    # part, or the rounds never end; a mild repeat penalty keeps small models from looping.
-    notes_tokens = max(16, min(SUMMARY_TOKENS, window // 8))
-    chunk_limit = max(64, window - notes_tokens - count(goal) - 120)
-    options = replace(
-        options,
-        max_tokens=notes_tokens,
-        stop=(),
-        grammar=None,
-        repeat_penalty=max(options.repeat_penalty, 1.15),
-    )
+    options, chunk_limit = _note_options(options, backend.details.context_size, count(goal))
     task = _NoteTask(goal, backend, options, count)
     overlap = min(128, limit // 10)
     splitter = StreamSplit(count, chunk_limit, overlap)
