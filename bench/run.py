@@ -282,13 +282,13 @@ def main() -> None:
         "processes": whole,
     }
     (ROOT / "bench" / "results.json").write_text(json.dumps(result, indent=1) + "\n")
-    table = readme_table(result)
+    table = results_table(result)
     print(table)
-    update_readme(table)
+    update_performance_page(table)
 
 
-def readme_table(result: dict[str, Any]) -> str:
-    """The README's performance table, from one run's results."""
+def results_table(result: dict[str, Any]) -> str:
+    """The performance table of docs/performance.md, from one run's results."""
     gptcli, native, ratios = result["gptcli"], result["native"], result["ratios"]
     whole = result["processes"]
     ask, completion = whole["gptcli ask -n 1"], whole["llama-completion -n 1"]
@@ -320,15 +320,15 @@ def readme_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def update_readme(table: str) -> None:
-    """Replace the table between the README's bench markers."""
-    readme = ROOT / "README.md"
-    text = readme.read_text(encoding="utf-8")
+def update_performance_page(table: str) -> None:
+    """Replace the table between the bench markers of docs/performance.md."""
+    page = ROOT / "docs" / "performance.md"
+    text = page.read_text(encoding="utf-8")
     start, end = "<!-- bench/run.py: start -->", "<!-- bench/run.py: end -->"
     if start in text and end in text:
         head, rest = text.split(start, 1)
         tail = rest.split(end, 1)[1]
-        readme.write_text(f"{head}{start}\n{table}\n{end}{tail}", encoding="utf-8")
+        page.write_text(f"{head}{start}\n{table}\n{end}{tail}", encoding="utf-8")
 
 
 if __name__ == "__main__":
