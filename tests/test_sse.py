@@ -34,7 +34,5 @@ def test_only_one_space_after_the_colon_is_dropped_and_a_field_without_colon() -
     assert events("data\ndata: x\n\n") == [ServerEvent("\nx")]
 
 
-def test_an_event_cut_by_the_end_is_discarded_and_blank_lines_alone_are_none() -> (
-    None
-):
+def test_an_event_cut_by_the_end_is_discarded_and_blank_lines_alone_are_none() -> None:
     assert events("\n\n: hi\n\ndata: whole\n\ndata: cut") == [ServerEvent("whole")]
