@@ -125,7 +125,7 @@ class McpServer:
         from mcp.client.stdio import StdioServerParameters, stdio_client
 
         params = StdioServerParameters(
-            command=self.settings.command,
+            command=str(self.settings.command),  # a stdio server has one
             args=list(self.settings.args),
             env=dict(self.settings.env) or None,
             cwd=os.path.expanduser(self.settings.cwd) if self.settings.cwd else None,
