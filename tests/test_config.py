@@ -122,6 +122,9 @@ def test_tool_settings_from_the_config_file(tmp_path: Path) -> None:
         'args = ["-y", "server"]\n'
         'env = { DEBUG = "1" }\n'
         'cwd = "/tmp"\n'
+        "[mcp.servers.docs]\n"
+        'url = "https://mcp.example.com/mcp"\n'
+        'headers_env = "DOCS_HEADERS"\n'
     )
     tools = load_tool_settings(path)
     assert tools == ToolSettings(
@@ -131,7 +134,10 @@ def test_tool_settings_from_the_config_file(tmp_path: Path) -> None:
         roots=(Path("~/notes").expanduser(), Path("/srv/docs")),
         max_calls=3,
         mcp_servers={
-            "files": McpServerSettings("files", "npx", ("-y", "server"), {"DEBUG": "1"}, "/tmp")
+            "files": McpServerSettings("files", "npx", ("-y", "server"), {"DEBUG": "1"}, "/tmp"),
+            "docs": McpServerSettings(
+                "docs", url="https://mcp.example.com/mcp", headers_env="DOCS_HEADERS"
+            ),
         },
     )
     assert resolve_settings(load_config_file(path), {}, {}).tools == tools
@@ -156,6 +162,30 @@ def test_tool_settings_from_the_config_file(tmp_path: Path) -> None:
         ('[mcp.servers.a]\ncommand = ""\n', "mcp.servers.a.command must not be empty"),
         ('[mcp.servers.a]\ncommand = "x"\nenv = { A = 1 }\n', "env must be a table of strings"),
         ('[mcp.servers."a b"]\ncommand = "x"\n', "MCP server name 'a b' must be 1-32"),
+        ("[mcp.servers.a]\n", "[mcp.servers.a] needs a command (MCP over stdio) or a url"),
+        (
+            '[mcp.servers.a]\ncommand = "x"\nurl = "http://h/mcp"\n',
+            "line 3: [mcp.servers.a] has both a command and a url: keep one",
+        ),
+        (
+            '[mcp.servers.a]\nurl = "ftp://h/mcp"\n',
+            "line 2: mcp.servers.a.url must be an http:// or https:// URL, not 'ftp://h/mcp'",
+        ),
+        ('[mcp.servers.a]\nurl = "https:///mcp"\n', "url must be an http:// or https:// URL"),
+        ('[mcp.servers.a]\nurl = "localhost:8000/mcp"\n', "url must be an http:// or https://"),
+        ('[mcp.servers.a]\nurl = "http://h:0/mcp"\n', "url must be an http:// or https:// URL"),
+        (
+            '[mcp.servers.a]\nurl = "http://h/mcp"\nargs = ["x"]\n',
+            "line 3: args goes with a command, not a url, in [mcp.servers.a]",
+        ),
+        (
+            '[mcp.servers.a]\ncommand = "x"\nheaders_env = "H"\n',
+            "line 3: headers_env goes with a url, not a command",
+        ),
+        (
+            '[mcp.servers.a]\nurl = "http://h/mcp"\nheaders_env = "Authorization: Bearer x"\n',
+            "line 3: mcp.servers.a.headers_env must name an environment variable",
+        ),
     ],
 )
 def test_broken_tool_settings_name_file_and_line(tmp_path: Path, text: str, fragment: str) -> None:

@@ -1,11 +1,14 @@
-"""MCP servers end to end: a real server (tests/mcpserver.py) over stdio through a Toolbox."""
+"""MCP servers end to end: a real server (tests/mcpserver.py) over stdio and streamable HTTP
+through a Toolbox."""
 
 from __future__ import annotations
 
 import json
 import os
+import socket
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +19,7 @@ from gptcli.engine.base import ToolCall
 from gptcli.errors import UsageError
 from gptcli.tools import Toolbox, ToolOutput, available_tools, mcpclient
 from tests.conftest import Gptcli
+from tests.mcphttp import HEADER, closed_port, http_server
 from tests.timing import patience, wait_until
 
 pytest.importorskip("mcp")
@@ -161,3 +165,114 @@ def test_tools_commands_list_and_show(fresh_gptcli: Gptcli, tmp_path: Path) -> N
     missing = fresh_gptcli("tools", "show", "nope")
     assert missing.returncode == 2
     assert missing.stderr.startswith("gptcli: error: no tool 'nope'")
+
+
+@pytest.fixture(scope="module")
+def guarded_url() -> Iterator[str]:
+    """The URL of the test server over HTTP, which answers 401 without ``HEADER``."""
+    with http_server(require=HEADER) as (url, _):
+        yield url
+
+
+def web(url: str, headers_env: str | None = "WEB_MCP_HEADERS") -> McpServerSettings:
+    return McpServerSettings(name="web", url=url, headers_env=headers_env)
+
+
+def test_a_server_over_http_gets_the_headers_from_the_environment(
+    guarded_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("WEB_MCP_HEADERS", f"{HEADER}\nX-Trace: on\n")
+    limit = round(patience(1), 1)
+    with Toolbox.enable(
+        ["read_file", "mcp:web"], [], settings(web(guarded_url), timeout=limit)
+    ) as box:
+        names = [tool.spec.name for tool in box.tools]
+        assert names[:2] == ["read_file", "echo"] and "web_read_file" in names
+        echo = box.get("echo")
+        assert echo is not None and echo.read_only and echo.source == "mcp: web"
+        assert run(box, "echo", text="over http") == ToolOutput("echo: over http")
+        failed = run(box, "fail")
+        assert failed.error and "fail" in failed.text
+        started = time.monotonic()
+        assert run(box, "nap", seconds=60) == ToolOutput(f"timed out after {limit:g} s", error=True)
+        assert time.monotonic() - started < limit + patience(3)
+        assert run(box, "echo", text="still there") == ToolOutput("echo: still there")
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        (None, "headers_env: the environment variable WEB_MCP_HEADERS is not set"),
+        (
+            "Authorization: Bearer wrong",
+            "answered HTTP 401 Unauthorized: check the headers in $WEB_MCP_HEADERS",
+        ),
+        ("s3cret-for-tests", "line 1 of $WEB_MCP_HEADERS is not a header (value not shown)"),
+        ("\n \n", "$WEB_MCP_HEADERS is empty: it holds headers, one 'Name: value' a line"),
+    ],
+)
+def test_headers_that_are_missing_or_wrong_are_one_line(
+    guarded_url: str, monkeypatch: pytest.MonkeyPatch, value: str | None, fragment: str
+) -> None:
+    if value is None:
+        monkeypatch.delenv("WEB_MCP_HEADERS", raising=False)
+    else:
+        monkeypatch.setenv("WEB_MCP_HEADERS", value)
+    with pytest.raises(UsageError) as caught:
+        Toolbox.enable(["mcp:web"], [], settings(web(guarded_url)))
+    assert caught.value.message.startswith("MCP server 'web'")
+    assert fragment in caught.value.message and "\n" not in caught.value.message
+    assert "s3cret" not in caught.value.message  # a secret is never shown
+
+
+def test_http_servers_that_refuse_or_are_not_there_are_one_line(
+    guarded_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def refusal(url: str, headers_env: str | None = None) -> str:
+        started = time.monotonic()
+        with pytest.raises(UsageError) as caught:
+            Toolbox.enable(["mcp:web"], [], settings(web(url, headers_env)))
+        assert time.monotonic() - started < patience(5)
+        return caught.value.message
+
+    assert refusal(guarded_url).endswith(
+        "answered HTTP 401 Unauthorized: does it need headers (headers_env)?"
+    )
+    monkeypatch.setenv("WEB_MCP_HEADERS", HEADER)
+    wrong_path = guarded_url.replace("/mcp", "/nope")
+    assert refusal(wrong_path, "WEB_MCP_HEADERS") == (
+        f"MCP server 'web' ({wrong_path}): it answered HTTP 404 Not Found: is the url right?"
+    )
+    port = closed_port()
+    said = refusal(f"http://user:pw@127.0.0.1:{port}/mcp?key=k")
+    assert said.startswith(f"MCP server 'web' (http://127.0.0.1:{port}/mcp): cannot connect")
+    assert "pw" not in said and "key=k" not in said  # credentials are never shown
+    down = settings(web(f"http://127.0.0.1:{port}/mcp"))
+    with Toolbox.enable(["mcp:web"], [], down, tolerant=True) as box:  # a chat goes on without it
+        assert box.tools == () and len(box.notices) == 1 and "cannot connect" in box.notices[0]
+    monkeypatch.setattr(mcpclient, "START_TIMEOUT", 1.0)
+    with socket.socket() as mute:  # accepts connections (the backlog), never answers
+        mute.bind(("127.0.0.1", 0))
+        mute.listen(8)
+        silent = f"http://127.0.0.1:{mute.getsockname()[1]}/mcp"
+        assert refusal(silent).endswith("no answer within 1 s")
+
+
+def test_an_http_server_that_goes_away_is_an_error_output() -> None:
+    with (
+        http_server() as (url, process),
+        Toolbox.enable(["mcp:web"], [], settings(web(url, None))) as box,
+    ):
+        assert run(box, "echo", text="hi") == ToolOutput("echo: hi")
+        process.kill()
+        process.wait()
+        gone = run(box, "echo", text="anyone?")
+        assert gone.error and gone.text.startswith(f"MCP server 'web' ({url}): cannot connect")
+        again = run(box, "echo", text="anyone?")
+        assert again.error and "failed during an earlier call: cannot connect" in again.text
+    with (
+        http_server() as (url, _),
+        Toolbox.enable(["mcp:web"], [], settings(web(url, None))) as box,
+    ):
+        crashed = run(box, "crash")
+        assert crashed.error and "stopped during the call" in crashed.text

@@ -10,12 +10,15 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import Gptcli, gptcli_executable
+from tests.mcphttp import HEADER, closed_port, http_server
 from tests.terminal import Terminal
+from tests.timing import patience
 
 pytestmark = pytest.mark.slow
 
@@ -153,6 +156,35 @@ def test_an_mcp_server_tool_through_ask(gptcli: Gptcli, tmp_path: Path) -> None:
     wrong = gptcli("ask", "-T", "mcp:nosuch", "hello", cwd=tmp_path)
     assert wrong.returncode == 2 and "unknown MCP server 'nosuch'" in wrong.stderr
     assert "Traceback" not in wrong.stderr
+
+
+def test_an_mcp_server_over_http_through_ask(gptcli: Gptcli, tmp_path: Path) -> None:
+    pytest.importorskip("mcp")
+    config = gptcli.home / "config" / "config.toml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    with http_server(require=HEADER) as (url, _):
+        config.write_text(
+            f'[mcp.servers.web]\nurl = "{url}"\nheaders_env = "WEB_MCP_HEADERS"\n\n'
+            f'[mcp.servers.down]\nurl = "http://127.0.0.1:{closed_port()}/mcp"\n',
+            encoding="utf-8",
+        )
+        unset = gptcli("ask", "-T", "mcp:web", "hello", cwd=tmp_path)
+        assert unset.returncode == 2
+        assert unset.stderr.strip().splitlines() == [
+            "gptcli: error: MCP server 'web': headers_env: the environment variable "
+            "WEB_MCP_HEADERS is not set"
+        ]
+        gptcli.env["WEB_MCP_HEADERS"] = HEADER
+        result = forced(gptcli, tmp_path, "-T", "mcp:web/echo", "--tool-choice", "echo")
+        call = result["tool_calls"][0]  # type: ignore[index]
+        assert call["name"] == "echo"
+        assert call["result"]["text"].startswith("echo: ")
+
+    started = time.monotonic()
+    down = gptcli("ask", "-T", "mcp:down", "hello", cwd=tmp_path)
+    assert down.returncode == 2 and len(down.stderr.strip().splitlines()) == 1
+    assert "MCP server 'down'" in down.stderr and "cannot connect" in down.stderr
+    assert time.monotonic() - started < patience(15)
 
 
 def test_the_chat_asks_before_a_tool_that_writes(gptcli: Gptcli, tmp_path: Path) -> None:

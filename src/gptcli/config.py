@@ -34,6 +34,10 @@ The config file is TOML at ``<config dir>/config.toml``::
     args = ["-y", "@modelcontextprotocol/server-filesystem", "."]
     env = { DEBUG = "0" }
     cwd = "~/work"
+
+    [mcp.servers.docs]           # an MCP server over streamable HTTP (a url, not a command)
+    url = "https://mcp.example.com/mcp"
+    headers_env = "DOCS_MCP_HEADERS"  # the variable holds the headers: "Authorization: Bearer …"
 """
 
 from __future__ import annotations
@@ -45,6 +49,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any, Literal
+from urllib.parse import urlsplit
 
 from gptcli.errors import ConfigError
 from gptcli.parsing import TOMLDecodeError, loads_json, loads_toml
@@ -82,13 +87,16 @@ class EngineOptions:
 
 @dataclass(frozen=True)
 class McpServerSettings:
-    """How to start one MCP server (``[mcp.servers.NAME]``): a command speaking MCP on stdio."""
+    """How to reach one MCP server (``[mcp.servers.NAME]``): exactly one of a command speaking
+    MCP on stdio (with its args, env and cwd) or the URL of one over streamable HTTP."""
 
     name: str
-    command: str
+    command: str | None = None
     args: tuple[str, ...] = ()
     env: Mapping[str, str] = field(default_factory=dict)
     cwd: str | None = None
+    url: str | None = None
+    headers_env: str | None = None  # the environment variable holding the headers for `url`
 
 
 @dataclass(frozen=True)
@@ -415,12 +423,38 @@ _TOOL_KEYS: dict[str, Validator] = {
     "roots": lambda v: tuple(Path(r).expanduser() for r in _strings(v)),
     "max_calls": _integer(1, below=1000),
 }
+
+
+def _http_url(value: Any) -> str:
+    text = str(_text(allow_empty=False)(value))
+    try:
+        parts = urlsplit(text)
+        port_ok = parts.port is None or parts.port > 0
+    except ValueError:
+        parts, port_ok = urlsplit(""), False
+    if parts.scheme not in ("http", "https") or not parts.hostname or not port_ok:
+        raise ValueError(f"must be an http:// or https:// URL, not {text!r}")
+    return text
+
+
+def _variable_name(value: Any) -> str:
+    text = str(_text(allow_empty=False)(value))
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", text):
+        raise ValueError(
+            "must name an environment variable (letters, digits, _) holding the headers"
+        )
+    return text
+
+
 _SERVER_KEYS: dict[str, Validator] = {
     "command": _text(allow_empty=False),
     "args": _strings,
     "env": _string_table,
     "cwd": _text(allow_empty=False),
+    "url": _http_url,
+    "headers_env": _variable_name,
 }
+_STDIO_ONLY = ("args", "env", "cwd")
 
 
 def _check_table(
@@ -458,10 +492,28 @@ def _check_tools(tools: Any, mcp: Any, path: Path, text: str) -> ToolSettings:
                 f"{where('')}: MCP server name {name!r} must be 1-32 letters, digits, _ or -"
             )
         server = _check_table(table, f"mcp.servers.{name}", _SERVER_KEYS, where)
-        if "command" not in server:
-            raise ConfigError(f"{where('')}: [mcp.servers.{name}] needs a command")
+        _check_transport(name, server, where)
         configured[name] = McpServerSettings(name=name, **server)
     return ToolSettings(**values, mcp_servers=configured)
+
+
+def _check_transport(name: str, server: Mapping[str, Any], where: Callable[[str], str]) -> None:
+    """Exactly one of ``command`` (stdio) and ``url`` (HTTP), and only the keys that go with it."""
+    table = f"[mcp.servers.{name}]"
+    if "command" in server and "url" in server:
+        raise ConfigError(f"{where('url')}: {table} has both a command and a url: keep one")
+    if "command" not in server and "url" not in server:
+        raise ConfigError(
+            f"{where('')}: {table} needs a command (MCP over stdio) or a url (streamable HTTP)"
+        )
+    if "url" in server:
+        for key in _STDIO_ONLY:
+            if key in server:
+                raise ConfigError(f"{where(key)}: {key} goes with a command, not a url, in {table}")
+    elif "headers_env" in server:
+        raise ConfigError(
+            f"{where('headers_env')}: headers_env goes with a url, not a command, in {table}"
+        )
 
 
 def _line_in_table(text: str, table: str, key: str) -> int | None:

@@ -1,7 +1,9 @@
-"""MCP servers over stdio: started on demand, driven from a background event loop, always stopped.
+"""MCP servers over stdio or streamable HTTP: reached on demand, driven from a background event
+loop, always stopped.
 
-Every wait here is bounded: a server that does not start, hangs, exits or crashes becomes one
-line (a UsageError at start, an error output for a call), never a chat that hangs.
+Every wait here is bounded: a server that does not start, hangs, exits, crashes or refuses the
+connection becomes one line (a UsageError at start, an error output for a call), never a chat
+that hangs.
 """
 
 from __future__ import annotations
@@ -11,10 +13,12 @@ import concurrent.futures
 import contextlib
 import json
 import os
+import re
 import tempfile
 import threading
-from collections.abc import Coroutine
+from collections.abc import AsyncIterator, Coroutine, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
+from urllib.parse import urlsplit
 
 from gptcli.config import McpServerSettings
 from gptcli.engine.base import ToolSpec
@@ -22,12 +26,14 @@ from gptcli.errors import UsageError
 from gptcli.tools.base import ToolOutput, failure, one_line
 
 if TYPE_CHECKING:
+    import httpx2
     from mcp.client.session import ClientSession
     from mcp_types import CallToolResult
     from mcp_types import Tool as McpToolInfo
 
 START_TIMEOUT = 10.0  # seconds for a server to start, answer `initialize` and list its tools
 STOP_TIMEOUT = 10.0  # the SDK closes stdin, waits 2 s, then SIGTERM, 2 s, SIGKILL
+HTTP_TIMEOUT = 10.0  # seconds to connect to an HTTP server, send a request or get a connection
 INSTALL_HINT = "MCP servers need the mcp package: pip install 'gptcli[mcp]'"
 
 T = TypeVar("T")
@@ -77,8 +83,49 @@ def _innermost(error: BaseException) -> BaseException:
     return error
 
 
+def http_headers(settings: McpServerSettings, environ: Mapping[str, str]) -> dict[str, str]:
+    """The headers in the variable ``headers_env`` names: ``Name: value`` lines, as for curl -H.
+
+    Raises UsageError for a variable that is not set or a line that is no header; the message
+    never shows the value, which is a secret.
+    """
+    variable = settings.headers_env
+    if variable is None:
+        return {}
+    where = f"MCP server {settings.name!r}: headers_env"
+    value = environ.get(variable)
+    if value is None:
+        raise UsageError(f"{where}: the environment variable {variable} is not set")
+    example = "one 'Name: value' a line, e.g. 'Authorization: Bearer TOKEN'"
+    headers: dict[str, str] = {}
+    for number, line in enumerate(value.splitlines(), 1):
+        if not line.strip():
+            continue
+        name, colon, text = line.partition(":")
+        name, text = name.strip(), text.strip()
+        if not colon or not _HEADER_NAME.fullmatch(name) or not text or _CONTROL.search(text):
+            raise UsageError(
+                f"{where}: line {number} of ${variable} is not a header (value not shown): "
+                f"it holds headers, {example}"
+            )
+        headers[name] = text
+    if not headers:
+        raise UsageError(f"{where}: ${variable} is empty: it holds headers, {example}")
+    return headers
+
+
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # RFC 9110's token
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+
+
 def _reason(error: BaseException) -> str:
+    import httpx2
+
     error = _innermost(error)
+    if isinstance(error, httpx2.TimeoutException):
+        return f"no answer: {one_line(str(error)) if str(error) else type(error).__name__}"
+    if isinstance(error, httpx2.ConnectError):
+        return f"cannot connect: {one_line(str(error))}"
     if isinstance(error, FileNotFoundError):
         return f"command not found: {error.filename or error}"
     if isinstance(error, OSError):
@@ -88,7 +135,7 @@ def _reason(error: BaseException) -> str:
 
 
 class McpServer:
-    """One configured server: its process and session, and the tools it offered."""
+    """One configured server: its process or connection, its session, and the tools it offered."""
 
     def __init__(self, settings: McpServerSettings, loop: EventLoopThread) -> None:
         self.settings = settings
@@ -102,6 +149,9 @@ class McpServer:
         self._stderr = tempfile.TemporaryFile("w+", encoding="utf-8", errors="replace")  # noqa: SIM115 - closed in stop()
         self.tools: list[McpToolInfo] = []
         self._gone: str | None = None  # why the server is known to be dead
+        self._ended: BaseException | None = None  # what ended the session after its start
+        self._headers: dict[str, str] = {}
+        self._refusal: tuple[int, str] | None = None  # the last HTTP error a request was answered
 
     def _stderr_size(self) -> int:
         return os.fstat(self._stderr.fileno()).st_size
@@ -114,27 +164,72 @@ class McpServer:
         lines = [line.strip() for line in data.splitlines() if line.strip()]
         return lines[-1] if lines else ""
 
+    @property
+    def _where(self) -> str:
+        """The command, or the URL without credentials or query (either may hold a secret)."""
+        if self.settings.url is None:
+            return str(self.settings.command)
+        parts = urlsplit(self.settings.url)
+        return f"{parts.scheme}://{parts.netloc.rpartition('@')[2]}{parts.path}"
+
     def _error(self, reason: str, since: int = 0) -> str:
         said = self.stderr_tail(since)
-        return f"MCP server {self.name!r} ({self.settings.command}): {reason}" + (
+        return f"MCP server {self.name!r} ({self._where}): {reason}" + (
             f"; it said: {said[:300]}" if said else ""
         )
 
+    def _refused(self, at_start: bool) -> str | None:
+        """The HTTP error the server answered with, and at start what to check; None if none."""
+        if self._refusal is None:
+            return None
+        status, phrase = self._refusal
+        said = f"it answered HTTP {status} {phrase}".rstrip()
+        if not at_start:
+            return said
+        if status in (401, 403) and self.settings.headers_env:
+            return f"{said}: check the headers in ${self.settings.headers_env}"
+        if status in (401, 403):
+            return f"{said}: does it need headers (headers_env)?"
+        return f"{said}: is the url right?" if status == 404 else said
+
+    async def _note_refusal(self, response: httpx2.Response) -> None:
+        # The SDK turns an HTTP error into a JSON-RPC error that no longer says which one.
+        if response.request.method == "POST" and response.status_code >= 400:
+            self._refusal = (response.status_code, response.reason_phrase)
+
+    @contextlib.asynccontextmanager
+    async def _connect(self) -> AsyncIterator[Any]:
+        """The transport's read and write streams: the command's stdio, or HTTP to the url."""
+        if self.settings.url is None:
+            from mcp.client.stdio import StdioServerParameters, stdio_client
+
+            params = StdioServerParameters(
+                command=str(self.settings.command),
+                args=list(self.settings.args),
+                env=dict(self.settings.env) or None,
+                cwd=os.path.expanduser(self.settings.cwd) if self.settings.cwd else None,
+            )
+            async with stdio_client(params, errlog=self._stderr) as streams:
+                yield streams
+            return
+        import httpx2
+        from mcp.client.streamable_http import streamable_http_client
+
+        # No read timeout: the server's event stream may be idle for any time, and every wait
+        # for an answer is bounded here (start, call, stop).
+        client = httpx2.AsyncClient(
+            headers=self._headers,
+            timeout=httpx2.Timeout(HTTP_TIMEOUT, read=None),
+            event_hooks={"response": [self._note_refusal]},
+        )
+        async with client, streamable_http_client(self.settings.url, http_client=client) as streams:
+            yield streams
+
     async def _serve(self, ready: asyncio.Future[list[McpToolInfo]]) -> None:
         from mcp.client.session import ClientSession
-        from mcp.client.stdio import StdioServerParameters, stdio_client
 
-        params = StdioServerParameters(
-            command=self.settings.command,
-            args=list(self.settings.args),
-            env=dict(self.settings.env) or None,
-            cwd=os.path.expanduser(self.settings.cwd) if self.settings.cwd else None,
-        )
         try:
-            async with (
-                stdio_client(params, errlog=self._stderr) as streams,
-                ClientSession(*streams) as session,
-            ):
+            async with self._connect() as streams, ClientSession(*streams) as session:
                 await session.initialize()
                 tools = await _list_tools(session)
                 self._session = session
@@ -144,6 +239,8 @@ class McpServer:
         except Exception as exc:
             if not ready.done():
                 ready.set_exception(exc)
+            else:
+                self._ended = exc
         finally:
             self._session = None
             if not ready.done():
@@ -163,12 +260,13 @@ class McpServer:
     def start(self, timeout: float | None = None) -> list[McpToolInfo]:
         """Start the server and list its tools; raises UsageError saying why it could not."""
         timeout = START_TIMEOUT if timeout is None else timeout
+        self._headers = http_headers(self.settings, os.environ)
         try:
             self.tools = self._loop.run(self._start(timeout), timeout + STOP_TIMEOUT + 1)
         except (TimeoutError, asyncio.TimeoutError):
             raise UsageError(self._error(f"no answer within {timeout:g} s")) from None
         except Exception as exc:
-            raise UsageError(self._error(_reason(exc))) from None
+            raise UsageError(self._error(self._refused(at_start=True) or _reason(exc))) from None
         return self.tools
 
     @property
@@ -180,9 +278,11 @@ class McpServer:
         """Call one of the server's tools; every failure is an error output."""
         session = self._session
         if session is None or not self.running:
-            return failure(self._gone or self._error("it is not running"))
+            ended = _reason(self._ended) if self._ended else "it is not running"
+            return failure(self._gone or self._error(ended))
         coroutine = session.call_tool(tool, arguments, read_timeout_seconds=timeout)
         said = self._stderr_size()
+        self._refusal = None
         try:
             result = self._loop.run(coroutine, timeout + 2)
         except TimeoutError:
@@ -197,13 +297,32 @@ class McpServer:
 
         if isinstance(error, MCPError) and error.code == REQUEST_TIMEOUT:
             return f"timed out after {timeout:g} s"
-        if isinstance(error, MCPError) and error.code == CONNECTION_CLOSED:
+        closed = isinstance(error, MCPError) and error.code == CONNECTION_CLOSED
+        if self.settings.url and (closed or isinstance(error, concurrent.futures.CancelledError)):
+            # An HTTP transport that fails (the server went away) takes the session with it,
+            # and the serve task ends with the reason, which says more than "closed".
+            ended = self._wait_for_end(1.0)
+            if ended is not None:
+                self._gone = self._error(f"the connection failed during an earlier call: {ended}")
+                return self._error(ended)
+        refused = self._refused(at_start=False)
+        if refused:
+            return f"MCP server {self.name!r}: {refused}"
+        if closed:
             self._gone = self._error("it stopped during an earlier call", since)
             return self._error("it stopped during the call", since)
         return f"MCP server {self.name!r}: {_reason(error)}"
 
+    def _wait_for_end(self, timeout: float) -> str | None:
+        """Why the session ended after its start, waiting up to ``timeout`` for it to end."""
+        task = self._task
+        if task is not None and not self._loop.loop.is_closed():
+            with contextlib.suppress(Exception):
+                self._loop.run(asyncio.wait({task}, timeout=timeout), timeout + 1)
+        return _reason(self._ended) if self._ended is not None else None
+
     def stop(self) -> None:
-        """Stop the server process (bounded: the SDK escalates to SIGKILL)."""
+        """Stop the server process (the SDK escalates to SIGKILL) or end its HTTP session."""
         task, stop = self._task, self._stop
         if task is not None and stop is not None and not self._loop.loop.is_closed():
 
