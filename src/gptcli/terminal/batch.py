@@ -33,10 +33,9 @@ from gptcli.conversation.batchitems import (
 from gptcli.conversation.roles import role_layer
 from gptcli.engine.base import Backend, Cancellation
 from gptcli.engine.batch import (
+    BatchEngine,
     BatchJob,
     BatchOutcome,
-    LlamaBatch,
-    StreamPool,
     open_engine,
     parallel_for,
 )
@@ -309,7 +308,7 @@ def _run(
 
 def _engine(
     request: BatchRequest, backend: Backend, pending: Iterator[BatchJob]
-) -> tuple[LlamaBatch | StreamPool, Iterator[BatchJob]]:
+) -> tuple[BatchEngine, Iterator[BatchJob]]:
     """The engine for ``backend``, sized by --parallel or the default, and no larger than
     the input (its first jobs are read ahead to know)."""
     window = backend.details.context_size
@@ -323,7 +322,7 @@ class _Progress:
     """A one-line progress bar on stderr, redrawn twice a second from its own thread."""
 
     def __init__(
-        self, writer: ResultWriter, jobs: _Jobs, engine: LlamaBatch | StreamPool, total: int | None
+        self, writer: ResultWriter, jobs: _Jobs, engine: BatchEngine, total: int | None
     ) -> None:
         self._writer, self._jobs, self._engine, self._total = writer, jobs, engine, total
         self._started = time.monotonic()
@@ -375,7 +374,7 @@ def _count_items(path: Path | None) -> int | None:
 
 
 def _progress(
-    request: BatchRequest, writer: ResultWriter, jobs: _Jobs, engine: LlamaBatch | StreamPool
+    request: BatchRequest, writer: ResultWriter, jobs: _Jobs, engine: BatchEngine
 ) -> _Progress | None:
     if request.quiet or not stdin_is_interactive(2) or os.environ.get("TERM") == "dumb":
         return None
