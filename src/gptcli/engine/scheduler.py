@@ -12,8 +12,9 @@ checks the stop strings and hands out the text while decode(t) runs. A stop
 string is then only known after the launch, so that token's decode was for
 nothing and its cell leaves the cache again. With many slots the text is worked
 out before the launch instead, so a slot that finishes takes its next request
-in that same batch (measured: pipelining there lost more to the idle slot than
-it saved).
+in that same batch: pipelined, every finished slot would sit out one step, and
+on a CPU (where llama_decode returns only when done) nothing is won back. Not
+measured on a GPU, where pipelining many slots may pay.
 
 A one-slot scheduler's context starts small and doubles as it fills, carrying
 its cache over (``llama_state_seq_get/set_data``): decoding in a 4,096-cell
