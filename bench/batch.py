@@ -48,9 +48,9 @@ def prompt(number: int) -> str:
 def run_batch(engine_args: tuple[Any, int, int], jobs: list[Any]) -> tuple[float, dict[int, Any]]:
     """Wall time and outcomes of ``jobs`` through a fresh batch engine."""
     from gptcli.engine.base import Cancellation
-    from gptcli.engine.batch import LlamaBatch
 
-    engine = LlamaBatch(*engine_args)
+    backend, parallel, cells = engine_args
+    engine = backend.open_slots(parallel, cells)
     started = time.perf_counter()
     outcomes = {o.index: o for o in engine.run(iter(jobs), Cancellation())}
     wall = time.perf_counter() - started

@@ -59,6 +59,7 @@ def main() -> None:
     args = parser.parse_args()
 
     import gptcli.engine.llama as llama
+    import gptcli.engine.scheduler as scheduler
     from gptcli.config import SamplingOptions
     from gptcli.engine.grammar import schema_grammar
     from gptcli.models.resolve import bundled_model_path
@@ -74,12 +75,12 @@ def main() -> None:
     answer(backend, options)  # warm up
     for _ in range(args.rounds):
         for name, build in (("grammar_first", grammar_first), ("checked_after", checked_after)):
-            vars(llama)["build_sampler"] = build
+            vars(scheduler)["build_sampler"] = build
             started = time.perf_counter()
             texts[name], rate = answer(backend, options)
             rates[name].append(rate)
             print(name, f"{rate:.1f} t/s", f"{time.perf_counter() - started:.2f} s", flush=True)
-    vars(llama)["build_sampler"] = checked_after
+    vars(scheduler)["build_sampler"] = checked_after
     first = statistics.median(rates["grammar_first"])
     after = statistics.median(rates["checked_after"])
     print(f"grammar first {first:.1f} t/s, checked after {after:.1f} t/s ({after / first:.1f}x)")

@@ -65,7 +65,7 @@ def main() -> None:
                 }
             )
         runs.append(turns)
-        backend._forget_from(0)  # the next repeat starts cold, like a new session
+        backend.scheduler.forget(0, 0)  # the next repeat starts cold, like a new session
     median = [
         {**runs[0][i], "ttft_ms": statistics.median(r[i]["ttft_ms"] for r in runs)}
         for i in range(args.turns)

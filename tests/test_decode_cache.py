@@ -55,7 +55,7 @@ def backend(bundled_model: Path) -> Iterator[Any]:
 
 def cached_positions(backend: Any) -> tuple[int, int]:
     lib = backend._lib
-    memory = lib.llama_get_memory(backend._ctx)
+    memory = lib.llama_get_memory(backend.scheduler._ctx)
     return lib.llama_memory_seq_pos_min(memory, 0), lib.llama_memory_seq_pos_max(memory, 0)
 
 
@@ -75,7 +75,7 @@ def test_the_cache_ends_where_the_engine_counts_after_every_ending(backend: Any)
         assert finished is not None and finished.reason == reason, reply.text
         usage = finished.usage
         counted = usage.prompt_tokens + usage.completion_tokens - left_out
-        assert len(backend._evaluated) == counted
+        assert len(backend.scheduler.cells(0)) == counted
         assert cached_positions(backend) == (0, counted - 1)
         if options.stop:
             assert not any(stop in reply.text for stop in options.stop)
@@ -91,7 +91,7 @@ def test_the_turn_after_a_stop_string_answers_as_if_its_token_was_never_decoded(
     is between two runs that reuse the cache the same way.)"""
 
     def converse(limit: int) -> tuple[Reply, Reply]:
-        backend._forget_from(0)
+        backend.scheduler.forget(0, 0)
         conversation = Conversation(system="You are a helpful assistant.")
         stop = SamplingOptions(temperature=0, max_tokens=limit, stop=("Paris",))
         first = answer(conversation, "Name the capital city of France.", backend, stop)

@@ -158,7 +158,7 @@ def test_a_growing_context_answers_as_a_full_size_one(
                 for _ in conversation.send(text, backend, options, Cancellation(), reply):
                     pass
                 answers.append(reply.text)
-                sizes.append(backend._size)
+                sizes.append(backend.scheduler.size)
         finally:
             backend.close()
         return answers, sizes[-1]

@@ -131,7 +131,7 @@ def test_engine_failure_mid_answer_leaves_a_sound_engine(bundled_model: Path) ->
     options = SamplingOptions(temperature=0, max_tokens=24)
     backend = LlamaBackend(LoadOptions(bundled_model, extra_buffers=False))
     conversation = Conversation()
-    working = backend._llama_decode  # how each generated token is decoded
+    working = backend.scheduler._llama_decode  # how each step is decoded
     calls = 0
 
     def failing(ctx: object, batch: object) -> int:
@@ -139,14 +139,14 @@ def test_engine_failure_mid_answer_leaves_a_sound_engine(bundled_model: Path) ->
         calls += 1
         return -3 if calls == 5 else int(working(ctx, batch))
 
-    setattr(backend, "_llama_decode", failing)  # noqa: B010 - replaced on one instance
+    setattr(backend.scheduler, "_llama_decode", failing)  # noqa: B010 - on one instance
     reply = Reply()
     with pytest.raises(GptcliError, match="failed while generating"):
         for _ in conversation.send(
             "Who wrote Romeo and Juliet?", backend, options, Cancellation(), reply
         ):
             pass
-    setattr(backend, "_llama_decode", working)  # noqa: B010
+    setattr(backend.scheduler, "_llama_decode", working)  # noqa: B010
     assert reply.text and conversation.messages[-1].content == reply.text
     after = Reply()
     for _ in conversation.send(

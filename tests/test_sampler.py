@@ -53,11 +53,11 @@ def answer(backend: Any, prompt: str, options: SamplingOptions) -> str:
 def test_greedy_answers_equal_the_grammar_first_chain(
     backend: Any, prompt: str, grammar: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import gptcli.engine.llama as llama
+    import gptcli.engine.scheduler as scheduler
 
     options = SamplingOptions(temperature=0, max_tokens=48, grammar=grammar)
     checked_after = answer(backend, prompt, options)
-    monkeypatch.setattr(llama, "build_sampler", grammar_first)
+    monkeypatch.setattr(scheduler, "build_sampler", grammar_first)
     assert answer(backend, prompt, options) == checked_after
     if grammar.startswith('root ::= "banana'):
         assert checked_after == "banana split"

@@ -83,18 +83,12 @@ def list_models(
 
 def _list_served(paths: Any, profile: str, json_output: bool) -> None:
     from gptcli.config import load_settings
-    from gptcli.engine.openai import OpenAIBackend, RemoteOptions
+    from gptcli.models.loader import served_models
 
     settings = load_settings(paths.config_file, {"profile": profile})
     if settings.backend != "openai" or not settings.base_url:
         raise UsageError(f"profile {profile!r} names no server (backend = openai, base_url)")
-    backend = OpenAIBackend(
-        RemoteOptions(settings.base_url, settings.model, settings.api_key_env, settings.timeout)
-    )
-    try:
-        served = backend.list_models()
-    finally:
-        backend.close()
+    served = served_models(settings)
     if json_output:
         typer.echo(json.dumps([{"id": m, "profile": profile} for m in served], indent=1))
         return

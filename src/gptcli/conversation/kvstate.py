@@ -16,9 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gptcli.conversation.recorder import SessionRecorder, model_facts
+from gptcli.engine.abilities import abilities
 from gptcli.engine.base import Backend
 from gptcli.store.sessions import SessionStore
-from gptcli.store.snapshot import Snapshotting, load_snapshot, save_snapshot
+from gptcli.store.snapshot import load_snapshot, save_snapshot
 
 # Ending on a signal, only a KV state this size is written: well under a second on an SSD.
 HURRIED_LIMIT = 256 * 2**20
@@ -39,12 +40,13 @@ def state_path(store: SessionStore, name: str) -> Path:
 
 def restore_state(store: SessionStore, name: str, backend: Backend, cache_dir: Path) -> int:
     """Load the session's snapshot into ``backend`` if it is valid for it; tokens restored."""
-    if not isinstance(backend, Snapshotting):
+    snapshots = abilities(backend).snapshots
+    if snapshots is None:
         return 0
     digest = _model_sha256(backend, cache_dir)
     if digest is None:
         return 0
-    return load_snapshot(state_path(store, name), backend, digest)
+    return load_snapshot(state_path(store, name), snapshots, digest)
 
 
 def save_state(
@@ -56,7 +58,8 @@ def save_state(
     ``hurried`` (the program is ending on a signal) skips a state too large to write
     at once. Raises OSError when the disk refuses.
     """
-    if recorder is None or recorder.failed or not isinstance(backend, Snapshotting):
+    snapshots = abilities(backend).snapshots
+    if recorder is None or recorder.failed or snapshots is None:
         return None
     if not recorder.store.exists(recorder.name):
         return None
@@ -66,7 +69,7 @@ def save_state(
     path = state_path(recorder.store, recorder.name)
     start = time.perf_counter()
     limit = HURRIED_LIMIT if hurried else None
-    tokens = save_snapshot(path, backend, digest, max_bytes=limit)
+    tokens = save_snapshot(path, snapshots, digest, max_bytes=limit)
     if not tokens:
         return None
     return StateWrite(tokens, path.stat().st_size, time.perf_counter() - start)

@@ -17,8 +17,7 @@ from itertools import chain, islice
 
 from gptcli.config import SamplingOptions
 from gptcli.engine.base import Backend, Cancellation, Message
-from gptcli.engine.batch import BatchJob, open_engine, parallel_for
-from gptcli.engine.llama import LlamaBackend
+from gptcli.engine.batch import BatchJob, in_process, open_engine, parallel_for
 
 
 @dataclass(frozen=True)
@@ -49,7 +48,7 @@ def take_notes(
     # A server may end the answer it streams when another request arrives (llama-cpp-
     # python's own does, unless started with --interrupt_requests False), so its parts
     # go one at a time, as they always did; `gptcli batch` leaves that choice to --parallel.
-    if parallel is None and not isinstance(backend, LlamaBackend):
+    if parallel is None and not in_process(backend):
         parallel = 1
     wanted = parallel_for(backend, window, parallel)
     first = list(islice(prompts, wanted))  # no more sequences than there are prompts

@@ -15,7 +15,8 @@ from typing import Any
 
 from gptcli.config import SamplingOptions
 from gptcli.conversation.chat import Conversation
-from gptcli.engine.base import Finished, Message, ToolCall
+from gptcli.engine.abilities import abilities
+from gptcli.engine.base import Backend, Finished, Message, ToolCall
 from gptcli.errors import GptcliError
 from gptcli.store.sessions import (
     Session,
@@ -170,10 +171,10 @@ def model_facts(path: Path, name: str, cache_dir: Path) -> dict[str, Any]:
     return {"name": name, "file": path.name, "sha256": digest}
 
 
-def answer_facts(backend: object, cache_dir: Path) -> dict[str, Any]:
+def answer_facts(backend: Backend, cache_dir: Path) -> dict[str, Any]:
     """What produced an answer: the model file and its sha256, or the server and profile."""
-    facts = getattr(backend, "facts", None)
-    if callable(facts):
-        return dict(facts())
-    details = backend.details  # type: ignore[attr-defined]
+    own = abilities(backend).facts
+    if own is not None:
+        return dict(own.facts())
+    details = backend.details
     return model_facts(Path(details.path), details.name, cache_dir)

@@ -6,6 +6,7 @@ happened as the events below and raises only :class:`gptcli.errors.GptcliError`.
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
@@ -14,6 +15,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from gptcli.config import SamplingOptions
+from gptcli.errors import GptcliError
 
 Role = Literal["system", "user", "assistant", "tool"]
 # "tool_calls": the answer ended by calling tools, whose results it waits for.
@@ -129,6 +131,12 @@ class Finished:
 Event = TextDelta | ThinkingDelta | ToolCalled | Finished
 
 
+def new_seed() -> int:
+    """A seed for an answer that was given none: below 2**31, so that every server takes it
+    (some read it as a signed 32-bit int) and never llama.cpp's "random" 0xFFFFFFFF."""
+    return secrets.randbelow(2**31 - 1)
+
+
 @dataclass
 class AnswerClock:
     """When an answer started, finished its prompt and showed its first text.
@@ -204,6 +212,25 @@ class Cancellation:
     @property
     def cancelled(self) -> bool:
         return self._event.is_set()
+
+
+@dataclass(frozen=True)
+class BatchJob:
+    """One prompt of a batch to answer; ``index`` is its place in the input."""
+
+    index: int
+    messages: tuple[Message, ...]
+    options: SamplingOptions
+
+
+@dataclass(frozen=True)
+class BatchOutcome:
+    """A finished job: its text and Finished event, or the error that stopped it."""
+
+    index: int
+    text: str = ""
+    finished: Finished | None = None
+    error: GptcliError | None = None
 
 
 @dataclass(frozen=True)

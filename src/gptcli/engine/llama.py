@@ -1,20 +1,19 @@
 """The in-process llama.cpp backend, driven through llama.h's C API.
 
-Decoding is a loop over llama.h calls (batch decode, a native sampler chain,
-one token's piece at a time through an incremental UTF-8 decoder) rather than
-llama-cpp-python's high-level completion path, which re-detokenizes the whole
-answer on every token. The KV cache is kept between calls: a new prompt
-re-uses the longest common prefix with what is already evaluated, so turn N of
-a conversation only processes its new tokens.
+This module loads the model, makes contexts, renders the chat template and
+tokenizes. Decoding is engine/scheduler.py's: a loop over llama.h calls (batch
+decode, a native sampler chain, one token's piece at a time through an
+incremental UTF-8 decoder) rather than llama-cpp-python's high-level completion
+path, which re-detokenizes the whole answer on every token. A conversation is
+one slot whose KV cache is kept between calls: a new prompt re-uses the longest
+common prefix with what is already evaluated, so turn N only processes its new
+tokens.
 """
 
 from __future__ import annotations
 
 import ctypes
 import os
-import secrets
-import sys
-import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,24 +21,28 @@ from typing import Any
 
 from gptcli.config import SamplingOptions, ThinkMode
 from gptcli.engine import native
+from gptcli.engine.abilities import BatchEngine
 from gptcli.engine.base import (
-    AnswerClock,
     Cancellation,
     Event,
-    FinishReason,
     Message,
     ModelDetails,
-    TextDelta,
     ToolRequest,
     ToolSpec,
-    Usage,
 )
 from gptcli.engine.cpuload import CpuSample, busy_elsewhere, default_threads
 from gptcli.engine.grammar import ToolGrammar, tool_grammar
+from gptcli.engine.jobs import SlotBatch, default_parallel
 from gptcli.engine.modelfile import ModelFileInfo, read_model_file
-from gptcli.engine.sampler import Sampler, build_sampler
+from gptcli.engine.scheduler import (
+    BATCH_TOKENS,
+    CONTEXT_STEP,
+    Layout,
+    Scheduler,
+    round_up_cells,
+    token_piece,
+)
 from gptcli.engine.template import CHATML_TEMPLATE, ChatTemplate, PromptPiece, TemplateError
-from gptcli.engine.textstream import AnswerText
 from gptcli.engine.thinking import (
     HARMONY,
     Splitter,
@@ -55,7 +58,6 @@ from gptcli.errors import ContextOverflowError, GptcliError, ModelError, UsageEr
 
 DEFAULT_CONTEXT = 4096
 INITIAL_CONTEXT = 1024  # the context grows from here, by doubling, up to the window
-CONTEXT_STEP = 256  # llama.cpp rounds context sizes up to this
 MAX_CONTEXT = 2**32 - CONTEXT_STEP  # llama.cpp's n_ctx is a uint32
 ALL_LAYERS = 0x7FFFFFFF
 
@@ -96,32 +98,12 @@ def _chatml(bos: str, eos: str) -> ChatTemplate:
     return ChatTemplate("built-in ChatML (fallback)", CHATML_TEMPLATE, bos, eos)
 
 
-def _round_up(cells: int) -> int:
-    return -(-cells // CONTEXT_STEP) * CONTEXT_STEP
-
-
 def physical_memory() -> int | None:
     """Bytes of RAM in this machine, if the system says."""
     try:
         return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
     except (ValueError, OSError, AttributeError):
         return None
-
-
-@dataclass
-class _Progress:
-    """How far an answer got and why it ended, as the decode loop goes."""
-
-    reason: FinishReason
-    produced: int = 0
-
-
-def _set_state(lib: Any, ctx: Any, state: Any, length: int) -> bool:
-    """Load a serialised KV cache into ``ctx``; on failure leave it empty."""
-    if lib.llama_state_seq_set_data(ctx, state, length, 0) != 0:
-        return True
-    lib.llama_memory_clear(lib.llama_get_memory(ctx), True)
-    return False
 
 
 class LlamaBackend:
@@ -139,28 +121,16 @@ class LlamaBackend:
         self._notices: list[str] = []
         self._model: Any = None
         self._ctx: Any = None
-        self._cancel_for_abort = cancel or Cancellation()
-        self._load_model(options)
+        self._scheduler: Scheduler | None = None
+        self._load_model(options, cancel or Cancellation())
         self._busy_elsewhere = busy_elsewhere(loading, CpuSample.take())
         self._create_context(options)
-
-        @self._lib.ggml_abort_callback  # type: ignore[untyped-decorator]
-        def on_abort(user_data: ctypes.c_void_p) -> bool:
-            return self._cancel_for_abort.cancelled
-
-        self._on_abort = on_abort
-        self._evaluated: list[int] = []
         self._token_bytes: int | None = None
-        self._pieces: dict[int, bytes] = {}  # a generated token's piece, looked up once
-        self._one = (self._lib.llama_token * 1)()  # the batch every generated token goes in
-        self._one_batch = self._lib.llama_batch_get_one(self._one, 1)
-        self._llama_decode = self._lib.llama_decode  # one lookup per token, not two
         self._template = self._load_template()
-        self._special_pieces = False  # harmony's channels are control tokens, shown as text
 
-    def _load_model(self, options: LoadOptions) -> None:
+    def _load_model(self, options: LoadOptions, cancel: Cancellation) -> None:
         """The weights, offloaded as asked; Ctrl-C during the load stops llama.cpp's loader."""
-        lib, cancel = self._lib, self._cancel_for_abort
+        lib = self._lib
         mparams = lib.llama_model_default_params()
         gpu_layers = options.gpu_layers
         if gpu_layers is None or gpu_layers < 0:
@@ -195,7 +165,7 @@ class LlamaBackend:
         lib = self._lib
         trained = self._info.context_length
         requested = options.ctx or min(trained or DEFAULT_CONTEXT, DEFAULT_CONTEXT)
-        self._window = _round_up(requested)
+        self._window = round_up_cells(requested)
         self._check_window(requested, trained)
         self._threads = options.threads or default_threads(physical_cores(), self._busy_elsewhere)
         if options.debug and not options.threads:
@@ -208,8 +178,16 @@ class LlamaBackend:
             lib.LLAMA_FLASH_ATTN_TYPE_AUTO if on_gpu else lib.LLAMA_FLASH_ATTN_TYPE_DISABLED
         )
         self._path = options.path
-        self._size = 0
-        self._use_context(self._new_context(min(self._window, INITIAL_CONTEXT)))
+        try:
+            self._scheduler = Scheduler(
+                lib,
+                self._vocab,
+                Layout(1, self._window, grow=True, initial=min(self._window, INITIAL_CONTEXT)),
+                self._new_context,
+            )
+        except ModelError:
+            self.close()
+            raise
 
     def _check_window(self, requested: int, trained: int | None) -> None:
         """Refuse a window whose KV cache no memory here could hold (the context grows
@@ -236,44 +214,29 @@ class LlamaBackend:
             )
 
     def _new_context(self, size: int) -> Any:
+        """A context of ``size`` cells for one sequence (the scheduler frees it)."""
         lib = self._lib
         cparams = lib.llama_context_default_params()
         cparams.n_ctx = size
-        cparams.n_batch = min(size, 512)
-        cparams.n_ubatch = min(size, 512)
+        cparams.n_batch = min(size, BATCH_TOKENS)
+        cparams.n_ubatch = min(size, BATCH_TOKENS)
         cparams.n_threads = self._threads
         cparams.n_threads_batch = self._threads
         cparams.no_perf = True
         cparams.flash_attn_type = self._flash
         ctx = lib.llama_init_from_model(self._model, cparams)
         if not ctx:
-            if not self._ctx:
-                self.close()
             raise ModelError(
                 f"llama.cpp could not create a {size}-token context for {self._path} "
                 "(out of memory? try a smaller --ctx)"
             )
         return ctx
 
-    def _use_context(self, ctx: Any) -> None:
-        lib = self._lib
-        if self._ctx:
-            lib.llama_free(self._ctx)
-        self._ctx = ctx
-        self._size = lib.llama_n_ctx(ctx)
-        self._n_batch = min(self._size, 512)
-        self._memory = lib.llama_get_memory(ctx)
-
-    def _reserve(self, cells: int) -> None:
-        """Grow the context to hold ``cells`` tokens (up to the window), keeping its cache."""
-        if cells <= self._size or self._size >= self._window:
-            return
-        lib = self._lib
-        size = min(self._window, max(_round_up(cells), 2 * self._size))
-        ctx = self._new_context(size)
-        if self._evaluated and not _set_state(lib, ctx, *self._state()):
-            self._evaluated = []  # the next prompt is processed again in full
-        self._use_context(ctx)
+    @property
+    def scheduler(self) -> Scheduler:
+        """The one-slot scheduler that answers this backend's conversations."""
+        assert self._scheduler is not None, "the backend is closed"
+        return self._scheduler
 
     # -- facts -------------------------------------------------------------
 
@@ -356,12 +319,7 @@ class LlamaBackend:
         return self._token_bytes
 
     def _piece(self, token: int, special: bool = False) -> bytes:
-        buf = ctypes.create_string_buffer(64)
-        size = self._lib.llama_token_to_piece(self._vocab, token, buf, 64, 0, special)
-        if size < 0:
-            buf = ctypes.create_string_buffer(-size)
-            size = self._lib.llama_token_to_piece(self._vocab, token, buf, -size, 0, special)
-        return buf.raw[:size]
+        return token_piece(self._lib, self._vocab, token, special)
 
     def _pieces_to_tokens(self, pieces: Sequence[PromptPiece]) -> list[int]:
         tokens: list[int] = []
@@ -404,52 +362,6 @@ class LlamaBackend:
 
     # -- generation --------------------------------------------------------
 
-    def _decode(self, tokens: Sequence[int]) -> int:
-        array = (self._lib.llama_token * len(tokens))(*tokens)
-        batch = self._lib.llama_batch_get_one(array, len(tokens))
-        return int(self._lib.llama_decode(self._ctx, batch))
-
-    def _forget_from(self, position: int) -> None:
-        lib = self._lib
-        if not lib.llama_memory_seq_rm(self._memory, 0, position, -1):
-            lib.llama_memory_clear(self._memory, True)
-            position = 0
-        del self._evaluated[position:]
-
-    def _prefill(
-        self, tokens: Sequence[int], cancel: Cancellation
-    ) -> tuple[int, FinishReason | None]:
-        """Evaluate ``tokens`` after the longest cached prefix; returns (reused, early finish)."""
-        reused = 0
-        for cached, new in zip(self._evaluated, tokens, strict=False):
-            if cached != new:
-                break
-            reused += 1
-        reused = min(reused, len(tokens) - 1)  # the last prompt token must produce logits
-        self._forget_from(reused)
-        self._reserve(len(tokens))
-        self._cancel_for_abort = cancel
-        self._lib.llama_set_abort_callback(self._ctx, self._on_abort, None)
-        try:
-            for start in range(reused, len(tokens), self._n_batch):
-                chunk = tokens[start : start + self._n_batch]
-                status = self._decode(chunk)
-                if status == 2 or cancel.cancelled:
-                    self._forget_from(start)
-                    return reused, "interrupted"
-                if status != 0:
-                    self._forget_from(0)
-                    raise GptcliError(f"llama.cpp failed to process the prompt (code {status})")
-                self._evaluated.extend(chunk)
-        finally:
-            self._lib.llama_set_abort_callback(self._ctx, self._lib.ggml_abort_callback(), None)
-        return reused, None
-
-    def _sampler(
-        self, options: SamplingOptions, seed: int, tools: ToolGrammar | None = None
-    ) -> Sampler:
-        return build_sampler(self._lib, self._vocab, options, seed, tools)
-
     def check_fits(self, prompt_tokens: int, options: SamplingOptions) -> None:
         room = self._window - prompt_tokens
         wanted = options.max_tokens or 1
@@ -473,16 +385,24 @@ class LlamaBackend:
         specs = offered(tools)
         tokens, splitter, special = self.prompt_for(messages, options.think, specs)
         self.check_fits(len(tokens), options)
-        seed = options.seed if options.seed is not None else secrets.randbelow(2**32 - 1)
         tool_fmt = self._template.tool_format
         # The markers of native tool formats are control tokens, as harmony's channels are.
         special = special or (bool(specs) and tool_fmt != "generic")
-        if special != self._special_pieces:
-            self._pieces.clear()  # pieces were looked up the other way
-            self._special_pieces = special
         grammar = tool_grammar(tool_fmt, specs, tools.choice) if tools and specs else None
-        events = split_events(self._generate(tokens, options, seed, cancel, grammar), splitter)
+        events = split_events(self._answer(tokens, options, cancel, special, grammar), splitter)
         return parse_tool_events(events, parser_for(tool_fmt, specs)) if specs else events
+
+    def _answer(
+        self,
+        tokens: list[int],
+        options: SamplingOptions,
+        cancel: Cancellation,
+        special: bool,
+        grammar: ToolGrammar | None,
+    ) -> Iterator[Event]:
+        """The answer in the conversation's slot (its sampler made once the answer is read)."""
+        scheduler = self.scheduler
+        yield from scheduler.answer(scheduler.request(tokens, options, special, grammar), cancel)
 
     def prompt_for(
         self, messages: Sequence[Message], think: ThinkMode, tools: Sequence[ToolSpec] = ()
@@ -495,104 +415,7 @@ class LlamaBackend:
         splitter = splitter_for(fmt, inside=prompt_opens_thinking(tail, fmt))
         return self._pieces_to_tokens(pieces), splitter, fmt == HARMONY
 
-    def _generate(
-        self,
-        tokens: list[int],
-        options: SamplingOptions,
-        seed: int,
-        cancel: Cancellation,
-        grammar: ToolGrammar | None = None,
-    ) -> Iterator[Event]:
-        clock = AnswerClock()
-        reused, early = self._prefill(tokens, cancel)
-        clock.prefilled = time.perf_counter()
-        progress = _Progress(early or "length")
-        if early is None:
-            sampler = self._sampler(options, seed, grammar)
-            try:
-                for text in self._answer(sampler, options, cancel, progress):
-                    clock.text_shown()
-                    yield TextDelta(text)
-            finally:
-                sampler.free()
-        usage = Usage(len(tokens), progress.produced)
-        yield clock.finished(progress.reason, usage, reused, seed)
-
-    def _answer(
-        self, sampler: Sampler, options: SamplingOptions, cancel: Cancellation, progress: _Progress
-    ) -> Iterator[str]:
-        """The answer's text, token by token, each token's decode started before its text.
-
-        llama.cpp on a GPU computes asynchronously until the logits are read, so the
-        host turns token t into text, checks the stop strings and hands out the
-        event while decode(t) runs; sampling t+1 waits for it. End of generation,
-        the token limit and a full window are known before the launch; a stop
-        string only after it, so that token's decode was for nothing and it leaves
-        the cache again (as it always did, it is not part of the answer).
-        """
-        sample, is_eog = sampler.sample, self._lib.llama_vocab_is_eog
-        vocab, pieces, answer = self._vocab, self._pieces, AnswerText(options.stop)
-        feed = answer.feed
-        limit = options.max_tokens if options.max_tokens is not None else sys.maxsize
-        ignore_eos, produced = options.ignore_eos, 0
-        while produced < limit:
-            if cancel.cancelled:
-                progress.reason = "interrupted"
-                break
-            token = sample(self._ctx, -1)  # waits for the previous decode
-            end_of_turn = is_eog(vocab, token)
-            if end_of_turn and not ignore_eos:
-                progress.reason = "stop"
-                return
-            progress.produced = produced = produced + 1
-            # The last token is evaluated with the next prompt, if any.
-            launched = produced < limit and self._decode_one(token)
-            piece = b"" if end_of_turn else pieces.get(token)
-            text, stopped = feed(self._cache_piece(token) if piece is None else piece)
-            if text:
-                yield text
-            if stopped:
-                progress.reason = "stop"
-                if launched:
-                    self._lib.llama_synchronize(self._ctx)
-                    self._forget_from(len(self._evaluated) - 1)
-                return
-            if not launched:
-                break  # the token limit, or the context window is full
-        tail = answer.flush()
-        if tail:
-            yield tail
-
-    def _cache_piece(self, token: int) -> bytes:
-        piece = self._pieces[token] = self._piece(token, self._special_pieces)
-        return piece
-
-    def _decode_one(self, token: int) -> bool:
-        """Start evaluating a generated token; False when the window has no room left."""
-        if len(self._evaluated) >= self._size:
-            self._reserve(len(self._evaluated) + 1)
-            if len(self._evaluated) >= self._size:
-                return False
-        self._one[0] = token
-        status = self._llama_decode(self._ctx, self._one_batch)
-        if status == 1:
-            return False
-        if status != 0:
-            self._forget_from(0)
-            raise GptcliError(f"llama.cpp failed while generating (code {status})")
-        self._evaluated.append(token)
-        return True
-
-    # -- what engine/batch.py builds on ------------------------------------
-
-    @property
-    def lib(self) -> Any:
-        """The ctypes bindings this model was loaded with."""
-        return self._lib
-
-    @property
-    def vocab(self) -> Any:
-        return self._vocab
+    # -- many answers at once (engine/batch.py) ----------------------------
 
     @property
     def on_gpu(self) -> bool:
@@ -605,6 +428,22 @@ class LlamaBackend:
         head_dim = lib.llama_model_n_embd(model) // heads
         layers, kv_heads = lib.llama_model_n_layer(model), lib.llama_model_n_head_kv(model)
         return int(2 * 2 * layers * kv_heads * head_dim)
+
+    def parallel_limit(self) -> int:
+        return int(self._lib.llama_max_parallel_sequences())
+
+    def default_parallel(self, cells_each: int) -> int:
+        sequence = self.kv_bytes_per_cell() * cells_each
+        return default_parallel(self.on_gpu, max(1, self._threads), sequence, self.parallel_limit())
+
+    def open_slots(self, parallel: int, cells_each: int) -> BatchEngine:
+        """A scheduler of ``parallel`` slots of ``cells_each`` cells in a context of its own."""
+
+        def context(cells: int) -> Any:
+            return self.parallel_context(parallel, cells, BATCH_TOKENS)
+
+        scheduler = Scheduler(self._lib, self._vocab, Layout(parallel, cells_each), context)
+        return SlotBatch(self.prompt_for, scheduler, parallel, cells_each)
 
     def parallel_context(self, sequences: int, cells_each: int, n_batch: int) -> Any:
         """A new context on this model for ``sequences`` independent sequences.
@@ -632,13 +471,6 @@ class LlamaBackend:
             )
         return ctx
 
-    def sampler(self, options: SamplingOptions, seed: int) -> Sampler:
-        """A new sampler chain for one answer (grammar, penalties, temperature, seed)."""
-        return self._sampler(options, seed)
-
-    def piece(self, token: int, special: bool = False) -> bytes:
-        return self._piece(token, special)
-
     # -- state snapshots ---------------------------------------------------
 
     def state_key(self) -> dict[str, object]:
@@ -654,40 +486,21 @@ class LlamaBackend:
 
     def state_size(self) -> int:
         """Bytes ``export_state`` would return, without copying them."""
-        return int(self._lib.llama_state_seq_get_size(self._ctx, 0))
+        return self.scheduler.state_size()
 
     def export_state(self) -> tuple[list[int], bytes]:
         """The evaluated tokens and llama.cpp's serialised KV cache for them."""
-        state, written = self._state()
-        return list(self._evaluated), ctypes.string_at(state, written)
-
-    def _state(self) -> tuple[Any, int]:
-        """llama.cpp's serialised KV cache of the conversation, in a ctypes buffer."""
-        lib = self._lib
-        size = lib.llama_state_seq_get_size(self._ctx, 0)
-        state = (ctypes.c_uint8 * size)()
-        return state, lib.llama_state_seq_get_data(self._ctx, state, size, 0)
+        return self.scheduler.export_state()
 
     def import_state(self, tokens: list[int], state: bytes) -> bool:
         """Restore a KV cache made by ``export_state``; on any failure start clean."""
-        lib = self._lib
-        vocab = lib.llama_vocab_n_tokens(self._vocab)
-        if len(tokens) > self._window or any(not 0 <= t < vocab for t in tokens):
-            return False
-        self._forget_from(0)
-        self._reserve(len(tokens) + 1)
-        buf = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
-        if not _set_state(lib, self._ctx, buf, len(state)):
-            return False
-        self._evaluated = list(tokens)
-        return True
+        return self.scheduler.import_state(tokens, state)
 
     def close(self) -> None:
-        lib = self._lib
-        if self._ctx:
-            lib.llama_free(self._ctx)
-            self._ctx = None
+        if self._scheduler is not None:
+            self._scheduler.close()
+            self._scheduler = None
         if self._model:
-            lib.llama_model_free(self._model)
+            self._lib.llama_model_free(self._model)
             self._model = None
             native.release_freed_memory()

@@ -25,6 +25,20 @@ def open_backend(
     return _open_local(settings, paths, cancel, debug, environ)
 
 
+def served_models(settings: Settings) -> list[str]:
+    """The models the settings' server serves (its ``/v1/models``)."""
+    from gptcli.engine.openai import OpenAIBackend, RemoteOptions
+
+    assert settings.base_url is not None
+    backend = OpenAIBackend(
+        RemoteOptions(settings.base_url, settings.model, settings.api_key_env, settings.timeout)
+    )
+    try:
+        return backend.list_models()
+    finally:
+        backend.close()
+
+
 def _open_remote(settings: Settings) -> Backend:
     """Connect to the server and learn its model and window, unless the settings name them.
 

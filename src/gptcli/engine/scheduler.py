@@ -1,0 +1,459 @@
+"""The decode scheduler: every answer of a llama.cpp context, each in a slot, one decode a step.
+
+The way llama-server serves everything from slots: a chat is a slot whose cells
+stay between turns, `ask` is one slot, `batch` and notes on a long document are
+many. Each step samples every answer that has logits, builds one batch (the
+next token of each answer, then prompt chunks of the slots that have a new
+request) and calls ``llama_decode`` once; this is the only module that does.
+
+Decoding is pipelined where it pays: llama.cpp on a GPU computes asynchronously
+until the logits are read, so with one slot the host turns token t into text,
+checks the stop strings and hands out the text while decode(t) runs. A stop
+string is then only known after the launch, so that token's decode was for
+nothing and its cell leaves the cache again. With many slots the text is worked
+out before the launch instead, so a slot that finishes takes its next request
+in that same batch: pipelined, every finished slot would sit out one step, and
+on a CPU (where llama_decode returns only when done) nothing is won back. Not
+measured on a GPU, where pipelining many slots may pay.
+
+A one-slot scheduler's context starts small and doubles as it fills, carrying
+its cache over (``llama_state_seq_get/set_data``): decoding in a 4,096-cell
+cache was 2-4% slower than in a 1,024-cell one here at equal use. Many slots
+share a context of ``cells`` per sequence made up front.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Any
+
+from gptcli.config import SamplingOptions
+from gptcli.engine.base import Cancellation, Event, FinishReason, TextDelta, Usage, new_seed
+from gptcli.engine.grammar import ToolGrammar
+from gptcli.engine.sampler import build_sampler
+from gptcli.engine.slots import Request, Slot, plan_prefix
+from gptcli.errors import GptcliError
+
+BATCH_TOKENS = 512  # tokens per llama_decode call: answers' next tokens plus prompt chunks
+CONTEXT_STEP = 256  # llama.cpp rounds context sizes up to this
+
+
+def round_up_cells(cells: int) -> int:
+    return -(-cells // CONTEXT_STEP) * CONTEXT_STEP
+
+
+def token_piece(lib: Any, vocab: Any, token: int, special: bool) -> bytes:
+    """The bytes of ``token``'s text (with ``special``, control tokens' text too)."""
+    buf = ctypes.create_string_buffer(64)
+    size = lib.llama_token_to_piece(vocab, token, buf, 64, 0, special)
+    if size < 0:
+        buf = ctypes.create_string_buffer(-size)
+        size = lib.llama_token_to_piece(vocab, token, buf, -size, 0, special)
+    return buf.raw[:size]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A scheduler's slots: ``slots`` sequences of ``cells`` each; a lone one may ``grow``
+    from ``initial`` cells to ``cells``."""
+
+    slots: int
+    cells: int
+    grow: bool = False
+    initial: int = 0
+
+
+class Scheduler:
+    """Answers requests in the slots of one llama.cpp context, continuously batched."""
+
+    def __init__(
+        self, lib: Any, vocab: Any, layout: Layout, new_context: Callable[[int], Any]
+    ) -> None:
+        self._lib = lib
+        self._vocab = vocab
+        self._layout = layout
+        self._new_context = new_context
+        self._ctx: Any = None
+        self._size = 0
+        self._use_context(new_context(layout.initial if layout.grow else layout.cells))
+        self._slots = [Slot(seq) for seq in range(layout.slots)]
+        self._batch = lib.llama_batch_init(BATCH_TOKENS, 0, 1)
+        self._one = (lib.llama_token * 1)()  # a lone generated token goes in this batch
+        self._one_batch = lib.llama_batch_get_one(self._one, 1)
+        self._llama_decode = lib.llama_decode  # one lookup per step, not two
+        self._pieces: tuple[dict[int, bytes], dict[int, bytes]] = ({}, {})
+        self._pipelined = layout.slots == 1
+        self._submitted = 0
+        self._generated = 0
+        self._cancel = Cancellation()
+        self._aborting = False
+
+        @lib.ggml_abort_callback  # type: ignore[untyped-decorator]
+        def on_abort(user_data: ctypes.c_void_p) -> bool:
+            return self._cancel.cancelled
+
+        self._on_abort = on_abort
+
+    # -- the context -------------------------------------------------------
+
+    def _use_context(self, ctx: Any) -> None:
+        if self._ctx:
+            self._lib.llama_free(self._ctx)
+        self._ctx = ctx
+        self._size = int(self._lib.llama_n_ctx(ctx)) if self._layout.grow else self._layout.cells
+        self._n_batch = min(self._size, BATCH_TOKENS)
+        self._memory = self._lib.llama_get_memory(ctx)
+        self._aborting = False
+
+    @property
+    def size(self) -> int:
+        """The cells a slot may hold now (a growing one: before it grows again)."""
+        return self._size
+
+    @property
+    def tokens_generated(self) -> int:
+        """Answer tokens produced so far, over all slots (for progress)."""
+        return self._generated
+
+    def cells(self, slot: int = 0) -> list[int]:
+        """The tokens whose KV ``slot`` holds, in position order."""
+        return self._slots[slot].cells
+
+    def _reserve(self, cells: int) -> None:
+        """Grow a lone slot's context to hold ``cells`` tokens (up to its window)."""
+        window = self._layout.cells
+        if not self._layout.grow or cells <= self._size or self._size >= window:
+            return
+        size = min(window, max(round_up_cells(cells), 2 * self._size))
+        ctx = self._new_context(size)
+        slot = self._slots[0]
+        if slot.cells and not self._set_state(ctx, *self._state()):
+            slot.cells = []  # the next prompt is processed again in full
+        self._use_context(ctx)
+
+    def _room(self, slot: Slot) -> bool:
+        """Whether ``slot`` has a cell for one more token (growing the context if it may)."""
+        if len(slot.cells) >= self._size:
+            self._reserve(len(slot.cells) + 1)
+        return len(slot.cells) < self._size
+
+    def forget(self, slot: int, position: int) -> None:
+        """Drop ``slot``'s cells from ``position`` on (all of them where that is refused)."""
+        self._forget(self._slots[slot], position)
+
+    def _forget(self, slot: Slot, position: int) -> None:
+        if not self._lib.llama_memory_seq_rm(self._memory, slot.seq, position, -1):
+            self._lib.llama_memory_seq_rm(self._memory, slot.seq, -1, -1)
+            position = 0
+        del slot.cells[position:]
+
+    # -- requests ----------------------------------------------------------
+
+    def request(
+        self,
+        prompt: list[int],
+        options: SamplingOptions,
+        special: bool = False,
+        grammar: ToolGrammar | None = None,
+    ) -> Request:
+        """A request for ``prompt``, with its sampler chain (seeded, constrained by ``grammar``
+        or the options' grammar). Raises GptcliError for a grammar llama.cpp refuses."""
+        seed = options.seed if options.seed is not None else new_seed()
+        sampler = build_sampler(self._lib, self._vocab, options, seed, grammar)
+        self._submitted += 1
+        return Request(prompt, options, sampler, seed, special, order=self._submitted)
+
+    def submit(self, slot: int, request: Request) -> None:
+        """Give ``request`` to ``slot``, which must be free; it starts in the next step."""
+        assert self._slots[slot].request is None
+        request.slot = slot
+        self._slots[slot].request = request
+
+    def answer(self, request: Request, cancel: Cancellation) -> Iterator[Event]:
+        """``request`` in slot 0, the only one: its text, then Finished."""
+        self.submit(0, request)
+        for _, text in self.run(cancel):
+            if text:
+                yield TextDelta(text)
+        usage = Usage(len(request.prompt), request.produced)
+        reason = request.reason or "length"
+        yield request.clock.finished(reason, usage, request.reused, request.seed)
+
+    def run(self, cancel: Cancellation) -> Iterator[tuple[Request, str | None]]:
+        """Decode until no slot has a request: (request, text) as text comes, (request, None)
+        when it has ended (``reason`` set). A slot freed there may be given a new request
+        before the next item is asked for.
+
+        After ``cancel`` every request ends "interrupted"; Ctrl-C stops llama.cpp inside
+        a batch that carries prompt tokens (one of generated tokens takes milliseconds).
+        """
+        self._cancel = cancel
+        try:
+            while True:
+                if cancel.cancelled:
+                    yield from self._end_all("interrupted")
+                    return
+                shown = self._sample()
+                for request in shown:
+                    if request.reason is not None:
+                        yield request, None
+                if not self._pipelined:
+                    yield from self._show(shown)
+                if not self._settle():
+                    return
+                if not self._launch(cancel):
+                    yield from self._end_all("interrupted")
+                    return
+                if self._pipelined:
+                    yield from self._show(shown)
+        finally:
+            self._abort_on(False)
+            for slot in self._slots:
+                if slot.request is not None:
+                    slot.request.sampler.free()
+                    slot.request = None
+
+    # -- one step ----------------------------------------------------------
+
+    def _sample(self) -> list[Request]:
+        """Sample every request that has logits: the tokens whose text is to be shown.
+
+        A token that ends the turn ends its request here ("stop"); the others are
+        queued for the next batch while the answer has room and tokens left.
+        """
+        shown: list[Request] = []
+        ctx, is_eog, vocab = self._ctx, self._lib.llama_vocab_is_eog, self._vocab
+        for slot in self._slots:
+            request = slot.request
+            if request is None or request.output == -2:
+                continue
+            token = request.sampler.sample(ctx, request.output)  # waits for the decode
+            request.output = -2
+            eog = is_eog(vocab, token)
+            if eog and not request.options.ignore_eos:
+                self._end(slot, "stop")
+            else:
+                request.produced += 1
+                self._generated += 1
+                if request.produced < request.limit and self._room(slot):
+                    request.pending = token
+                request.shown = token if not eog else -1
+            shown.append(request)
+        return shown
+
+    def _show(self, shown: list[Request]) -> Iterator[tuple[Request, str | None]]:
+        """The text of each token sampled; the requests a stop string or a limit ended."""
+        for request in shown:
+            if request.reason is not None:
+                continue
+            token = request.shown
+            pieces = self._pieces[request.special]
+            piece = b"" if token < 0 else pieces.get(token)
+            if piece is None:
+                piece = pieces[token] = token_piece(self._lib, self._vocab, token, request.special)
+            text, stopped = request.answer.feed(piece)
+            if text:
+                request.clock.text_shown()
+                yield request, text
+            slot = self._slots[request.slot]
+            if stopped:
+                if request.output != -2:  # decoded already: its cell leaves again
+                    self._lib.llama_synchronize(self._ctx)
+                    self._forget(slot, len(slot.cells) - 1)
+                request.pending = -1
+                yield from self._finish(slot, "stop")
+            elif request.pending < 0 and request.output == -2:
+                yield from self._finish(slot, "length")  # the token limit, or the cells are full
+
+    def _settle(self) -> bool:
+        """Settle where each new request's cells come from; False when no slot has a request."""
+        busy = False
+        for slot in self._slots:
+            request = slot.request
+            if request is None:
+                continue
+            busy = True
+            if request.fed or request.output != -2 or request.pending >= 0:
+                continue
+            self._lib.llama_synchronize(self._ctx)  # the cells may still be being written
+            plan = plan_prefix(slot, self._slots)
+            request.waiting = plan.waiting
+            if plan.waiting:
+                continue
+            if plan.source < 0:
+                self._forget(slot, plan.length)
+            else:
+                self._lib.llama_memory_seq_cp(self._memory, plan.source, slot.seq, -1, -1)
+                self._lib.llama_memory_seq_rm(self._memory, slot.seq, plan.length, -1)
+                slot.cells = self._slots[plan.source].cells[: plan.length]
+            request.fed = request.reused = plan.length
+            self._reserve(len(request.prompt))
+        return busy
+
+    def _launch(self, cancel: Cancellation) -> bool:
+        """One llama_decode of the queued tokens and prompt chunks; False when interrupted."""
+        filled, prompts = self._fill()
+        if not filled:
+            return True
+        self._abort_on(prompts)
+        lone = len(filled) == 1 and not prompts and filled[0][0].seq == 0
+        status = self._llama_decode(self._ctx, self._one_batch if lone else self._batch)
+        if status == 0 and not (prompts and cancel.cancelled):
+            if prompts:
+                now = time.perf_counter()
+                for _, request, _ in filled:
+                    if request.fed == len(request.prompt) and request.clock.prefilled is None:
+                        request.clock.prefilled = now
+            return True
+        for slot, request, start in filled:  # nothing of this batch stays in the cache
+            self._forget(slot, start)
+            request.output = -2
+        if status == 2 or cancel.cancelled:
+            return False
+        if status == 1 and not prompts:
+            return True  # no cell left for the answers' next tokens: they end there
+        for slot in self._slots:
+            self._forget(slot, 0)
+        doing = "to process the prompt" if prompts else "while generating"
+        raise GptcliError(f"llama.cpp failed {doing} (code {status})")
+
+    def _fill(self) -> tuple[list[tuple[Slot, Request, int]], bool]:
+        """Put the answers' next tokens, then prompt chunks, into the batch.
+
+        Returns each (slot, request, first cell it fills) and whether prompt tokens
+        are in. A lone generated token of slot 0 goes in the one-token batch instead.
+        """
+        filled: list[tuple[Slot, Request, int]] = []
+        for slot in self._slots:
+            request = slot.request
+            if request is not None and request.pending >= 0:
+                filled.append((slot, request, len(slot.cells)))
+        if len(filled) == 1 and filled[0][0].seq == 0 and not self._prompts_left():
+            slot, request, _ = filled[0]
+            self._one[0] = request.pending
+            slot.cells.append(request.pending)
+            request.pending, request.output = -1, -1
+            return filled, False
+        batch, count = self._batch, 0
+        for slot, request, _ in filled:
+            count = self._add(slot, request.pending, count, False)
+            request.pending, request.output = -1, count - 1
+        answers = count
+        for slot in self._slots:
+            request = slot.request
+            if request is None or request.waiting or request.fed >= len(request.prompt):
+                continue
+            if count >= self._n_batch:
+                break
+            filled.append((slot, request, len(slot.cells)))
+            end = min(len(request.prompt), request.fed + self._n_batch - count)
+            for position in range(request.fed, end):
+                count = self._add(slot, request.prompt[position], count, False)
+            if end == len(request.prompt):
+                request.output = count - 1
+            request.fed = end
+        for _, request, _ in filled:
+            if request.output >= 0:
+                batch.logits[request.output] = True
+        batch.n_tokens = count
+        return filled, count > answers
+
+    def _prompts_left(self) -> bool:
+        for slot in self._slots:
+            request = slot.request
+            if request is not None and not request.waiting and request.fed < len(request.prompt):
+                return True
+        return False
+
+    def _add(self, slot: Slot, token: int, count: int, logits: bool) -> int:
+        batch = self._batch
+        batch.token[count] = token
+        batch.pos[count] = len(slot.cells)
+        batch.n_seq_id[count] = 1
+        batch.seq_id[count][0] = slot.seq
+        batch.logits[count] = logits
+        slot.cells.append(token)
+        return count + 1
+
+    def _abort_on(self, wanted: bool) -> None:
+        """Let Ctrl-C stop llama.cpp inside a decode. Only while prompt chunks are decoded:
+        llama.cpp asks after every graph node, a call into Python each time."""
+        if wanted != self._aborting and self._ctx:
+            callback = self._on_abort if wanted else self._lib.ggml_abort_callback()
+            self._lib.llama_set_abort_callback(self._ctx, callback, None)
+            self._aborting = wanted
+
+    # -- ending ------------------------------------------------------------
+
+    def _end(self, slot: Slot, reason: FinishReason) -> None:
+        request = slot.request
+        assert request is not None
+        request.reason = reason
+        request.pending = -1
+        request.sampler.free()
+        slot.request = None
+
+    def _finish(self, slot: Slot, reason: FinishReason) -> Iterator[tuple[Request, str | None]]:
+        request = slot.request
+        assert request is not None
+        self._end(slot, reason)
+        if reason != "stop":  # text held back for a stop string that never came
+            tail = request.answer.flush()
+            if tail:
+                yield request, tail
+        yield request, None
+
+    def _end_all(self, reason: FinishReason) -> Iterator[tuple[Request, str | None]]:
+        for slot in self._slots:
+            if slot.request is not None:
+                yield from self._finish(slot, reason)
+
+    # -- state snapshots (slot 0) ----------------------------------------------
+
+    def state_size(self) -> int:
+        return int(self._lib.llama_state_seq_get_size(self._ctx, 0))
+
+    def export_state(self) -> tuple[list[int], bytes]:
+        """Slot 0's tokens and llama.cpp's serialised KV cache for them."""
+        state, written = self._state()
+        return list(self._slots[0].cells), ctypes.string_at(state, written)
+
+    def import_state(self, tokens: list[int], state: bytes) -> bool:
+        """Restore a KV cache made by ``export_state`` into slot 0; on any failure start clean."""
+        n_vocab = self._lib.llama_vocab_n_tokens(self._vocab)
+        if len(tokens) > self._layout.cells or any(not 0 <= t < n_vocab for t in tokens):
+            return False
+        slot = self._slots[0]
+        self._forget(slot, 0)
+        self._reserve(len(tokens) + 1)
+        buf = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
+        if not self._set_state(self._ctx, buf, len(state)):
+            return False
+        slot.cells = list(tokens)
+        return True
+
+    def _state(self) -> tuple[Any, int]:
+        lib = self._lib
+        size = lib.llama_state_seq_get_size(self._ctx, 0)
+        state = (ctypes.c_uint8 * size)()
+        return state, lib.llama_state_seq_get_data(self._ctx, state, size, 0)
+
+    def _set_state(self, ctx: Any, state: Any, length: int) -> bool:
+        """Load a serialised KV cache into ``ctx``'s slot 0; on failure leave it empty."""
+        lib = self._lib
+        if lib.llama_state_seq_set_data(ctx, state, length, 0) != 0:
+            return True
+        lib.llama_memory_clear(lib.llama_get_memory(ctx), True)
+        return False
+
+    def close(self) -> None:
+        lib = self._lib
+        if self._batch is not None:
+            lib.llama_batch_free(self._batch)
+            self._batch = None
+        if self._ctx:
+            lib.llama_free(self._ctx)
+            self._ctx = None

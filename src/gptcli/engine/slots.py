@@ -1,0 +1,114 @@
+"""Slots: the sequences of one llama.cpp context, the cells each holds, the answer in each.
+
+A slot's cells are the tokens its sequence has evaluated, one per position, and
+they stay when an answer ends: the next request in the slot keeps the longest
+prefix it has in common with them and evaluates only the rest (a chat's next
+turn; a batch's next prompt behind the same system prompt). A request that can
+take ``SHARED_PREFIX_MIN`` more tokens from another slot gets that slot's cells
+copied into its own instead, and one whose source is still evaluating that
+prefix waits for it.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from gptcli.config import SamplingOptions
+from gptcli.engine.base import AnswerClock, FinishReason
+from gptcli.engine.sampler import Sampler
+from gptcli.engine.textstream import AnswerText
+
+# A stream copy moves a whole KV stream (the bundled model: 22.5 KiB a cell, 23 MiB for
+# 1,024 cells, a few ms here), while a prompt token costs ~3.6 ms to evaluate here:
+# sharing pays from a handful of tokens; 16 keeps clear of trivial template overlaps.
+SHARED_PREFIX_MIN = 16
+
+
+@dataclass(eq=False)
+class Request:
+    """One answer in a slot: its prompt still to evaluate, then its tokens one by one."""
+
+    prompt: list[int]
+    options: SamplingOptions
+    sampler: Sampler
+    seed: int
+    special: bool  # pieces read with special tokens (harmony's channels, tool markup)
+    order: int = 0  # when it was submitted: a request waits only for an earlier one
+    clock: AnswerClock = field(default_factory=AnswerClock)
+    answer: AnswerText = field(init=False)
+    limit: int = field(init=False)
+    fed: int = 0  # prompt tokens in the cells (or in the batch being decoded)
+    reused: int = 0  # prompt tokens kept or copied instead of evaluated
+    waiting: bool = False  # for an earlier request to evaluate the prefix it will copy
+    slot: int = -1
+    pending: int = -1  # a sampled token to evaluate in the next batch
+    shown: int = -1  # the token sampled last, whose text is still to be worked out
+    output: int = -2  # its logits' index in the batch being decoded; -2: none there
+    produced: int = 0
+    reason: FinishReason | None = None
+
+    def __post_init__(self) -> None:
+        self.answer = AnswerText(self.options.stop)
+        limit = self.options.max_tokens
+        self.limit = limit if limit is not None else sys.maxsize
+
+
+@dataclass(eq=False)
+class Slot:
+    """A sequence of the context: ``cells[i]`` is the token whose K and V sit at position i."""
+
+    seq: int
+    cells: list[int] = field(default_factory=list)
+    request: Request | None = None
+
+
+@dataclass(frozen=True)
+class PrefixPlan:
+    """Where a new request's cells come from: its own slot (``source`` -1) or a copy."""
+
+    source: int
+    length: int
+    waiting: bool = False
+
+
+def common_prefix(a: Sequence[int], b: Sequence[int], limit: int) -> int:
+    """How many leading tokens ``a`` and ``b`` share, at most ``limit``."""
+    n = min(len(a), len(b), limit)
+    for i in range(n):
+        if a[i] != b[i]:
+            return i
+    return n
+
+
+def plan_prefix(slot: Slot, slots: Sequence[Slot]) -> PrefixPlan:
+    """The longest prefix ``slot``'s new request can reuse, from its own cells or another's.
+
+    Its own cells cost nothing to keep; another slot's are copied only when that
+    gives ``SHARED_PREFIX_MIN`` more tokens. A request still evaluating the prefix
+    (placed in the batch being built, ``fed`` short of it) is a source to wait for.
+    """
+    request = slot.request
+    assert request is not None
+    prompt = request.prompt
+    limit = len(prompt) - 1  # the last prompt token is evaluated for its logits
+    kept = common_prefix(slot.cells, prompt, limit)
+    best, source, ready = kept + SHARED_PREFIX_MIN - 1, -1, True
+    for other in slots:  # the answers in progress first, then the idle slots' cells
+        active = other.request
+        if other is slot or active is None or active.waiting:
+            continue
+        if active.fed == 0 and active.order > request.order:
+            continue
+        common = common_prefix(active.prompt, prompt, limit)
+        if common > best:
+            best, source, ready = common, other.seq, active.fed >= common
+    for other in slots:
+        if other.request is None:  # no answer there now: its cells stay as they were
+            common = common_prefix(other.cells, prompt, limit)
+            if common > best:
+                best, source, ready = common, other.seq, True
+    if source < 0:
+        return PrefixPlan(-1, kept)
+    return PrefixPlan(source, best, waiting=not ready)
