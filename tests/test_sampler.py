@@ -8,8 +8,6 @@ grammar.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -34,13 +32,9 @@ CASES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def backend(bundled_model: Path) -> Iterator[Any]:
-    from gptcli.engine.llama import LlamaBackend, LoadOptions
-
-    loaded = LlamaBackend(LoadOptions(bundled_model, extra_buffers=False))
-    yield loaded
-    loaded.close()
+@pytest.fixture
+def backend(llama_backend: Any) -> Any:
+    return llama_backend
 
 
 def grammar_first(lib: Any, vocab: Any, options: SamplingOptions, seed: int, tools: Any) -> Any:
