@@ -179,21 +179,23 @@ if __name__ == "__main__" and "--record" in sys.argv:
 def test_a_growing_context_answers_as_a_full_size_one(
     bundled_model: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The context starts at 1,024 cells and doubles as the conversation fills it, carrying
-    its cache over: in the middle of an answer (turn 1) and of a prompt (turn 2). The answers
-    must equal those of a context allocated at full size from the start."""
+    """The context starts small (512 cells here, 1,024 in the product) and doubles as the
+    conversation fills it, carrying its cache over: in the middle of an answer (turn 1) and
+    of a prompt (turn 2). The answers must equal those of a context allocated at full size
+    from the start. 512 is the smallest start with the product's batch size (512), so the
+    prompts are evaluated in the same batches either way."""
     from gptcli.config import SamplingOptions
     from gptcli.conversation.chat import Conversation, Reply
     from gptcli.engine import llama
     from gptcli.engine.base import Cancellation
 
-    document = " ".join(f"Item {n} is a {'red' if n % 3 else 'blue'} box." for n in range(100))
+    document = " ".join(f"Item {n} is a {'red' if n % 3 else 'blue'} box." for n in range(50))
     turns = [
-        (f"{document}\nList the blue boxes, one per line.", 0.0, 300),
-        (f"{document}\nWhich item numbers are red?", 0.8, 60),
+        (f"{document}\nList the blue boxes, one per line.", 0.0, 160),
+        (f"{document}\nWhich item numbers are red?", 0.8, 40),
     ]
 
-    def converse() -> tuple[list[str], int]:
+    def converse() -> tuple[list[str], list[tuple[int, int, int]]]:
         backend = llama.LlamaBackend(llama.LoadOptions(bundled_model, extra_buffers=False))
         conversation, answers, sizes = Conversation(), [], []
         try:
@@ -201,17 +203,23 @@ def test_a_growing_context_answers_as_a_full_size_one(
                 options = SamplingOptions(
                     temperature=temperature, seed=3, max_tokens=limit, ignore_eos=True
                 )
+                before = backend._size
                 reply = Reply()
                 for _ in conversation.send(text, backend, options, Cancellation(), reply):
                     pass
+                prompt = backend.count_tokens(conversation.messages[:-1])
                 answers.append(reply.text)
-                sizes.append(backend._size)
+                sizes.append((before, prompt, backend._size))
         finally:
             backend.close()
-        return answers, sizes[-1]
+        return answers, sizes
 
-    grown, size = converse()
-    monkeypatch.setattr(llama, "INITIAL_CONTEXT", 4096)
-    full, full_size = converse()
-    assert size == full_size == 4096
+    monkeypatch.setattr(llama, "INITIAL_CONTEXT", 512)
+    grown, sizes = converse()
+    (start, first_prompt, after_first), (_, second_prompt, size) = sizes
+    assert start == 512 and first_prompt < 512 < after_first  # grew during the answer
+    assert after_first < second_prompt < size  # grew during the prompt
+    monkeypatch.setattr(llama, "INITIAL_CONTEXT", size)
+    full, full_sizes = converse()
+    assert [s[2] for s in full_sizes] == [size, size]  # never grew
     assert grown == full
