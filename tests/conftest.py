@@ -10,6 +10,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -135,3 +136,17 @@ def bundled_model() -> Path:
     from gptcli.models.resolve import bundled_model_path
 
     return bundled_model_path()
+
+
+@pytest.fixture(scope="session")
+def llama_backend(bundled_model: Path) -> Iterator[Any]:
+    """The bundled model loaded once, for the tests that drive the engine in this process.
+
+    Its threads are picked as the product picks them. Tests that break or replace the
+    engine (test_faults, test_snapshot, test_determinism) load their own; the others
+    start new conversations, which keep only the prefix they share with the cache."""
+    from gptcli.engine.llama import LlamaBackend, LoadOptions
+
+    loaded = LlamaBackend(LoadOptions(bundled_model, extra_buffers=False))
+    yield loaded
+    loaded.close()

@@ -221,5 +221,7 @@ def test_chunked_messages_map_reduce() -> None:
     assert "Notes on consecutive parts" in messages[0].content
     assert chunked.notes is not None and "Part 1: SUMMARY" in chunked.notes
     assert progress and str(progress[0]) == "summarising part 1"
+    # The first round's notes are too long for the window: they are reduced again.
+    assert str(progress[-1]).endswith("(round 2)")
     asked = [m.content for call in backend.seen for m in call]
     assert any("Paragraph 0" in a for a in asked) and any("Paragraph 29" in a for a in asked)

@@ -8,8 +8,6 @@ token that is not in the conversation.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
@@ -44,13 +42,9 @@ TURNS: list[tuple[str, SamplingOptions, str, int]] = [
 LAST = "Summarise our conversation in one sentence."
 
 
-@pytest.fixture(scope="module")
-def backend(bundled_model: Path) -> Iterator[Any]:
-    from gptcli.engine.llama import LlamaBackend, LoadOptions
-
-    loaded = LlamaBackend(LoadOptions(bundled_model, threads=2, extra_buffers=False))
-    yield loaded
-    loaded.close()
+@pytest.fixture
+def backend(llama_backend: Any) -> Any:
+    return llama_backend
 
 
 def cached_positions(backend: Any) -> tuple[int, int]:

@@ -20,7 +20,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Gptcli
+from tests.conftest import Gptcli, gptcli_executable
+from tests.terminal import Terminal
 
 GOLDEN = Path(__file__).with_name("golden_outputs.json")
 COMMON = ["--threads", "2", "--plain", "-q"]
@@ -99,6 +100,52 @@ def test_the_same_seed_gives_the_same_text_in_another_process(gptcli: Gptcli) ->
     assert first.stdout != other.stdout
 
 
+FRONT_ENDS = ["--seed", "7", "-t", "0.9", "-n", "24"]
+FIRST, SECOND = "Tell me a short story about a fox.", "Give the story a title."
+
+
+def chat_answers(gptcli: Gptcli, session: str) -> list[str]:
+    """Two turns typed into the chat in a pseudo-terminal, as saved in its session."""
+    env = {**gptcli.env, "TERM": "xterm-256color"}
+    args = [gptcli_executable(), "chat", "--no-history", "--resume", session, *FRONT_ENDS]
+    term = Terminal(args, env)
+    try:
+        term.wait_prompt(1)
+        for turn, question in enumerate((FIRST, SECOND), start=2):
+            term.type_line(question)
+            term.wait_prompt(turn)
+        term.ctrl("d")
+        assert term.wait_exit() == 0
+    finally:
+        term.close()
+    saved = json.loads((gptcli.home / "data" / "sessions" / f"{session}.json").read_text())
+    return [m["content"] for m in saved["messages"] if m["role"] == "assistant"]
+
+
+def test_one_seed_gives_one_text_through_every_front_end(gptcli: Gptcli) -> None:
+    """The recordings above hold only on their own build and CPU; this holds on any: a
+    sampled answer (temperature 0.9, seed 7) is the same text from `ask`, the chat,
+    `batch` at --parallel 1, and a second `ask --session` turn that resumes from the
+    first one's KV snapshot equals the chat's second turn."""
+    chat = chat_answers(gptcli, "chat")
+    asked = gptcli("ask", "--json", *FRONT_ENDS, FIRST)
+    item = json.dumps({"id": "fox", "prompt": FIRST}) + "\n"
+    batch = gptcli("batch", "--parallel", "1", *FRONT_ENDS, input=item)
+    first = gptcli("ask", "--session", "s", "--json", *FRONT_ENDS, FIRST)
+    resumed = gptcli("ask", "--session", "s", "--json", *FRONT_ENDS, SECOND)
+    for done in (asked, batch, first, resumed):
+        assert done.returncode == 0, done.stderr
+    assert len(chat) == 2 and all(chat), chat
+    assert json.loads(asked.stdout)["text"] == chat[0]
+    assert json.loads(batch.stdout)["text"] == chat[0]
+    assert json.loads(first.stdout)["text"] == chat[0]
+    second = json.loads(resumed.stdout)
+    assert second["timings"]["cached_prompt_tokens"] > 0  # it did resume from the snapshot
+    assert second["text"] == chat[1]
+    other = gptcli("ask", "--json", "--seed", "8", *FRONT_ENDS[2:], FIRST)
+    assert json.loads(other.stdout)["text"] != chat[0]  # the seed does decide the text
+
+
 def record() -> None:
     import subprocess
 
@@ -132,21 +179,23 @@ if __name__ == "__main__" and "--record" in sys.argv:
 def test_a_growing_context_answers_as_a_full_size_one(
     bundled_model: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """The context starts at 1,024 cells and doubles as the conversation fills it, carrying
-    its cache over: in the middle of an answer (turn 1) and of a prompt (turn 2). The answers
-    must equal those of a context allocated at full size from the start."""
+    """The context starts small (512 cells here, 1,024 in the product) and doubles as the
+    conversation fills it, carrying its cache over: in the middle of an answer (turn 1) and
+    of a prompt (turn 2). The answers must equal those of a context allocated at full size
+    from the start. 512 is the smallest start with the product's batch size (512), so the
+    prompts are evaluated in the same batches either way."""
     from gptcli.config import SamplingOptions
     from gptcli.conversation.chat import Conversation, Reply
     from gptcli.engine import llama
     from gptcli.engine.base import Cancellation
 
-    document = " ".join(f"Item {n} is a {'red' if n % 3 else 'blue'} box." for n in range(100))
+    document = " ".join(f"Item {n} is a {'red' if n % 3 else 'blue'} box." for n in range(50))
     turns = [
-        (f"{document}\nList the blue boxes, one per line.", 0.0, 300),
-        (f"{document}\nWhich item numbers are red?", 0.8, 60),
+        (f"{document}\nList the blue boxes, one per line.", 0.0, 160),
+        (f"{document}\nWhich item numbers are red?", 0.8, 40),
     ]
 
-    def converse() -> tuple[list[str], int]:
+    def converse() -> tuple[list[str], list[tuple[int, int, int]]]:
         backend = llama.LlamaBackend(llama.LoadOptions(bundled_model, extra_buffers=False))
         conversation, answers, sizes = Conversation(), [], []
         try:
@@ -154,17 +203,23 @@ def test_a_growing_context_answers_as_a_full_size_one(
                 options = SamplingOptions(
                     temperature=temperature, seed=3, max_tokens=limit, ignore_eos=True
                 )
+                before = backend.scheduler.size
                 reply = Reply()
                 for _ in conversation.send(text, backend, options, Cancellation(), reply):
                     pass
+                prompt = backend.count_tokens(conversation.messages[:-1])
                 answers.append(reply.text)
-                sizes.append(backend.scheduler.size)
+                sizes.append((before, prompt, backend.scheduler.size))
         finally:
             backend.close()
-        return answers, sizes[-1]
+        return answers, sizes
 
-    grown, size = converse()
-    monkeypatch.setattr(llama, "INITIAL_CONTEXT", 4096)
-    full, full_size = converse()
-    assert size == full_size == 4096
+    monkeypatch.setattr(llama, "INITIAL_CONTEXT", 512)
+    grown, sizes = converse()
+    (start, first_prompt, after_first), (_, second_prompt, size) = sizes
+    assert start == 512 and first_prompt < 512 < after_first  # grew during the answer
+    assert after_first < second_prompt < size  # grew during the prompt
+    monkeypatch.setattr(llama, "INITIAL_CONTEXT", size)
+    full, full_sizes = converse()
+    assert [s[2] for s in full_sizes] == [size, size]  # never grew
     assert grown == full

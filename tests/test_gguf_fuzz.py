@@ -1,13 +1,12 @@
 """The GGUF validator against corrupted and random files: only ModelError, always fast.
 
-Bounded here; a longer run: GPTCLI_FUZZ_EXAMPLES=200000 .venv/bin/python -m pytest \
-tests/test_gguf_fuzz.py -k hypothesis
+100 examples here, 400 with GPTCLI_DEEP_TESTS=1; a longer run:
+GPTCLI_FUZZ_EXAMPLES=200000 .venv/bin/python -m pytest tests/test_gguf_fuzz.py -k hypothesis
 """
 
 from __future__ import annotations
 
 import contextlib
-import os
 import struct
 import time
 from pathlib import Path
@@ -19,9 +18,10 @@ from hypothesis import strategies as st
 
 from gptcli.engine.modelfile import read_model_file
 from gptcli.errors import ModelError
+from tests.depth import rounds
 from tests.timing import patience
 
-EXAMPLES = int(os.environ.get("GPTCLI_FUZZ_EXAMPLES", "400"))
+EXAMPLES = rounds(100, 400, "GPTCLI_FUZZ_EXAMPLES")
 
 
 @pytest.fixture(scope="module")

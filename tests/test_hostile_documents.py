@@ -5,7 +5,6 @@ one line on stderr and a documented exit status, never a traceback."""
 from __future__ import annotations
 
 import json
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,11 +17,12 @@ from gptcli.errors import GptcliError
 from gptcli.store.sessions import SessionStore, StoredMessage
 from gptcli.store.transcript import to_json, to_markdown
 from tests.conftest import Gptcli
+from tests.depth import rounds
 from tests.fakeserver import FakeServer, Script
 
 DEEP_JSON = "[" * 100_000 + "]" * 100_000
 DEEP_TOML = "a = " + "[" * 100_000 + "]" * 100_000 + "\n"
-EXAMPLES = int(os.environ.get("GPTCLI_FUZZ_EXAMPLES", "400"))
+EXAMPLES = rounds(100, 400, "GPTCLI_FUZZ_EXAMPLES")
 
 
 def one_line_error(result_stderr: str) -> None:

@@ -22,6 +22,7 @@ from gptcli.engine.base import Cancellation
 from gptcli.errors import ContextOverflowError, UsageError
 from tests.conftest import Gptcli, gptcli_executable
 from tests.test_context import WindowBackend
+from tests.timing import patience
 
 LINE = b"The quick brown fox jumps over the lazy dog near the river bank today.\n"
 HUGE = 200 * 1000 * 1000
@@ -191,6 +192,6 @@ def test_ctrl_c_during_a_chunked_summary_of_a_large_input(gptcli: Gptcli, tmp_pa
     took = time.monotonic() - sent
     print(f"Ctrl-C ended it in {took:.2f} s, peak RSS {peak // 1024} MiB")
     assert child.returncode == 130
-    assert took < 2.0
+    assert took < patience(2.0)  # 2 s on an idle machine
     assert b"Traceback" not in err
     assert 0 < peak <= 1024 * 1024

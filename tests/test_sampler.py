@@ -8,16 +8,13 @@ grammar.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import pytest
-from bench.grammar import grammar_first
 
 from gptcli.config import SamplingOptions
 from gptcli.engine.base import Cancellation, Message, TextDelta
-from gptcli.engine.grammar import schema_grammar
+from gptcli.engine.grammar import grammar_sampler, schema_grammar
 
 RECIPE = {
     "type": "object",
@@ -35,13 +32,23 @@ CASES = [
 ]
 
 
-@pytest.fixture(scope="module")
-def backend(bundled_model: Path) -> Iterator[Any]:
-    from gptcli.engine.llama import LlamaBackend, LoadOptions
+@pytest.fixture
+def backend(llama_backend: Any) -> Any:
+    return llama_backend
 
-    loaded = LlamaBackend(LoadOptions(bundled_model, extra_buffers=False))
-    yield loaded
-    loaded.close()
+
+def grammar_first(lib: Any, vocab: Any, options: SamplingOptions, seed: int, tools: Any) -> Any:
+    """llama.cpp's plain chain with the grammar in front: every candidate tested, every token.
+
+    The reference the sampler is held to; bench/grammar.py times against its own copy,
+    so that the tests never import the benchmarks."""
+    from gptcli.engine.sampler import Sampler
+
+    assert options.grammar is not None
+    chain = lib.llama_sampler_chain_init(lib.llama_sampler_chain_default_params())
+    lib.llama_sampler_chain_add(chain, grammar_sampler(lib, vocab, options.grammar))
+    lib.llama_sampler_chain_add(chain, lib.llama_sampler_init_greedy())
+    return Sampler(lib, vocab, chain, None)
 
 
 def answer(backend: Any, prompt: str, options: SamplingOptions) -> str:

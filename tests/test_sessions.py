@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import os
 import random
 import signal
 import subprocess
@@ -18,6 +17,7 @@ from hypothesis import strategies as st
 from gptcli.errors import UsageError
 from gptcli.store.sessions import Session, SessionError, SessionStore, StoredMessage, check_name
 from tests.conftest import Gptcli
+from tests.depth import rounds
 from tests.terminal import Terminal
 
 FRANCE = "Name the capital city of France."
@@ -62,7 +62,7 @@ def test_round_trip_of_every_field(tmp_path: Path) -> None:
     assert store.directory.stat().st_mode & 0o777 == 0o700
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=rounds(50, 200), deadline=None)
 @given(
     text=st.text(max_size=200)
     | st.lists(st.sampled_from(["\ud800", "\udfff", "\x00", "\x1b", "é", "🎉"])).map("".join)
@@ -80,7 +80,7 @@ def test_names_that_could_leave_the_directory_are_rejected(name: str) -> None:
 
 
 def test_kill_9_during_saves_never_breaks_the_file(tmp_path: Path) -> None:
-    iterations = int(os.environ.get("GPTCLI_KILL_ITERATIONS", "60"))
+    iterations = rounds(15, 60, "GPTCLI_KILL_ITERATIONS")
     store = SessionStore(tmp_path)
     acknowledged = 0
     rng = random.Random(4)

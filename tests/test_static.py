@@ -42,6 +42,23 @@ def test_import_layers() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+def test_tests_do_not_import_the_benchmarks() -> None:
+    """bench/ may change what it measures at any time; a test must not change with it."""
+    import ast
+
+    offenders = []
+    for path in sorted((ROOT / "tests").glob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                names = [alias.name for alias in node.names]
+            elif isinstance(node, ast.ImportFrom):
+                names = [node.module or ""]
+            else:
+                continue
+            offenders += [f"{path.name}: {n}" for n in names if n.split(".")[0] == "bench"]
+    assert offenders == []
+
+
 def test_no_import_cycles() -> None:
     """No module imports itself through others, lazy and type-checking imports included."""
     import grimp

@@ -324,13 +324,9 @@ def test_grammars_lazy_for_auto_forced_otherwise(fmt: ToolFormat) -> None:
 # -- the real model ----------------------------------------------------------
 
 
-@pytest.fixture(scope="module")
-def backend(bundled_model: Path) -> Iterator[Any]:
-    from gptcli.engine.llama import LlamaBackend, LoadOptions
-
-    loaded = LlamaBackend(LoadOptions(bundled_model, threads=2, extra_buffers=False))
-    yield loaded
-    loaded.close()
+@pytest.fixture
+def backend(llama_backend: Any) -> Any:
+    return llama_backend
 
 
 QUESTION = [Message("user", "What is 6 times 7? Use the calc tool.")]

@@ -73,7 +73,7 @@ def _json_schema_refused(payload: dict[str, Any], body: str) -> bool:
 
 
 @dataclass
-class _Progress:
+class _Streamed:
     """What a streamed answer has produced so far, and when."""
 
     clock: AnswerClock = field(default_factory=AnswerClock)
@@ -338,7 +338,7 @@ class OpenAIBackend:
     ) -> Iterator[Event]:
         import httpx
 
-        progress = _Progress()
+        progress = _Streamed()
         response = None
         try:
             with cancel.interrupting():
@@ -360,7 +360,7 @@ class OpenAIBackend:
         yield progress.finished(estimate, options.seed)
 
     def _read(
-        self, response: Any, cancel: Cancellation, progress: _Progress, estimate: int
+        self, response: Any, cancel: Cancellation, progress: _Streamed, estimate: int
     ) -> Iterator[Event]:
         """The answer's text from the server-sent events, noting usage and finish reason."""
         for event in sse_events(response.iter_text()):
@@ -425,7 +425,7 @@ class OpenAIBackend:
         self._client.close()
 
 
-def _gather_calls(deltas: Any, progress: _Progress) -> None:
+def _gather_calls(deltas: Any, progress: _Streamed) -> None:
     """Join the fragments of streamed calls: an id and a name first, then pieces of the
     arguments, each tagged with the index of its call."""
     for delta in deltas if isinstance(deltas, list) else ():
@@ -448,7 +448,7 @@ def _gather_calls(deltas: Any, progress: _Progress) -> None:
         progress.produced += 1
 
 
-def _finished_calls(progress: _Progress) -> Iterator[Event]:
+def _finished_calls(progress: _Streamed) -> Iterator[Event]:
     """The calls gathered so far, in order, once the reply is over; the reason says so."""
     calls, progress.calls = progress.calls, {}
     for _, call in sorted(calls.items()):

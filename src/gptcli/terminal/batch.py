@@ -200,7 +200,7 @@ class _Records:
     def __init__(self, writer: ResultWriter, command: BatchCommand) -> None:
         self._writer = writer
         self._command = command
-        self._progress: _Progress | None = None
+        self._progress: _ProgressLine | None = None
 
     def answered(self, index: int, item_id: ItemId, outcome: BatchOutcome) -> None:
         self._writer.put(index, answer_record(item_id, outcome))
@@ -222,14 +222,14 @@ class _Records:
         command = self._command
         if command.quiet or not stdin_is_interactive(2) or os.environ.get("TERM") == "dumb":
             return
-        self._progress = _Progress(tokens_generated, _count_items(command.source))
+        self._progress = _ProgressLine(tokens_generated, _count_items(command.source))
 
     def stopped(self) -> None:
         if self._progress is not None:
             self._progress.stop()
 
 
-class _Progress:
+class _ProgressLine:
     """Items done of the total, ETA and tokens per second, on stderr's terminal (rich.progress,
     redrawn twice a second: a faster refresh thread takes CPU from decoding on small machines).
     """
