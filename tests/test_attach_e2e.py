@@ -125,3 +125,21 @@ def test_a_session_whose_attachment_copy_is_gone_still_opens(
     result = gptcli("ask", "--session", "s", "-n", "4", "And now?")
     assert result.returncode == 0, result.stderr
     assert "note.md is missing" in result.stderr
+
+
+def test_a_pdf_and_a_url_reach_the_model(gptcli: Gptcli, tmp_path: Path) -> None:
+    from tests.test_attachments import make_pdf
+    from tests.webserver import web_server
+
+    pdf = make_pdf(tmp_path / "report.pdf", ["Intro.", "The budget is 42 euros."])
+    result = gptcli("ask", "-a", str(pdf), "--json", "-t", "0", "-n", "16", "What is the budget?")
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert "42" in record["text"] and record["attachments"][0]["kind"] == "pdf"
+    locked = make_pdf(tmp_path / "locked.pdf", ["x"], encrypt="pw")
+    refused = gptcli("ask", "-a", str(locked), "Hi")
+    assert refused.returncode == 2 and "encrypted PDF" in refused.stderr
+    with web_server() as base:
+        fetched = gptcli("ask", "-a", f"{base}/article", "--json", "-t", "0", "-n", "12", "Secret?")
+    assert fetched.returncode == 0, fetched.stderr
+    assert "heron" in json.loads(fetched.stdout)["text"].lower()

@@ -199,3 +199,81 @@ def test_user_text_rebuilds_the_message_the_model_saw(tmp_path: Path) -> None:
     missing: list[str] = []
     assert "a.txt is missing" in user_text(stored, None, missing)
     assert missing == ["a.txt", "tree/"]
+
+
+# -- PDFs --------------------------------------------------------------------------------
+
+
+def make_pdf(path: Path, pages: list[str], encrypt: str | None = None) -> Path:
+    """A real PDF drawn by reportlab: one line of text per page ("" draws a shape only)."""
+    from reportlab.pdfgen import canvas
+
+    drawing = canvas.Canvas(str(path), encrypt=encrypt)
+    for text in pages:
+        if text:
+            drawing.drawString(72, 720, text)
+        else:
+            drawing.rect(72, 600, 200, 100, fill=1)  # a page with no text layer
+        drawing.showPage()
+    drawing.save()
+    return path
+
+
+def test_pdf_pages_are_marked(tmp_path: Path) -> None:
+    path = make_pdf(tmp_path / "r.bin", ["First page.", "", "Third: alpha7 = 119."])
+    attached = read(path)  # the name says nothing: the bytes say PDF
+    assert attached.kind == "pdf"  # type: ignore[attr-defined]
+    assert attached.text == (  # type: ignore[attr-defined]
+        "[page 1]\nFirst page.\n\n[page 2]\n(no text on this page)\n\n"
+        "[page 3]\nThird: alpha7 = 119."
+    )
+
+
+def test_pdf_refusals_are_one_line(tmp_path: Path) -> None:
+    locked = make_pdf(tmp_path / "locked.pdf", ["secret"], encrypt="pw")
+    with pytest.raises(AttachmentError, match=r"locked.pdf is an encrypted PDF"):
+        read(locked)
+    scanned = make_pdf(tmp_path / "scan.pdf", ["", ""])
+    with pytest.raises(AttachmentError, match=r"no text layer .*none of its 2 pages"):
+        read(scanned)
+    good = make_pdf(tmp_path / "good.pdf", ["text"]).read_bytes()
+    (tmp_path / "cut.pdf").write_bytes(good[: len(good) // 3])
+    (tmp_path / "junk.pdf").write_bytes(b"%PDF-1.4\n" + b"\x13garbage" * 50)
+    for name in ("cut.pdf", "junk.pdf"):
+        with pytest.raises(AttachmentError) as caught:
+            read(tmp_path / name)
+        assert "\n" not in caught.value.message and name in caught.value.message
+
+
+def test_pdf_page_cap(tmp_path: Path) -> None:
+    path = make_pdf(tmp_path / "long.pdf", ["a", "b", "c"])
+    with pytest.raises(AttachmentError, match="3 pages, over the cap of 2"):
+        read(path, Limits(pdf_pages=2))
+
+
+# -- URLs --------------------------------------------------------------------------------
+
+
+def test_urls_are_fetched_reduced_and_capped(tmp_path: Path) -> None:
+    from tests.webserver import web_server
+
+    pdf = make_pdf(tmp_path / "d.pdf", ["Page one text."]).read_bytes()
+    with web_server(pdf) as base:
+        article = read(f"{base}/article")
+        text = article.text  # type: ignore[attr-defined]
+        assert article.kind == "url" and "secret word is heron" in text  # type: ignore[attr-defined]
+        assert "tracking" not in text and "Cookie" not in text and "Login" not in text
+        assert read(f"{base}/plain").text == "caf\u00e9 notes\n"  # type: ignore[attr-defined]
+        assert read(f"{base}/doc").text == "[page 1]\nPage one text."  # type: ignore[attr-defined]
+        refusals = {
+            "/png": "is an image .PNG.; this model has no projector",
+            "/zip": "only HTML, text, JSON and PDF",
+            "/missing": "answered 404",
+            "/loop": "more than 5 redirects",
+            "/flood": "over the cap of 1,000,000 bytes",
+            "/stall": "took longer than 1 s",
+        }
+        limits = Limits(url_bytes=1_000_000, url_seconds=1.0)
+        for path, message in refusals.items():
+            with pytest.raises(AttachmentError, match=message):
+                read(f"{base}{path}", limits)
