@@ -143,3 +143,43 @@ def test_a_pdf_and_a_url_reach_the_model(gptcli: Gptcli, tmp_path: Path) -> None
         fetched = gptcli("ask", "-a", f"{base}/article", "--json", "-t", "0", "-n", "12", "Secret?")
     assert fetched.returncode == 0, fetched.stderr
     assert "heron" in json.loads(fetched.stdout)["text"].lower()
+
+
+def test_chat_attach_at_path_edit_and_resume(gptcli: Gptcli, tmp_path: Path) -> None:
+    from tests.test_repl import answer_after, start
+
+    note = tmp_path / "note.md"
+    note.write_text("The secret word is pelican.\n")
+    codes = tmp_path / "codes.txt"
+    codes.write_text("The code name is heron.\n")
+    term = start(gptcli, "-t", "0", "-n", "24", "--resume", "att", cols=200)
+    try:
+        term.type_line(f"/attach {note}")
+        term.wait_text("(attached note.md: text, 28 bytes")
+        term.type_line("What is the secret word?")
+        term.wait_prompt(3)
+        assert "pelican" in answer_after(term.scrollback(), "secret word?").lower()
+        term.send(f"What code name does @{str(codes)[:-5]}")
+        term.send("\t")  # completes the path after '@'
+        term.wait_text("codes.txt")
+        term.type_line(" say?")
+        term.wait_prompt(4)
+        term.type_line("/edit")
+        term.wait_prompt(5)
+        term.pump(0.5)
+        assert "=== codes.txt" not in term.screen_text()  # the typed text, not the file
+        term.type_line("")
+        term.wait_prompt(6)
+        term.type_line("/attach /no/such/file")
+        term.wait_text("file not found: /no/such/file")
+        term.ctrl("d")
+        assert term.wait_exit() == 0
+    finally:
+        term.close()
+    saved = json.loads((gptcli.home / "data" / "sessions" / "att.json").read_text())
+    users = [m for m in saved["messages"] if m["role"] == "user"]
+    assert users[0]["attachments"][0]["name"] == "note.md"
+    assert users[-1]["attachments"][0]["name"] == "codes.txt"  # kept through /edit
+    assert users[-1]["content"].startswith("---\n\nWhat code name does @")
+    again = gptcli("ask", "--session", "att", "--json", "-t", "0", "-n", "12", "Secret word?")
+    assert "pelican" in json.loads(again.stdout)["text"].lower()

@@ -3,8 +3,10 @@ part of a user message that follows them (what a session stores as its content).
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from gptcli.answering.environment import Environment
 from gptcli.attachments.attached import Attached, AttachmentError
@@ -65,3 +67,17 @@ def after_attachments(text: str, attached: Sequence[Attached]) -> str:
     if not text.startswith(head):
         raise ValueError("the message does not start with its attachments")
     return text[len(head) :].removeprefix("\n\n")
+
+
+_MENTION = re.compile(r"(?:(?<=\s)|^)@(\S+)")
+
+
+def mentioned_paths(text: str) -> list[str]:
+    """The ``@path`` words of a chat message that name an existing file or folder (an
+    ``@`` before anything else, such as ``@alice``, stays text)."""
+    found = []
+    for match in _MENTION.finditer(text):
+        word = match.group(1).rstrip(".,;:!?)\"'")
+        if word and Path(word).expanduser().exists() and word not in found:
+            found.append(word)
+    return found
