@@ -183,3 +183,30 @@ def test_chat_attach_at_path_edit_and_resume(gptcli: Gptcli, tmp_path: Path) -> 
     assert users[-1]["content"].startswith("---\n\nWhat code name does @")
     again = gptcli("ask", "--session", "att", "--json", "-t", "0", "-n", "12", "Secret word?")
     assert "pelican" in json.loads(again.stdout)["text"].lower()
+
+
+def test_batch_items_take_attachments(gptcli: Gptcli, tmp_path: Path) -> None:
+    note = tmp_path / "note.md"
+    note.write_text("The secret word is pelican.\n")
+    (tmp_path / "photo.png").write_bytes(PNG)
+    items = [
+        {"id": "a", "prompt": "Secret word?", "attachments": [str(note)]},
+        {"id": "b", "prompt": "What is it?", "attachments": [str(tmp_path / "photo.png")]},
+        {"id": "c", "prompt": "Hi", "attachments": "note.md"},
+    ]
+    lines = "".join(json.dumps(item) + "\n" for item in items)
+    done = gptcli("batch", "--ordered", "-t", "0", "-n", "12", input=lines, timeout=300)
+    assert done.returncode == 1
+    results = [json.loads(line) for line in done.stdout.splitlines()]
+    assert "pelican" in results[0]["text"].lower()
+    assert "--mmproj" in results[1]["error"]["message"]
+    assert "attachments must be a list" in results[2]["error"]["message"]
+
+
+def test_cmd_takes_attachments_and_refuses_media(gptcli: Gptcli, tmp_path: Path) -> None:
+    (tmp_path / "Makefile").write_text("build:\n\tcc -o app main.c\n")
+    done = gptcli("cmd", "-a", str(tmp_path / "Makefile"), "run the build target", input=None)
+    assert done.returncode == 0 and done.stdout.strip(), done.stderr
+    (tmp_path / "song.flac").write_bytes(b"fLaC\0\0\0\x22")
+    refused = gptcli("cmd", "-a", str(tmp_path / "song.flac"), "play it", input=None)
+    assert refused.returncode == 2 and "is audio (FLAC)" in refused.stderr
