@@ -148,7 +148,7 @@ def test_ask_session_records_everything(gptcli: Gptcli) -> None:
     result = gptcli("ask", "--session", "geo", "--seed", "5", "-t", "0", "-n", "20", FRANCE)
     assert result.returncode == 0
     data = json.loads((gptcli.home / "data" / "sessions" / "geo.json").read_text())
-    assert data["schema"] == 1
+    assert data["schema"] == 2
     user, answer = data["messages"]
     assert user["role"] == "user" and user["content"] == FRANCE and user["time"]
     assert answer["content"] == result.stdout.rstrip("\n")

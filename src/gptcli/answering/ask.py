@@ -14,11 +14,13 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from gptcli.answering.attaching import after_attachments, counted, read_attachments
 from gptcli.answering.environment import Environment
 from gptcli.answering.events import Answered, Display
 from gptcli.answering.inputs import STDIN_ONLY, Attachment, compose_prompt
 from gptcli.answering.settings import build_settings, constrained
 from gptcli.answering.tools import ToolFlags, tool_use
+from gptcli.attachments.read import STDIN
 from gptcli.config import SamplingOptions, Settings
 from gptcli.conversation.chat import Conversation, Reply
 from gptcli.conversation.context import (
@@ -53,6 +55,7 @@ class AskRequest:
     on_overflow: str | None = None
     chunked: bool = False
     files: tuple[Path, ...] = ()
+    attachments: tuple[str, ...] = ()  # -a: paths, folders, URLs, '-' for stdin
     schema: str | None = None
     grammar: str | None = None
     role: str | None = None
@@ -105,8 +108,10 @@ def _gather_input(
 ) -> tuple[str | None, Attachment]:
     """(instruction, attached text): the prompt argument, then files and piped stdin."""
     prompt = None if request.prompt == STDIN_ONLY else request.prompt
-    attachment = Attachment(request.files, env.stdin, env.warn, cancel)
-    if env.stdin is None and prompt is None and not request.files:
+    attached = read_attachments(request.attachments, env)
+    stdin = None if STDIN in request.attachments else env.stdin
+    attachment = Attachment(request.files, stdin, env.warn, cancel, attached)
+    if stdin is None and prompt is None and not request.files and not attached:
         raise UsageError(
             "no prompt: give one as an argument, or pipe text on stdin (see gptcli ask --help)"
         )
@@ -140,7 +145,7 @@ def _open_session(
             recorder.system(settings.system)
         return Conversation(system=settings.system), recorder
     system = request.flags.get("system") or session.system or settings.system
-    return conversation_of(session, system), recorder
+    return conversation_of(session, system, store.blobs, env.warn), recorder
 
 
 def _answer(
@@ -152,21 +157,26 @@ def _answer(
     display: Display,
 ) -> ExitStatus:
     conversation, recorder = _open_session(request, turn.settings, env)
+    attached = turn.inputs[1].attached
+    infos = counted(attached, backend)
     if recorder is not None and conversation.messages:
         _restore_state(recorder, backend, env)
     reply = Reply()
     fit: FitReport | None = None
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = {"attachments": [info.record() for info in infos]} if infos else {}
     events: Iterator[AnswerEvent]
     if request.chunked:
         events, report = _chunked(turn.inputs, backend, turn.sampling, cancel, env)
-        events, extra = _collecting(events, reply), {"chunked": report}
+        events = _collecting(events, reply)
+        extra["chunked"] = report
     else:
         text, fit = _fitted(conversation, backend, turn, cancel, env)
-        if recorder is not None:
-            recorder.user(text)  # on disk before the answer starts
+        if recorder is not None:  # on disk before the answer starts
+            recorder.user(after_attachments(text, attached), attached)
         events = conversation.send(text, backend, turn.sampling, cancel, reply, turn.tools)
     display.start(backend.details.name)
+    for info in infos:
+        display.attached(info)
     try:
         for event in events:
             display.show(event)

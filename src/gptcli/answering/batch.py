@@ -14,6 +14,7 @@ from itertools import chain, islice
 from typing import Any, Protocol
 
 from gptcli.answering.environment import Environment
+from gptcli.answering.inputs import compose_prompt
 from gptcli.answering.settings import build_settings, constrained
 from gptcli.config import SamplingOptions, Settings
 from gptcli.conversation.batchitems import (
@@ -150,6 +151,7 @@ class _Jobs:
                 self._report_unknown(item)
                 try:
                     options = item_options(item, sampling)
+                    item = self._with_attachments(item)
                 except GptcliError as exc:
                     self.results.failed(item.index, item.id, exc)
                     continue
@@ -157,6 +159,17 @@ class _Jobs:
                 if options.schema is not None:
                     self.schemas[item.index] = options.schema
                 yield BatchJob(item.index, item_messages(item, system), options)
+
+    def _with_attachments(self, item: Item) -> Item:
+        """The item with its attachments read into its prompt (one that cannot be read
+        fails the item, not the run)."""
+        if not item.attachments:
+            return item
+        from gptcli.attachments.read import read_attachment
+
+        attached = [read_attachment(source, self._note) for source in item.attachments]
+        head = "\n\n".join(a.block() for a in attached)
+        return replace(item, prompt=compose_prompt(item.prompt, head))
 
     def _report_unknown(self, item: Item) -> None:
         import difflib

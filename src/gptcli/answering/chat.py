@@ -13,9 +13,18 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gptcli.answering.ask import record_answer
+from gptcli.answering.attaching import (
+    AttachmentInfo,
+    after_attachments,
+    counted,
+    mentioned_paths,
+    read_attachments,
+)
 from gptcli.answering.environment import Environment
 from gptcli.answering.events import Display
+from gptcli.answering.inputs import compose_prompt
 from gptcli.answering.tools import ToolFlags, tool_use
+from gptcli.attachments.attached import Attached
 from gptcli.config import Settings, ToolSettings
 from gptcli.conversation.chat import Conversation, Reply
 from gptcli.conversation.context import check_policy, fit_conversation
@@ -44,6 +53,8 @@ class ChatState:
     tools: ToolUse | None = None  # the tools the model may call, if any
     last_tools: list[ToolResult] = field(default_factory=list)
     schema: dict[str, Any] | None = None  # answers are checked against it (/set schema)
+    pending: list[Attached] = field(default_factory=list)  # sent with the next message
+    last_attached: tuple[Attached, ...] = ()  # what the last message sent had attached
 
 
 class ChatTurns:
@@ -71,10 +82,24 @@ class ChatTurns:
         self._tools.close()
         self.state.tools = None
 
-    def send(self, text: str, display: Display) -> Reply:
-        """Answer ``text``; raises ContextOverflowError (nothing sent) when it cannot fit,
-        KeyboardInterrupt when a summary to make room is interrupted."""
+    def attach(self, source: str) -> AttachmentInfo:
+        """Read ``source`` now (AttachmentError if it cannot be); it goes with the next
+        message."""
+        (attached,) = read_attachments([source], self.env)
+        self.state.pending.append(attached)
+        return counted([attached], self.state.backend)[0]
+
+    def send(self, message: str, display: Display) -> Reply:
+        """Answer ``message`` (with the pending attachments, and the files its ``@path``
+        words name); raises ContextOverflowError (nothing sent, the attachments stay
+        pending) when it cannot fit, KeyboardInterrupt when a summary to make room is
+        interrupted."""
         state = self.state
+        for path in mentioned_paths(message):
+            self.attach(path)
+        attached = tuple(state.pending)
+        head = "\n\n".join(item.block() for item in attached)
+        text = compose_prompt(message, head) if attached else message
         backend, sampling = state.backend, state.settings.sampling
         policy = check_policy(state.settings.on_overflow or "truncate")
         cancel = Cancellation()
@@ -82,12 +107,31 @@ class ChatTurns:
             fit = fit_conversation(state.conversation, text, backend, policy, sampling, cancel)
         if fit.notice():
             self.env.note(f"({fit.notice()})")
-        if state.recorder is not None:
-            state.recorder.user(text)  # on disk before the answer starts
+        state.pending, state.last_attached = [], attached
+        if state.recorder is not None:  # on disk before the answer starts
+            state.recorder.user(after_attachments(text, attached), attached)
         tools = state.tools
         return self._answer(
             lambda c, r: state.conversation.send(text, backend, sampling, c, r, tools), display
         )
+
+    def take_back(self) -> str | None:
+        """Drop the last exchange for editing: the message as typed (its attachments go
+        back to pending, to be sent with the edited text), or None if there is none."""
+        state = self.state
+        text = state.conversation.last_user_text()
+        if text is None:
+            return None
+        state.conversation.undo()
+        attached, state.last_attached = state.last_attached, ()
+        try:
+            typed = after_attachments(text, attached)
+        except ValueError:  # not the message they came with: edit it whole
+            return text
+        if attached:
+            state.pending = [*attached, *state.pending]
+            typed = typed.removeprefix("---\n\n")
+        return typed
 
     def retry(self, display: Display) -> Reply:
         """Answer the last message again; the earlier answer is kept as an alternative."""

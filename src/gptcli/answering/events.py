@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from gptcli.answering.attaching import AttachmentInfo
 from gptcli.config import SamplingOptions
 from gptcli.conversation.chat import Reply
 from gptcli.conversation.context import FitReport
@@ -33,6 +34,10 @@ class Display(Protocol):
 
     def start(self, model: str) -> None:
         """The model is loaded and the answer is about to start."""
+        ...
+
+    def attached(self, info: AttachmentInfo) -> None:
+        """An attachment of the question, with the tokens it takes (before the answer)."""
         ...
 
     def show(self, event: AnswerEvent) -> None: ...

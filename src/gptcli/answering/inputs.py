@@ -6,11 +6,12 @@ import codecs
 import os
 import select
 import stat
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
 
+from gptcli.attachments.attached import Attached
 from gptcli.engine.base import Cancellation
 from gptcli.errors import UsageError
 
@@ -127,11 +128,13 @@ def _unless_blank(blocks: Iterator[str]) -> Iterator[str]:
 
 
 class Attachment:
-    """The files and piped stdin of `ask` as one text, read block by block as it is used.
+    """What `ask` is given besides its prompt, as one text read block by block as it is used.
 
-    The text is what reading everything at once gave: each file under a ``=== name ===``
-    line without its trailing whitespace, then stdin unless it is blank, separated by a
-    blank line. Nothing is kept once handed on, so memory does not grow with the input.
+    The text is what reading everything at once gave: the attachments (``-a``, already
+    read) each under its header, each file (``-f``) under a ``=== name ===`` line without
+    its trailing whitespace, then stdin unless it is blank, separated by a blank line.
+    Nothing of the files and stdin is kept once handed on, so memory does not grow with
+    them.
     """
 
     def __init__(
@@ -140,7 +143,9 @@ class Attachment:
         stdin: BinaryIO | None,
         on_warning: Callable[[str], None],
         cancel: Cancellation,
+        attached: Sequence[Attached] = (),
     ) -> None:
+        self.attached = tuple(attached)
         self._files = [(path, _open_text_file(path)) for path in files]
         self._stdin = stdin
         self._warn = on_warning
@@ -157,7 +162,7 @@ class Attachment:
 
     @property
     def empty(self) -> bool:
-        return not self._files and self._stdin is None
+        return not self._files and self._stdin is None and not self.attached
 
     def read_ahead(self, chars: int, on_wait: Callable[[], None] | None = None) -> bool:
         """Read up to ``chars`` characters now; True if that was all of it."""
@@ -193,6 +198,9 @@ class Attachment:
 
     def _text(self) -> Iterator[str]:
         separator = ""
+        for item in self.attached:
+            yield f"{separator}{item.block()}"
+            separator = "\n\n"
         for path, handle in self._files:
             with handle:
                 yield f"{separator}=== {path.name} ===\n"

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
+from gptcli.answering.attaching import read_attachments
 from gptcli.answering.environment import Environment
+from gptcli.answering.inputs import compose_prompt
 from gptcli.answering.settings import build_settings
 from gptcli.config import SamplingOptions, Settings
-from gptcli.conversation.context import complete
+from gptcli.conversation.chat import Conversation
+from gptcli.conversation.context import complete, fit_conversation
 from gptcli.conversation.shellcmd import clean_command, detect_shell, os_description
 from gptcli.engine.base import Cancellation, Message
 from gptcli.errors import UsageError
@@ -13,14 +18,20 @@ from gptcli.errors import UsageError
 DESCRIBE = SamplingOptions(temperature=0.2, max_tokens=200)
 
 
-def suggest_command(request: str, model: str | None, env: Environment) -> str:
-    """One command for ``request``, in the user's shell, for this system (the shell role)."""
+def suggest_command(
+    request: str, model: str | None, env: Environment, attachments: Sequence[str] = ()
+) -> str:
+    """One command for ``request``, in the user's shell, for this system (the shell role);
+    ``attachments`` (-a) are read first and given before the request."""
     if not request.strip():
         raise UsageError("the request is empty: say what the command should do")
+    attached = read_attachments(attachments, env)
     shell, _ = detect_shell()
     variables = (f"shell={shell}", f"os={os_description()}")
     settings = build_settings(env.paths, {"model": model}, "shell", variables)
-    messages = [Message("system", settings.system or ""), Message("user", request)]
+    head = "\n\n".join(item.block() for item in attached)
+    text = compose_prompt(request, head) if attached else request
+    messages = [Message("system", settings.system or ""), Message("user", text)]
     command = clean_command(_complete(settings, messages, settings.sampling, env))
     if not command:
         raise UsageError("the model gave no command; try rephrasing the request")
@@ -43,6 +54,9 @@ def _complete(
     with env.cancelling(cancel):
         backend, _ = open_backend(settings, env.paths, cancel, env.debug)
         try:
+            # Too long for the window: refused (exit 4) rather than cut.
+            conversation = Conversation(system=messages[0].content if len(messages) > 1 else None)
+            fit_conversation(conversation, messages[-1].content, backend, "error", options, cancel)
             return complete(backend, messages, options, cancel)
         finally:
             backend.close()

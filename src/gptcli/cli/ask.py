@@ -11,6 +11,7 @@ from gptcli.cli.completion_values import session_names
 from gptcli.cli.options import (
     ApiKeyEnvOpt,
     ApproveOpt,
+    AttachOpt,
     BackendOpt,
     BaseUrlOpt,
     CtxOpt,
@@ -110,8 +111,9 @@ def ask(
     ] = False,
     files: Annotated[
         Optional[list[Path]],  # noqa: UP045
-        typer.Option("--file", "-f", help="Attach a text file (repeatable)."),
+        typer.Option("--file", "-f", help="Attach a text file, streamed (repeatable)."),
     ] = None,
+    attach: AttachOpt = None,
     schema: Annotated[
         Optional[str],  # noqa: UP045
         typer.Option(
@@ -164,6 +166,7 @@ def ask(
         on_overflow=on_overflow,
         chunked=chunked,
         files=tuple(files or ()),
+        attachments=tuple(attach or ()),
         schema=schema,
         grammar=grammar,
         role=role,

@@ -12,6 +12,7 @@ from gptcli.cli.completion_values import session_names
 from gptcli.cli.options import (
     ApiKeyEnvOpt,
     ApproveOpt,
+    AttachOpt,
     BackendOpt,
     BaseUrlOpt,
     CtxOpt,
@@ -97,6 +98,7 @@ def chat(
         bool,
         typer.Option("--ignore-eos", help="Generate past the end of answers (benchmarks)."),
     ] = False,
+    attach: AttachOpt = None,
     debug: DebugOpt = False,
 ) -> None:
     """Chat interactively (the default on a terminal). /help inside lists the commands."""
@@ -122,6 +124,7 @@ def chat(
         debug=debug,
         show_thinking=show_thinking,
         tools=tool_flags(locals()),
+        attach=tuple(attach or ()),
     )
     status = run_repl(settings, options)
     if status:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from gptcli.cli.completion_values import model_names
+from gptcli.cli.options import AttachOpt
 
 if TYPE_CHECKING:
     from gptcli.answering.environment import Environment
@@ -21,6 +22,7 @@ def cmd(
         Optional[str],  # noqa: UP045
         typer.Option("--model", "-m", help="Model alias or path.", autocompletion=model_names),
     ] = None,
+    attach: AttachOpt = None,
     debug: Annotated[bool, typer.Option("--debug")] = False,
 ) -> None:
     """Suggest one shell command; on a terminal: Execute, Edit, Describe or Abort.
@@ -34,7 +36,7 @@ def cmd(
     from gptcli.terminal.environment import terminal_environment
 
     env = terminal_environment(debug=debug)
-    command = suggest_command(request, model, env)
+    command = suggest_command(request, model, env, tuple(attach or ()))
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
     if not interactive:
         typer.echo(command)

@@ -163,6 +163,17 @@ ApproveOpt = Annotated[
     Optional[list[str]],  # noqa: UP045
     typer.Option("--approve", help="Run this tool without asking (repeatable)."),
 ]
+AttachOpt = Annotated[
+    Optional[list[str]],  # noqa: UP045
+    typer.Option(
+        "--attach",
+        "-a",
+        help="Attach a file, folder or http(s) URL, or '-' for stdin (repeatable): text, "
+        "PDF (text per page), a folder's text files (.gitignore respected); the kind is "
+        "read from the content.",
+        show_default=False,
+    ),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 DebugOpt = Annotated[
     bool, typer.Option("--debug", help="Show llama.cpp's log and tracebacks on errors.")

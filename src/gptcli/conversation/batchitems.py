@@ -2,7 +2,8 @@
 
 An item may set what one request can: ``system``, every sampling option by its
 config name (``temperature``, ``top_p``, ``max_tokens``, ``seed``, ``stop``, ``think``,
-...) and a JSON ``schema`` its answer must follow; these override the settings. A
+...), a JSON ``schema`` its answer must follow, and ``attachments`` (paths, folders or
+URLs, read as ``-a`` reads them); these override the settings. A
 field that is none of these is reported (a typo such as ``temprature`` must not pass
 unnoticed) and otherwise left alone, so an input can carry data of its own. A line
 that is not a usable item becomes an :class:`ItemError` that names the line, and the
@@ -25,7 +26,7 @@ from gptcli.errors import GptcliError
 from gptcli.parsing import loads_json
 
 ItemId = str | int
-FIELDS = ("id", "prompt", "system", "schema", *SAMPLING_KEYS)
+FIELDS = ("id", "prompt", "system", "schema", "attachments", *SAMPLING_KEYS)
 
 
 @dataclass(frozen=True)
@@ -39,6 +40,7 @@ class Item:
     options: Mapping[str, Any] = field(default_factory=dict)  # sampling options it sets
     schema: dict[str, Any] | None = None
     unknown: tuple[str, ...] = ()  # its fields that are none of FIELDS
+    attachments: tuple[str, ...] = ()  # read when the item is taken (answering/batch.py)
 
 
 @dataclass(frozen=True)
@@ -141,6 +143,7 @@ def _parse(index: int, number: int, text: str) -> Item | ItemError:
             system=_text(value, "system"),
             options=_options(value),
             schema=_schema(value.get("schema")),
+            attachments=_attachments(value.get("attachments")),
             unknown=tuple(key for key in value if key not in FIELDS),
         )
     except ValueError as exc:
@@ -154,6 +157,16 @@ def _text(value: dict[str, Any], key: str, required: bool = False) -> str | None
     if not isinstance(text, str) or (required and not text.strip()):
         raise ValueError(f"{key} must be a non-empty string" if required else f"{key} must be text")
     return text
+
+
+def _attachments(value: Any) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if not isinstance(value, list) or not all(isinstance(v, str) and v for v in value):
+        raise ValueError("attachments must be a list of paths or URLs")
+    if "-" in value:
+        raise ValueError("attachments cannot read stdin ('-'): it holds the items")
+    return tuple(value)
 
 
 def _options(value: dict[str, Any]) -> dict[str, Any]:

@@ -13,11 +13,17 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from gptcli.attachments.attached import (
+    Attached,
+    attachment_block,
+    with_attachments,
+)
 from gptcli.config import SamplingOptions
 from gptcli.conversation.chat import Conversation
 from gptcli.engine.abilities import abilities
 from gptcli.engine.base import Backend, Finished, Message, ToolCall
 from gptcli.errors import GptcliError
+from gptcli.store.blobs import BlobStore
 from gptcli.store.sessions import (
     Session,
     SessionError,
@@ -28,19 +34,71 @@ from gptcli.store.sessions import (
 )
 
 
-def conversation_of(session: Session, system: str | None = None) -> Conversation:
-    """The in-memory conversation a saved session continues."""
-    messages = [message_of(m) for m in session.messages if m.role in ("user", "assistant", "tool")]
+def conversation_of(
+    session: Session,
+    system: str | None = None,
+    blobs: BlobStore | None = None,
+    warn: Callable[[str], None] | None = None,
+) -> Conversation:
+    """The in-memory conversation a saved session continues; a user message's attachments
+    are read back from ``blobs`` (one whose copy is gone is named in a ``warn`` line and
+    stands as a note that it is missing)."""
+    missing: list[str] = []
+    messages = [
+        message_of(m, blobs, missing)
+        for m in session.messages
+        if m.role in ("user", "assistant", "tool")
+    ]
+    if missing and warn is not None:
+        warn(
+            f"session {session.name!r}: the stored copy of {', '.join(missing)} is missing; "
+            "the conversation goes on without it"
+        )
     return Conversation(system=system if system is not None else session.system, messages=messages)
 
 
-def message_of(stored: StoredMessage) -> Message:
+def message_of(
+    stored: StoredMessage, blobs: BlobStore | None = None, missing: list[str] | None = None
+) -> Message:
     if stored.role == "user":
-        return Message("user", stored.content)
+        return Message("user", user_text(stored, blobs, missing))
     if stored.role == "tool":
         return Message("tool", stored.content, tool_call_id=stored.tool_call_id, name=stored.name)
     calls = tuple(ToolCall(c["id"], c["name"], c["arguments"]) for c in stored.tool_calls or ())
     return Message("assistant", stored.content, tool_calls=calls)
+
+
+def user_text(
+    stored: StoredMessage, blobs: BlobStore | None, missing: list[str] | None = None
+) -> str:
+    """A user message as the model saw it: its attachments' texts, then its content."""
+    if not stored.attachments:
+        return stored.content
+    blocks = []
+    for attached in stored.attachments:
+        name, kind = str(attached["name"]), str(attached["kind"])
+        digest = attached.get("text_sha256") or attached["sha256"]
+        data = blobs.get(str(digest)) if blobs is not None else None
+        if data is None:
+            if missing is not None:
+                missing.append(name)
+            text = f"(the attachment {name} is missing: its stored copy was removed)"
+            kind = "missing"  # a folder's placeholder gets a header too
+        else:
+            text = data.decode("utf-8", "surrogatepass")
+        blocks.append(attachment_block(kind, name, text))
+    return with_attachments(blocks, stored.content)
+
+
+def attachment_record(attached: Attached) -> dict[str, Any]:
+    """What a turn keeps of an attachment (its bytes and text are stored beside it)."""
+    return {
+        "kind": attached.kind,
+        "name": attached.name,
+        "bytes": attached.size,
+        "sha256": attached.sha256,
+        "text_sha256": attached.text_sha256,
+    }
 
 
 def stored_step(message: Message) -> StoredMessage:
@@ -74,12 +132,16 @@ class SessionRecorder:
             self.failed = True
             self._warn(f"{exc.message}; this conversation is not saved")
         except (SessionError, OSError) as exc:
-            self.failed = True
-            reason = exc.message if isinstance(exc, GptcliError) else (exc.strerror or str(exc))
-            self._warn(
-                f"cannot save session {self.name!r} ({reason}); the conversation goes on "
-                "in memory and what was saved before is unchanged"
-            )
+            self._fail(exc.message if isinstance(exc, GptcliError) else (exc.strerror or str(exc)))
+
+    def _fail(self, reason: str) -> None:
+        if self.failed:
+            return
+        self.failed = True
+        self._warn(
+            f"cannot save session {self.name!r} ({reason}); the conversation goes on "
+            "in memory and what was saved before is unchanged"
+        )
 
     def system(self, text: str | None) -> None:
         def change(session: Session) -> None:
@@ -87,13 +149,29 @@ class SessionRecorder:
 
         self._apply(change)
 
-    def user(self, text: str) -> None:
+    def user(self, text: str, attached: Sequence[Attached] = ()) -> None:
+        """Save the user's message; with attachments, ``text`` is what followed their
+        blocks, and their bytes and texts are stored once each beside the sessions."""
+        records = [attachment_record(a) for a in attached] or None
+
         def change(session: Session) -> None:
             if not session.title:
-                session.title = title_from(text)
-            session.messages.append(StoredMessage("user", text))
+                shown = text.removeprefix("---").strip() or (attached[0].name if attached else "")
+                session.title = title_from(shown)
+            session.messages.append(StoredMessage("user", text, attachments=records))
 
-        self._apply(change)
+        if not attached:
+            self._apply(change)
+            return
+        blobs = self.store.blobs
+        try:
+            with blobs.locked():
+                for item in attached:
+                    blobs.put(item.data)
+                    blobs.put(item.text_bytes)
+                self._apply(change)
+        except (OSError, TimeoutError) as exc:
+            self._fail(getattr(exc, "strerror", None) or str(exc))
 
     def answer(
         self,

@@ -25,9 +25,11 @@ from typing import Any, TypeVar
 from gptcli.errors import GptcliError, UsageError
 from gptcli.parsing import loads_json
 from gptcli.paths import ensure_private_dir, write_private_file
+from gptcli.store.blobs import BlobStore
 from gptcli.store.index import Entry, Hit, IndexUnavailable, SessionIndex, query_terms, snippet_of
 
-SCHEMA = 1
+# 2: a user message may reference attachments (stored once each, see store/blobs.py).
+SCHEMA = 2
 NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 MAX_FILE = 256 * 1024 * 1024
 _T = TypeVar("_T")
@@ -96,6 +98,19 @@ class StoredMessage:
     tool_calls: list[dict[str, str]] | None = None
     tool_call_id: str | None = None
     name: str | None = None
+    # What was attached to a user message, each {"kind", "name", "bytes", "sha256",
+    # "text_sha256"}: the content holds what followed the attachments; the message the
+    # model saw is rebuilt from the stored texts (conversation/recorder.py).
+    attachments: list[dict[str, Any]] | None = None
+
+    @property
+    def attachment_hashes(self) -> set[str]:
+        return {
+            str(a[key])
+            for a in self.attachments or ()
+            for key in ("sha256", "text_sha256")
+            if isinstance(a.get(key), str)
+        }
 
     @classmethod
     def from_json(cls, raw: object) -> StoredMessage:
@@ -116,7 +131,18 @@ class StoredMessage:
         if "tool_calls" in known:
             calls = [c for c in known["tool_calls"] if _is_call(c)]
             known["tool_calls"] = calls or None
+        if "attachments" in known:
+            kept = [a for a in known["attachments"] if _is_attachment(a)]
+            known["attachments"] = kept or None
         return cls(**known)
+
+
+def _is_attachment(value: object) -> bool:
+    return (
+        isinstance(value, dict)
+        and all(isinstance(value.get(key), str) for key in ("kind", "name", "sha256"))
+        and isinstance(value.get("bytes"), int)
+    )
 
 
 def _is_call(value: object) -> bool:
@@ -138,6 +164,7 @@ _FACT_TYPES: dict[str, type] = {
     "tool_calls": list,
     "tool_call_id": str,
     "name": str,
+    "attachments": list,
 }
 
 
@@ -156,6 +183,10 @@ class Session:
     @property
     def turns(self) -> int:
         return sum(1 for m in self.messages if m.role == "user")
+
+    @property
+    def attachment_hashes(self) -> set[str]:
+        return {digest for m in self.messages for digest in m.attachment_hashes}
 
     @property
     def model_name(self) -> str:
@@ -201,8 +232,20 @@ class Session:
         )
 
 
+def _v1_to_v2(session: Session) -> None:
+    """Schema 2 added attachments to user messages; a schema-1 file has none."""
+
+
+# MIGRATIONS[n - 1] brings schema n to n + 1.
+MIGRATIONS: list[Callable[[Session], None]] = [_v1_to_v2]
+
+
 def migrate(session: Session) -> Session:
-    """Bring an older schema up to date (no older schema exists yet)."""
+    """Bring an older schema up to date, one version at a time (newer ones are left as
+    they are: they are read-only here)."""
+    while session.schema < SCHEMA:
+        MIGRATIONS[session.schema - 1](session)
+        session.schema += 1
     return session
 
 
@@ -251,6 +294,11 @@ class SessionStore:
         self.note = note
         self.warn = warn
         self.index = SessionIndex(self.directory, lambda n: bool(NAME.match(n)), _parse_for_index)
+
+    @property
+    def blobs(self) -> BlobStore:
+        """Where the sessions' attachments are kept."""
+        return BlobStore(self.directory.parent)
 
     def path(self, name: str) -> Path:
         return self.directory / f"{check_name(name)}.json"
@@ -415,15 +463,37 @@ class SessionStore:
         return found[0].name if found else None
 
     def remove(self, name: str) -> None:
+        """Delete a session, its snapshot, and the attachments no other session uses."""
         self._must_exist(name)
         with self._locked(name) as path:
             if not path.exists():
                 raise SessionError(f"no session named {name!r}")
+            attached = self._attachments_of(path, name)
             path.unlink()
             self._forget(name)
             for extra in self.directory.glob(f"{name}.kv"):
                 extra.unlink(missing_ok=True)
         (self.directory / f".{name}.lock").unlink(missing_ok=True)
+        if attached:
+            self._remove_unused(attached)
+
+    def _attachments_of(self, path: Path, name: str) -> set[str]:
+        try:
+            return Session.from_json(path.read_bytes(), name).attachment_hashes
+        except (OSError, ValueError, TypeError, UnicodeDecodeError, RecursionError):
+            return set()
+
+    def _remove_unused(self, candidates: set[str]) -> None:
+        """Remove the attachments among ``candidates`` that no session references; a
+        session that cannot be read keeps them all (it may reference them)."""
+        blobs = self.blobs
+        with blobs.locked():
+            unreadable: list[str] = []
+            used: set[str] = set()
+            for session in self._scan(unreadable):
+                used |= session.attachment_hashes
+            if not unreadable:
+                blobs.remove_unused(candidates, used)
 
     def rename(self, old: str, new: str) -> None:
         check_name(new)

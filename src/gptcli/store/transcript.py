@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 from dataclasses import asdict
+from typing import Any
 
 from gptcli.store.sessions import Session
 
@@ -15,7 +16,7 @@ def to_markdown(session: Session) -> str:
         lines += ["**System:** " + session.system, ""]
     for message in session.messages:
         if message.role == "user":
-            lines += ["## You", "", message.content, ""]
+            lines += ["## You", "", *_attachment_lines(message.attachments), message.content, ""]
             continue
         if message.role == "tool":
             fence = "~~~~" if "~~~" in message.content else "~~~"
@@ -39,6 +40,17 @@ def to_markdown(session: Session) -> str:
         for number, alternative in enumerate(message.alternatives, 1):
             lines += [f"### Earlier answer {number}", "", str(alternative.get("content", "")), ""]
     return "\n".join(lines).rstrip() + "\n"
+
+
+def _attachment_lines(attachments: list[dict[str, Any]] | None) -> list[str]:
+    """One line per attachment of a message: its name, kind, size and stored copy."""
+    if not attachments:
+        return []
+    return [
+        f"- attached `{a['name']}` ({a['kind']}, {a['bytes']:,} bytes, sha256 "
+        f"{str(a['sha256'])[:12]})"
+        for a in attachments
+    ] + [""]
 
 
 def _fence(text: str) -> str:

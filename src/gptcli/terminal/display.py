@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import IO, Any
 
+from gptcli.answering.attaching import AttachmentInfo
 from gptcli.answering.events import Answered
 from gptcli.conversation.toolloop import AnswerEvent, ToolResult, call_record, result_record
 from gptcli.engine.base import Finished, TextDelta, ThinkingDelta, ToolCall, ToolCalled
@@ -40,6 +41,10 @@ class EventDisplay:
     def start(self, model: str) -> None:
         if isinstance(self.text, JsonLines):
             self.text.start(model)
+
+    def attached(self, info: AttachmentInfo) -> None:
+        if isinstance(self.text, JsonLines):
+            self.text.attached(info)
 
     def show(self, event: AnswerEvent) -> None:
         if isinstance(event, TextDelta):
@@ -77,6 +82,9 @@ class JsonLines:
 
     def start(self, model: str) -> None:
         self._emit({"type": "start", "model": model})
+
+    def attached(self, info: AttachmentInfo) -> None:
+        self._emit({"type": "attachment", **info.record()})
 
     def feed(self, text: str) -> None:
         self._emit({"type": "delta", "text": text})

@@ -89,7 +89,7 @@ class Repl:
             message=[("class:prompt", ">>> ")],
             history=history,
             key_bindings=repl_key_bindings(),
-            completer=commands.SlashCompleter(),
+            completer=commands.ChatCompleter(),
             complete_while_typing=True,
             enable_open_in_editor=True,
             enable_history_search=False,
@@ -379,6 +379,19 @@ class Repl:
             return
         self._answered(self.turns.retry)
 
+    def _cmd_attach(self, arg: str) -> None:
+        if not arg:
+            pending = self.state.pending
+            names = ", ".join(item.name for item in pending) or "nothing"
+            self._note(f"(attached to your next message: {names})", "dim")
+            return
+        info = self.turns.attach(arg)
+        self._note(
+            f"(attached {info.name}: {info.kind}, {info.bytes:,} bytes, {info.tokens:,} tokens; "
+            "it goes with your next message)",
+            "dim",
+        )
+
     def _cmd_undo(self, arg: str) -> None:
         if self.state.conversation.undo():
             if self.state.recorder is not None:
@@ -388,11 +401,10 @@ class Repl:
             self._note("nothing to undo")
 
     def _cmd_edit(self, arg: str) -> None:
-        text = self.state.conversation.last_user_text()
+        text = self.turns.take_back()
         if text is None:
             self._note("nothing to edit")
             return
-        self.state.conversation.undo()
         self._prefill = text
         self._note("(edit the last prompt and press Enter; Ctrl-X Ctrl-E opens $EDITOR)", "dim")
 
@@ -440,6 +452,9 @@ def run_repl(settings: Settings, options: ReplOptions, console: Console | None =
     if name is not None:
         repl.restore_snapshot()
     try:
+        for source in options.attach:
+            info = repl.turns.attach(source)  # a refusal ends the chat before it starts
+            repl._note(f"(attached {info.name}: {info.kind}, {info.tokens:,} tokens)", "dim")
         repl.turns.use_tools(options.tools, settings.tools)
         return repl.run()
     finally:

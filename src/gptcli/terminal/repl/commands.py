@@ -42,6 +42,12 @@ COMMANDS: tuple[Command, ...] = (
     Command("think", "on|off|auto", "a reasoning model's thinking: on, off or its default"),
     Command("model", "NAME|PATH", "switch to another model, keeping the conversation"),
     Command("role", "NAME [KEY=VALUE...]", "use a role: its system prompt and options"),
+    Command(
+        "attach",
+        "[PATH|URL]",
+        "attach a file, folder or URL to your next message (@path in a message does too); "
+        "alone, list what is attached",
+    ),
     Command("retry", "", "answer the last prompt again"),
     Command("undo", "", "drop the last exchange"),
     Command("edit", "", "edit the last prompt and send it again"),
@@ -131,3 +137,28 @@ class SlashCompleter(Completer):
             for option in SETTABLE:
                 if option.startswith(rest):
                     yield Completion(option, start_position=-len(rest))
+        if command == "/attach" and "://" not in rest:
+            yield from _paths(rest, complete_event)
+
+
+def _paths(word: str, event: CompleteEvent) -> Iterable[Completion]:
+    """Completions of ``word`` as a path (``~`` expanded), folders ending in '/'."""
+    from prompt_toolkit.completion import PathCompleter
+
+    completer = PathCompleter(expanduser=True)
+    yield from completer.get_completions(Document(word, len(word)), event)
+
+
+class ChatCompleter(SlashCompleter):
+    """Slash commands, and paths after an ``@`` that starts a word of a message."""
+
+    def get_completions(
+        self, document: Document, complete_event: CompleteEvent
+    ) -> Iterable[Completion]:
+        text = document.text_before_cursor
+        if text.startswith("/"):
+            yield from super().get_completions(document, complete_event)
+            return
+        word = text.split()[-1] if text.strip() and not text[-1].isspace() else ""
+        if word.startswith("@"):
+            yield from _paths(word[1:], complete_event)

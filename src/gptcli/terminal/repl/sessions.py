@@ -130,7 +130,8 @@ class SessionKeeper:
             self.note(exc.message, "red")
             return
         self.save_snapshot()
-        self.state.conversation = conversation_of(session)
+        warn = lambda message: self.note(message, "yellow")  # noqa: E731
+        self.state.conversation = conversation_of(session, None, self.store.blobs, warn)
         self.state.session_name = name
         self.state.recorder = self.recorder(name) if self.save_turns else None
         self.state.context_used = 0
@@ -159,4 +160,8 @@ def resume(
         console.print(f"(new session {name})", style="dim", markup=False)
         return conversation
     console.print(f"(resumed session {name}: {session.turns} turns)", style="dim", markup=False)
-    return conversation_of(session, system)
+
+    def warn(message: str) -> None:
+        console.print(message, style="yellow", markup=False)
+
+    return conversation_of(session, system, store.blobs, warn)

@@ -20,3 +20,4 @@ class ReplOptions:
     continue_last: bool = False
     show_thinking: bool = False
     tools: ToolFlags = field(default_factory=ToolFlags)
+    attach: tuple[str, ...] = ()  # -a: sent with the first message

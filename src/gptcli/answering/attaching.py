@@ -1,0 +1,83 @@
+"""Attachments in a request: read before the model loads, counted once it has, and the
+part of a user message that follows them (what a session stores as its content)."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from gptcli.answering.environment import Environment
+from gptcli.attachments.attached import Attached, AttachmentError
+from gptcli.attachments.read import STDIN, read_attachment
+from gptcli.engine.base import Backend, Message
+
+
+@dataclass(frozen=True)
+class AttachmentInfo:
+    """What a script is told of one attachment (``--json``, ``--jsonl``)."""
+
+    kind: str
+    name: str
+    bytes: int
+    tokens: int
+    read_s: float
+
+    def record(self) -> dict[str, object]:
+        return {
+            "kind": self.kind,
+            "name": self.name,
+            "bytes": self.bytes,
+            "tokens": self.tokens,
+            "read_s": round(self.read_s, 4),
+        }
+
+
+def read_attachments(sources: Sequence[str], env: Environment) -> list[Attached]:
+    """Each of ``sources`` read (``-`` is stdin, once); the first that cannot be is refused
+    (AttachmentError, exit 2) before anything is sent or saved."""
+    if list(sources).count(STDIN) > 1:
+        raise AttachmentError("-a - (stdin) can be given once")
+    return [read_attachment(source, env.note, stdin=env.stdin) for source in sources]
+
+
+def counted(attached: Sequence[Attached], backend: Backend) -> list[AttachmentInfo]:
+    """The attachments with the tokens each one's block takes in a message."""
+    if not attached:
+        return []
+    empty = backend.count_tokens([Message("user", "")])
+    return [
+        AttachmentInfo(
+            item.kind,
+            item.name,
+            item.size,
+            max(0, backend.count_tokens([Message("user", item.block())]) - empty),
+            item.seconds,
+        )
+        for item in attached
+    ]
+
+
+def after_attachments(text: str, attached: Sequence[Attached]) -> str:
+    """What follows the attachments' blocks in a user message built with them first."""
+    head = "\n\n".join(item.block() for item in attached)
+    if not head:
+        return text
+    if not text.startswith(head):
+        raise ValueError("the message does not start with its attachments")
+    return text[len(head) :].removeprefix("\n\n")
+
+
+_MENTION = re.compile(r"(?:(?<=\s)|^)@(\S+)")
+
+
+def mentioned_paths(text: str) -> list[str]:
+    """The ``@path`` words of a chat message that name an existing file or folder (an
+    ``@`` before anything else, such as ``@alice``, stays text)."""
+    found = []
+    for match in _MENTION.finditer(text):
+        word = match.group(1).rstrip(".,;:!?)\"'")
+        if word and Path(word).expanduser().exists() and word not in found:
+            found.append(word)
+    return found

@@ -1,0 +1,70 @@
+"""A file's kind from its first bytes: text, PDF, an image or audio format, or binary."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+Kind = Literal["text", "pdf", "image", "audio", "binary"]
+SNIFF_BYTES = 8192  # what is read to decide
+
+
+@dataclass(frozen=True)
+class Sniffed:
+    """What the first bytes say: the kind and, for media and binaries, the format's name."""
+
+    kind: Kind
+    format: str = ""
+
+
+def _bmp(head: bytes) -> bool:
+    # "BM" alone starts many texts: the header's reserved words are zero and its
+    # info header has one of the sizes the format defines.
+    if len(head) < 18 or not head.startswith(b"BM") or head[6:10] != b"\0\0\0\0":
+        return False
+    return int.from_bytes(head[14:18], "little") in (12, 40, 52, 56, 64, 108, 124)
+
+
+def _mp3(head: bytes) -> bool:
+    if head.startswith(b"ID3"):
+        return True
+    # An MPEG audio frame: 11 sync bits, a layer that is not "reserved".
+    return len(head) >= 2 and head[0] == 0xFF and (head[1] & 0xE0) == 0xE0 and head[1] & 0x06 != 0
+
+
+def sniff(head: bytes) -> Sniffed:
+    """The kind of data that starts with ``head`` (its first SNIFF_BYTES or all of it)."""
+    if head.startswith(b"\x89PNG\r\n\x1a\n"):
+        return Sniffed("image", "png")
+    if head.startswith(b"\xff\xd8\xff"):
+        return Sniffed("image", "jpeg")
+    if head.startswith((b"GIF87a", b"GIF89a")):
+        return Sniffed("image", "gif")
+    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
+        return Sniffed("image", "webp")
+    if head.startswith(b"RIFF") and head[8:12] == b"WAVE":
+        return Sniffed("audio", "wav")
+    if head.startswith(b"fLaC"):
+        return Sniffed("audio", "flac")
+    if _bmp(head):
+        return Sniffed("image", "bmp")
+    if _mp3(head):
+        return Sniffed("audio", "mp3")
+    # A PDF's header may follow some junk; readers look in the first kilobyte.
+    if b"%PDF-" in head[:1024]:
+        return Sniffed("pdf", "pdf")
+    if b"\0" in head:
+        return Sniffed("binary", _binary_name(head))
+    return Sniffed("text")
+
+
+def _binary_name(head: bytes) -> str:
+    for magic, name in (
+        (b"PK\x03\x04", "a zip archive"),
+        (b"\x1f\x8b", "gzip data"),
+        (b"\x7fELF", "an executable"),
+        (b"GGUF", "a GGUF model"),
+    ):
+        if head.startswith(magic):
+            return name
+    return "binary data"

@@ -1,0 +1,123 @@
+"""One attachment from what the user named: a file, a folder, a URL or stdin's bytes."""
+
+from __future__ import annotations
+
+import os
+import stat
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import BinaryIO
+
+from gptcli.attachments.attached import MEDIA_HINT, Attached, AttachmentError
+from gptcli.attachments.kinds import SNIFF_BYTES, sniff
+from gptcli.attachments.limits import DEFAULT_LIMITS, Limits
+from gptcli.attachments.text import decode_text
+
+Note = Callable[[str], None]
+STDIN = "-"
+LISTED = 20  # taken files named in the note on a folder
+
+
+def is_url(source: str) -> bool:
+    return "://" in source and source.split("://", 1)[0].isalpha()
+
+
+def read_attachment(
+    source: str,
+    note: Note,
+    limits: Limits = DEFAULT_LIMITS,
+    stdin: BinaryIO | None = None,
+) -> Attached:
+    """Read ``source`` (a path, ``http(s)://`` URL, or ``-`` for ``stdin``) as an attachment.
+
+    Raises AttachmentError (exit 2) with one line for anything that cannot be attached:
+    missing, unreadable, binary, over a cap, an image or audio (no projector here).
+    """
+    start = time.perf_counter()
+    if source == STDIN:
+        if stdin is None:
+            raise AttachmentError("-a - reads stdin, but stdin is a terminal or closed")
+        data = _read_capped(stdin, "stdin", limits.file_bytes)
+        attached = from_bytes(data, "stdin", note, limits)
+    elif is_url(source):
+        from gptcli.attachments.web import read_url
+
+        attached = read_url(source, note, limits)
+    else:
+        attached = _read_path(Path(source).expanduser(), source, note, limits)
+    return Attached(
+        attached.kind,
+        attached.name,
+        attached.text,
+        attached.original,
+        time.perf_counter() - start,
+    )
+
+
+def from_bytes(data: bytes, name: str, note: Note, limits: Limits) -> Attached:
+    """An attachment from bytes, of the kind their first bytes say."""
+    kind = sniff(data[:SNIFF_BYTES])
+    if kind.kind in ("image", "audio"):
+        what = "an image" if kind.kind == "image" else "audio"
+        raise AttachmentError(f"{name} is {what} ({kind.format.upper()}); {MEDIA_HINT}")
+    if kind.kind == "binary":
+        raise AttachmentError(f"{name} looks like {kind.format}, not text")
+    if kind.kind == "pdf":
+        from gptcli.attachments.pdf import pdf_text
+
+        return Attached("pdf", name, pdf_text(data, name, limits), data)
+    return Attached("text", name, decode_text(data, name, note), data)
+
+
+def _read_path(path: Path, shown: str, note: Note, limits: Limits) -> Attached:
+    try:
+        info = path.stat()
+    except FileNotFoundError:
+        raise AttachmentError(f"file not found: {shown}") from None
+    except OSError as exc:
+        raise AttachmentError(f"cannot read {shown}: {exc.strerror}") from None
+    if stat.S_ISDIR(info.st_mode):
+        return _read_folder(path, shown, note, limits)
+    if not stat.S_ISREG(info.st_mode):
+        raise AttachmentError(f"{shown} is not a regular file (a FIFO or device is not read)")
+    if info.st_size > limits.file_bytes:
+        raise AttachmentError(
+            f"{shown} is {info.st_size:,} bytes, over the cap of {limits.file_bytes:,} for one "
+            "attachment"
+        )
+    try:
+        fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+        with os.fdopen(fd, "rb") as handle:
+            data = _read_capped(handle, shown, limits.file_bytes)
+    except OSError as exc:
+        raise AttachmentError(f"cannot read {shown}: {exc.strerror}") from None
+    return from_bytes(data, path.name, note, limits)
+
+
+def _read_capped(stream: BinaryIO, name: str, cap: int) -> bytes:
+    data = stream.read(cap + 1)
+    if len(data) > cap:
+        raise AttachmentError(f"{name} is over the cap of {cap:,} bytes for one attachment")
+    return data
+
+
+def _read_folder(path: Path, shown: str, note: Note, limits: Limits) -> Attached:
+    from gptcli.attachments.folder import read_folder
+
+    label = path.resolve().name or shown
+    found = read_folder(path, limits, lambda data, name: decode_text(data, name, note), label)
+    for relative, why in found.skipped:
+        note(f"{label}/{relative}: skipped, {why}")
+    ignored = f", {found.ignored} ignored by .gitignore" if found.ignored else ""
+    names = [relative for relative, _ in found.taken]
+    listed = ", ".join(names[:LISTED]) + (
+        f" and {len(names) - LISTED} more" if names[LISTED:] else ""
+    )
+    note(
+        f"{label}/: took {len(names)} text files ({found.size:,} bytes), skipped "
+        f"{len(found.skipped)}{ignored}" + (f": {listed}" if names else "")
+    )
+    if not found.taken:
+        raise AttachmentError(f"{shown} has no text files to attach")
+    return Attached("folder", f"{label}/", found.text)

@@ -1,0 +1,212 @@
+"""`-a/--attach` end to end: the installed script, the bundled model, real files and PDFs."""
+
+from __future__ import annotations
+
+import json
+import stat
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import Gptcli
+
+pytestmark = pytest.mark.slow
+
+PNG = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0"
+
+
+def test_ask_attaches_a_text_file_with_json_facts(gptcli: Gptcli, tmp_path: Path) -> None:
+    note = tmp_path / "note.md"
+    note.write_text("The secret word is pelican.\n")
+    result = gptcli("ask", "-a", str(note), "--json", "-t", "0", "-n", "12", "Secret word?")
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert "pelican" in record["text"].lower()
+    (info,) = record["attachments"]
+    assert info["kind"] == "text" and info["name"] == "note.md" and info["bytes"] == 28
+    assert 5 < info["tokens"] < record["usage"]["prompt_tokens"]
+    assert info["read_s"] >= 0
+
+
+def test_jsonl_emits_an_attachment_event_before_the_deltas(gptcli: Gptcli, tmp_path: Path) -> None:
+    (tmp_path / "a.txt").write_text("alpha\n")
+    result = gptcli("ask", "-a", str(tmp_path / "a.txt"), "--jsonl", "-t", "0", "-n", "3", "Hi")
+    assert result.returncode == 0, result.stderr
+    kinds = [json.loads(line)["type"] for line in result.stdout.splitlines()]
+    assert kinds[:3] == ["start", "attachment", "delta"]
+
+
+def test_an_image_is_refused_before_anything_is_sent_or_saved(
+    gptcli: Gptcli, tmp_path: Path
+) -> None:
+    (tmp_path / "photo.jpg").write_bytes(PNG)
+    result = gptcli("ask", "--session", "s", "-a", str(tmp_path / "photo.jpg"), "What is it?")
+    assert result.returncode == 2
+    assert result.stderr.count("\n") == 1 and "--mmproj" in result.stderr
+    assert "no projector" in result.stderr
+    assert not (gptcli.home / "data" / "sessions" / "s.json").exists()
+
+
+def test_stdin_as_an_attachment_is_sniffed(gptcli: Gptcli) -> None:
+    result = gptcli("ask", "-a", "-", "Describe it.", input=PNG)
+    assert result.returncode == 2 and "stdin is an image (PNG)" in result.stderr
+
+
+def test_folder_lists_what_was_taken_and_skipped(gptcli: Gptcli, tmp_path: Path) -> None:
+    root = tmp_path / "proj"
+    root.mkdir()
+    (root / ".gitignore").write_text("*.log\n")
+    (root / "notes.md").write_text("The code name is heron.\n")
+    (root / "x.log").write_text("ignored\n")
+    (root / "logo.png").write_bytes(PNG)
+    result = gptcli("ask", "-a", str(root), "--json", "-t", "0", "-n", "12", "Code name?")
+    assert result.returncode == 0, result.stderr
+    assert "proj/logo.png: skipped, not text (png)" in result.stderr
+    assert "proj/: took 2 text files" in result.stderr
+    assert "1 ignored by .gitignore" in result.stderr
+    assert json.loads(result.stdout)["attachments"][0]["kind"] == "folder"
+
+
+def test_an_attachment_too_long_for_the_window_is_refused_or_chunked(
+    gptcli: Gptcli, tmp_path: Path
+) -> None:
+    long = tmp_path / "long.txt"
+    long.write_text("The sky is blue and the grass is green today. " * 200)
+    refused = gptcli("ask", "--ctx", "512", "-a", str(long), "Summarise.")
+    assert refused.returncode == 4 and "--chunked" in refused.stderr
+    chunked = gptcli("ask", "--ctx", "512", "--chunked", "-a", str(long), "--json", "-n", "24")
+    assert chunked.returncode == 0, chunked.stderr
+    assert json.loads(chunked.stdout)["chunked"]["parts"] >= 2
+
+
+def _mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+def test_sessions_keep_attachments_once_and_delete_them(gptcli: Gptcli, tmp_path: Path) -> None:
+    note = tmp_path / "note.md"
+    note.write_text("The secret word is pelican.\nqx-zebra-42\n")
+    args = ("-t", "0", "-n", "8")
+    for session in ("one", "two"):
+        first = gptcli("ask", "--session", session, "-a", str(note), *args, "Secret word?")
+        assert first.returncode == 0, first.stderr
+    again = gptcli("ask", "--session", "one", "--json", *args, "Say it again.")
+    assert again.returncode == 0, again.stderr
+    # The second turn sees the first one's attachment, rebuilt from the store.
+    assert json.loads(again.stdout)["usage"]["prompt_tokens"] > 20
+    saved = json.loads((gptcli.home / "data" / "sessions" / "one.json").read_text())
+    assert saved["schema"] == 2
+    user = saved["messages"][0]
+    assert user["content"] == "---\n\nSecret word?"
+    (record,) = user["attachments"]
+    assert record["kind"] == "text" and record["name"] == "note.md" and record["bytes"] == 40
+    blobs = gptcli.home / "data" / "attachments"
+    assert (blobs / record["sha256"]).read_bytes() == note.read_bytes()
+    assert _mode(blobs) == 0o700 and _mode(blobs / record["sha256"]) == 0o600
+    shown = gptcli("sessions", "show", "one")
+    assert "attached `note.md` (text, 40 bytes" in shown.stdout
+    assert "qx-zebra-42" not in shown.stdout
+    exported = gptcli("sessions", "export", "one", "--format", "json")
+    assert "note.md" in exported.stdout
+    assert gptcli("sessions", "rm", "one").returncode == 0
+    assert (blobs / record["sha256"]).exists()  # "two" uses it still
+    assert gptcli("sessions", "rm", "two").returncode == 0
+    assert not (blobs / record["sha256"]).exists()
+
+
+def test_a_session_whose_attachment_copy_is_gone_still_opens(
+    gptcli: Gptcli, tmp_path: Path
+) -> None:
+    note = tmp_path / "note.md"
+    note.write_text("The secret word is pelican.\n")
+    assert gptcli("ask", "--session", "s", "-a", str(note), "-n", "4", "Hi").returncode == 0
+    for blob in (gptcli.home / "data" / "attachments").iterdir():
+        blob.unlink()
+    result = gptcli("ask", "--session", "s", "-n", "4", "And now?")
+    assert result.returncode == 0, result.stderr
+    assert "note.md is missing" in result.stderr
+
+
+def test_a_pdf_and_a_url_reach_the_model(gptcli: Gptcli, tmp_path: Path) -> None:
+    from tests.test_attachments import make_pdf
+    from tests.webserver import web_server
+
+    pdf = make_pdf(tmp_path / "report.pdf", ["Intro.", "The budget is 42 euros."])
+    result = gptcli("ask", "-a", str(pdf), "--json", "-t", "0", "-n", "16", "What is the budget?")
+    assert result.returncode == 0, result.stderr
+    record = json.loads(result.stdout)
+    assert "42" in record["text"] and record["attachments"][0]["kind"] == "pdf"
+    locked = make_pdf(tmp_path / "locked.pdf", ["x"], encrypt="pw")
+    refused = gptcli("ask", "-a", str(locked), "Hi")
+    assert refused.returncode == 2 and "encrypted PDF" in refused.stderr
+    with web_server() as base:
+        fetched = gptcli("ask", "-a", f"{base}/article", "--json", "-t", "0", "-n", "12", "Secret?")
+    assert fetched.returncode == 0, fetched.stderr
+    assert "heron" in json.loads(fetched.stdout)["text"].lower()
+
+
+def test_chat_attach_at_path_edit_and_resume(gptcli: Gptcli, tmp_path: Path) -> None:
+    from tests.test_repl import answer_after, start
+
+    note = tmp_path / "note.md"
+    note.write_text("The secret word is pelican.\n")
+    codes = tmp_path / "codes.txt"
+    codes.write_text("The code name is heron.\n")
+    term = start(gptcli, "-t", "0", "-n", "24", "--resume", "att", cols=200)
+    try:
+        term.type_line(f"/attach {note}")
+        term.wait_text("(attached note.md: text, 28 bytes")
+        term.type_line("What is the secret word?")
+        term.wait_prompt(3)
+        assert "pelican" in answer_after(term.scrollback(), "secret word?").lower()
+        term.send(f"What code name does @{str(codes)[:-5]}")
+        term.send("\t")  # completes the path after '@'
+        term.wait_text("codes.txt")
+        term.type_line(" say?")
+        term.wait_prompt(4)
+        term.type_line("/edit")
+        term.wait_prompt(5)
+        term.pump(0.5)
+        assert "=== codes.txt" not in term.screen_text()  # the typed text, not the file
+        term.type_line("")
+        term.wait_prompt(6)
+        term.type_line("/attach /no/such/file")
+        term.wait_text("file not found: /no/such/file")
+        term.ctrl("d")
+        assert term.wait_exit() == 0
+    finally:
+        term.close()
+    saved = json.loads((gptcli.home / "data" / "sessions" / "att.json").read_text())
+    users = [m for m in saved["messages"] if m["role"] == "user"]
+    assert users[0]["attachments"][0]["name"] == "note.md"
+    assert users[-1]["attachments"][0]["name"] == "codes.txt"  # kept through /edit
+    assert users[-1]["content"].startswith("---\n\nWhat code name does @")
+    again = gptcli("ask", "--session", "att", "--json", "-t", "0", "-n", "12", "Secret word?")
+    assert "pelican" in json.loads(again.stdout)["text"].lower()
+
+
+def test_batch_items_take_attachments(gptcli: Gptcli, tmp_path: Path) -> None:
+    note = tmp_path / "note.md"
+    note.write_text("The secret word is pelican.\n")
+    (tmp_path / "photo.png").write_bytes(PNG)
+    items = [
+        {"id": "a", "prompt": "Secret word?", "attachments": [str(note)]},
+        {"id": "b", "prompt": "What is it?", "attachments": [str(tmp_path / "photo.png")]},
+        {"id": "c", "prompt": "Hi", "attachments": "note.md"},
+    ]
+    lines = "".join(json.dumps(item) + "\n" for item in items)
+    done = gptcli("batch", "--ordered", "-t", "0", "-n", "12", input=lines, timeout=300)
+    assert done.returncode == 1
+    results = [json.loads(line) for line in done.stdout.splitlines()]
+    assert "pelican" in results[0]["text"].lower()
+    assert "--mmproj" in results[1]["error"]["message"]
+    assert "attachments must be a list" in results[2]["error"]["message"]
+
+
+def test_cmd_takes_attachments_and_refuses_media(gptcli: Gptcli, tmp_path: Path) -> None:
+    (tmp_path / "Makefile").write_text("build:\n\tcc -o app main.c\n")
+    done = gptcli("cmd", "-a", str(tmp_path / "Makefile"), "run the build target", input=None)
+    assert done.returncode == 0 and done.stdout.strip(), done.stderr
+    (tmp_path / "song.flac").write_bytes(b"fLaC\0\0\0\x22")
+    refused = gptcli("cmd", "-a", str(tmp_path / "song.flac"), "play it", input=None)
+    assert refused.returncode == 2 and "is audio (FLAC)" in refused.stderr
