@@ -181,9 +181,11 @@ def _answer(
         for event in events:
             display.show(event)
     finally:
-        display.end()
-        # Also after a failure mid-answer: the part received is kept, marked.
-        record_answer(recorder, backend, env, reply, turn.sampling)
+        try:
+            display.end()
+        finally:
+            # Also after a failure mid-answer, or of the output: the part received is kept.
+            record_answer(recorder, backend, env, reply, turn.sampling)
     result = Answered(
         reply, backend.details.name, backend.details.context_size, turn.sampling, fit, extra
     )

@@ -155,11 +155,12 @@ class ChatTurns:
         except KeyboardInterrupt:
             reply.finished = None
         finally:
-            display.end()
+            # Saved before the screen is settled: a terminal that is gone may refuse that.
             sampling = state.settings.sampling
             record_answer(state.recorder, state.backend, self.env, reply, sampling, retry)
             state.last_thinking = reply.thinking
             state.last_tools = reply.tool_results
+            display.end()
         if reply.finished is not None:
             state.last = reply.finished
             state.context_used = reply.finished.usage.total_tokens
