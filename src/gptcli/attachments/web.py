@@ -25,8 +25,8 @@ def read_url(url: str, note: Callable[[str], None], limits: Limits) -> Attached:
     if scheme not in ("http", "https"):
         raise AttachmentError(f"{url}: only http:// and https:// URLs can be attached")
     body, content_type, charset = _fetch(url, limits)
+    from gptcli.attachments.content import from_bytes
     from gptcli.attachments.kinds import SNIFF_BYTES, sniff
-    from gptcli.attachments.read import from_bytes
 
     if sniff(body[:SNIFF_BYTES]).kind in ("image", "audio"):
         from_bytes(body, url, note, limits)  # refused, naming what such a file needs
