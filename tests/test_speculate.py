@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 from collections import Counter
 from dataclasses import replace
@@ -12,6 +13,7 @@ import pytest
 from gptcli.config import SamplingOptions, SpeculateMode
 from gptcli.engine.base import BatchJob, Cancellation, Finished, Message, TextDelta
 from gptcli.engine.speculate import CPU_COST, GPU_COST, NGRAM_COST, NgramDrafter, best_length
+from tests.conftest import Gptcli
 
 PASSAGE = (
     "The lighthouse keeper climbed the spiral stairs every evening at dusk. He trimmed the "
@@ -170,3 +172,16 @@ def test_sampling_draws_from_the_same_distribution(llama_backend: Any) -> None:
     dof = max(1, cells - 1)
     bound = dof * (1 - 2 / (9 * dof) + 3.09 * math.sqrt(2 / (9 * dof))) ** 3
     assert statistic < bound, (plain, drafted)
+
+
+@pytest.mark.slow
+def test_ask_json_reports_drafted_and_accepted(gptcli: Gptcli) -> None:
+    common = ("ask", "--json", "--temperature", "0", "-n", "40", "Repeat this text exactly: ")
+    off = gptcli(*common[:-1], "--speculate", "off", common[-1] + PASSAGE)
+    ngram = gptcli(*common[:-1], "--speculate", "ngram", common[-1] + PASSAGE)
+    assert off.returncode == ngram.returncode == 0, off.stderr + ngram.stderr
+    plain, drafted = json.loads(off.stdout), json.loads(ngram.stdout)
+    assert drafted["text"] == plain["text"]
+    assert plain["timings"]["drafted"] == 0
+    assert drafted["timings"]["accepted"] > 0
+    assert drafted["timings"]["drafted"] >= drafted["timings"]["accepted"]
