@@ -10,8 +10,8 @@ import pytest
 
 from gptcli.config import SamplingOptions
 from gptcli.engine.base import BatchJob, Cancellation, Message, TextDelta
-from gptcli.engine.scheduler import BATCH_TOKENS, Layout, Scheduler
-from gptcli.engine.slots import SHARED_PREFIX_MIN, Request
+from gptcli.engine.scheduler import BATCH_TOKENS, Scheduler
+from gptcli.engine.slots import SHARED_PREFIX_MIN, Layout, Request
 
 pytestmark = pytest.mark.slow
 GREEDY = SamplingOptions(temperature=0, max_tokens=16)

@@ -27,6 +27,7 @@ from gptcli.cli.options import (
     RoleOpt,
     SeedOpt,
     ShowThinkingOpt,
+    SpeculateOpt,
     StopOpt,
     SystemOpt,
     TemperatureOpt,
@@ -67,6 +68,7 @@ def ask(
     threads: ThreadsOpt = None,
     gpu_layers: GpuLayersOpt = None,
     think: ThinkOpt = None,
+    speculate: SpeculateOpt = None,
     show_thinking: ShowThinkingOpt = False,
     json_output: Annotated[
         bool, typer.Option("--json", help="Print one JSON object with text, usage and timings.")

@@ -28,6 +28,7 @@ from gptcli.cli.options import (
     RoleOpt,
     SeedOpt,
     ShowThinkingOpt,
+    SpeculateOpt,
     StopOpt,
     SystemOpt,
     TemperatureOpt,
@@ -60,6 +61,7 @@ def chat(
     threads: ThreadsOpt = None,
     gpu_layers: GpuLayersOpt = None,
     think: ThinkOpt = None,
+    speculate: SpeculateOpt = None,
     show_thinking: ShowThinkingOpt = False,
     plain: Annotated[
         bool, typer.Option("--plain", help="Print answers as exact text, no Markdown.")

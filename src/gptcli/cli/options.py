@@ -113,6 +113,15 @@ ThinkOpt = Annotated[
         show_default=False,
     ),
 ]
+SpeculateOpt = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option(
+        "--speculate",
+        help="Draft tokens from n-grams of the prompt and answer and verify them in one "
+        "batch: auto (where it pays), ngram (wherever a match is) or off [default: auto].",
+        show_default=False,
+    ),
+]
 ShowThinkingOpt = Annotated[
     bool,
     typer.Option(

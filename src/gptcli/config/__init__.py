@@ -21,6 +21,7 @@ The config file is TOML at ``<config dir>/config.toml``::
     on_overflow = "truncate"     # error | truncate | summarize (default: error in ask,
                                  # truncate in the chat)
     think = "auto"               # on | off | auto: a reasoning model's thinking switch
+    speculate = "auto"           # auto | ngram | off: draft tokens from n-grams of the text
 
     [tools]
     enabled = ["time", "calc"]   # tools offered by default (names as for -T)
@@ -66,6 +67,7 @@ from gptcli.config.options import (
     McpServerSettings,
     SamplingOptions,
     Settings,
+    SpeculateMode,
     ThinkMode,
     ToolSettings,
 )
@@ -81,6 +83,7 @@ __all__ = [
     "McpServerSettings",
     "SamplingOptions",
     "Settings",
+    "SpeculateMode",
     "ThinkMode",
     "ToolSettings",
     "check_setting",

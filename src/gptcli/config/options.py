@@ -9,6 +9,7 @@ from typing import Any, Literal
 
 DEFAULT_MODEL = "smollm2"
 ThinkMode = Literal["on", "off", "auto"]
+SpeculateMode = Literal["auto", "ngram", "off"]
 
 
 @dataclass(frozen=True)
@@ -27,6 +28,8 @@ class SamplingOptions:
     schema: dict[str, Any] | None = None  # the JSON schema behind `grammar`, for remote servers
     ignore_eos: bool = False  # keep generating past end-of-turn (benchmarks)
     think: ThinkMode = "auto"  # on | off | auto (the model's default): its thinking switch
+    # auto | ngram | off: draft tokens from n-grams of the prompt and answer (engine/speculate.py)
+    speculate: SpeculateMode = "auto"
 
 
 @dataclass(frozen=True)

@@ -132,6 +132,7 @@ _VALIDATORS: dict[str, Validator] = {
     "timeout": _seconds,
     "on_overflow": _choice("error", "truncate", "summarize"),
     "think": _choice("on", "off", "auto"),
+    "speculate": _choice("auto", "ngram", "off"),
     "model": _text(allow_empty=False),
     "system": _text(allow_empty=True),
     "stop": _stops,

@@ -87,6 +87,8 @@ class Timings:
     decode_seconds: float
     prompt_tokens_evaluated: int
     cached_tokens: int
+    drafted: int = 0  # tokens guessed ahead (speculation) and verified
+    accepted: int = 0  # of them, kept
 
     @property
     def prompt_tokens_per_second(self) -> float:
@@ -159,7 +161,9 @@ class AnswerClock:
         usage: Usage,
         cached: int = 0,
         seed: int | None = None,
+        drafts: tuple[int, int] = (0, 0),
     ) -> Finished:
+        """The Finished event; ``drafts``: tokens drafted and accepted by speculation."""
         end = time.perf_counter()
         first = self.first_text or end
         decode = end - first
@@ -174,6 +178,8 @@ class AnswerClock:
                 decode_seconds=decode,
                 prompt_tokens_evaluated=usage.prompt_tokens - cached,
                 cached_tokens=cached,
+                drafted=drafts[0],
+                accepted=drafts[1],
             ),
             seed=seed,
             decode_tokens_per_second=rate,

@@ -8,6 +8,7 @@ end-of-generation and token limit, exactly as a single answer has.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable, Generator, Iterator, Sequence
 from dataclasses import dataclass, field
 
@@ -21,7 +22,7 @@ from gptcli.engine.base import (
     Usage,
 )
 from gptcli.engine.scheduler import Scheduler
-from gptcli.engine.slots import Request
+from gptcli.engine.slots import Request, finished
 from gptcli.engine.thinking import Splitter
 from gptcli.errors import ContextOverflowError, GptcliError
 
@@ -44,6 +45,14 @@ def available_memory() -> int | None:
     except (OSError, ValueError, IndexError):
         pass
     return None
+
+
+def physical_memory() -> int | None:
+    """Bytes of RAM in this machine, if the system says."""
+    try:
+        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
+    except (ValueError, OSError, AttributeError):
+        return None
 
 
 def default_parallel(on_gpu: bool, threads: int, sequence_bytes: int, limit: int) -> int:
@@ -147,9 +156,9 @@ class SlotBatch:
 def _outcome(entry: _Job, request: Request) -> BatchOutcome:
     reason = request.reason or "length"
     usage = Usage(len(request.prompt), request.produced)
-    finished = request.clock.finished(reason, usage, request.reused, request.seed)
+    done = finished(request, reason, usage)
     # As in a single answer (and from a server), thinking is not part of the text.
     splitter = entry.splitter
     parts = [*splitter.feed("".join(entry.text)), *splitter.flush()]
     text = "".join(part.text for part in parts if isinstance(part, TextDelta))
-    return BatchOutcome(entry.job.index, text, finished)
+    return BatchOutcome(entry.job.index, text, done)

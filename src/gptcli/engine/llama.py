@@ -32,16 +32,11 @@ from gptcli.engine.base import (
 )
 from gptcli.engine.cpuload import CpuSample, busy_elsewhere, default_threads
 from gptcli.engine.grammar import ToolGrammar, tool_grammar
-from gptcli.engine.jobs import SlotBatch, default_parallel
+from gptcli.engine.jobs import SlotBatch, default_parallel, physical_memory
 from gptcli.engine.modelfile import ModelFileInfo, read_model_file
-from gptcli.engine.scheduler import (
-    BATCH_TOKENS,
-    CONTEXT_STEP,
-    Layout,
-    Scheduler,
-    round_up_cells,
-    token_piece,
-)
+from gptcli.engine.scheduler import BATCH_TOKENS, Scheduler
+from gptcli.engine.slots import CONTEXT_STEP, Layout, round_up_cells, token_piece
+from gptcli.engine.speculate import CPU_COST, GPU_COST
 from gptcli.engine.template import CHATML_TEMPLATE, ChatTemplate, PromptPiece, TemplateError
 from gptcli.engine.thinking import (
     HARMONY,
@@ -96,14 +91,6 @@ def physical_cores() -> int:
 
 def _chatml(bos: str, eos: str) -> ChatTemplate:
     return ChatTemplate("built-in ChatML (fallback)", CHATML_TEMPLATE, bos, eos)
-
-
-def physical_memory() -> int | None:
-    """Bytes of RAM in this machine, if the system says."""
-    try:
-        return int(os.sysconf("SC_PAGE_SIZE")) * int(os.sysconf("SC_PHYS_PAGES"))
-    except (ValueError, OSError, AttributeError):
-        return None
 
 
 class LlamaBackend:
@@ -188,6 +175,7 @@ class LlamaBackend:
         except ModelError:
             self.close()
             raise
+        self._scheduler.draft_cost = GPU_COST if on_gpu else CPU_COST
 
     def _check_window(self, requested: int, trained: int | None) -> None:
         """Refuse a window whose KV cache no memory here could hold (the context grows
@@ -443,6 +431,7 @@ class LlamaBackend:
             return self.parallel_context(parallel, cells, BATCH_TOKENS)
 
         scheduler = Scheduler(self._lib, self._vocab, Layout(parallel, cells_each), context)
+        scheduler.draft_cost = self.scheduler.draft_cost
         return SlotBatch(self.prompt_for, scheduler, parallel, cells_each)
 
     def parallel_context(self, sequences: int, cells_each: int, n_batch: int) -> Any:

@@ -27,43 +27,25 @@ from __future__ import annotations
 import ctypes
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 from gptcli.config import SamplingOptions
 from gptcli.engine.base import Cancellation, Event, FinishReason, TextDelta, Usage, new_seed
 from gptcli.engine.grammar import ToolGrammar
 from gptcli.engine.sampler import build_sampler
-from gptcli.engine.slots import Request, Slot, plan_prefix
+from gptcli.engine.slots import (
+    Layout,
+    Request,
+    Slot,
+    finished,
+    plan_prefix,
+    round_up_cells,
+    token_piece,
+)
+from gptcli.engine.speculate import CPU_COST, NgramDrafter
 from gptcli.errors import GptcliError
 
 BATCH_TOKENS = 512  # tokens per llama_decode call: answers' next tokens plus prompt chunks
-CONTEXT_STEP = 256  # llama.cpp rounds context sizes up to this
-
-
-def round_up_cells(cells: int) -> int:
-    return -(-cells // CONTEXT_STEP) * CONTEXT_STEP
-
-
-def token_piece(lib: Any, vocab: Any, token: int, special: bool) -> bytes:
-    """The bytes of ``token``'s text (with ``special``, control tokens' text too)."""
-    buf = ctypes.create_string_buffer(64)
-    size = lib.llama_token_to_piece(vocab, token, buf, 64, 0, special)
-    if size < 0:
-        buf = ctypes.create_string_buffer(-size)
-        size = lib.llama_token_to_piece(vocab, token, buf, -size, 0, special)
-    return buf.raw[:size]
-
-
-@dataclass(frozen=True)
-class Layout:
-    """A scheduler's slots: ``slots`` sequences of ``cells`` each; a lone one may ``grow``
-    from ``initial`` cells to ``cells``."""
-
-    slots: int
-    cells: int
-    grow: bool = False
-    initial: int = 0
 
 
 class Scheduler:
@@ -90,6 +72,7 @@ class Scheduler:
         self._generated = 0
         self._cancel = Cancellation()
         self._aborting = False
+        self.draft_cost = CPU_COST  # what a drafted token adds to a step (speculate.py)
 
         @lib.ggml_abort_callback  # type: ignore[untyped-decorator]
         def on_abort(user_data: ctypes.c_void_p) -> bool:
@@ -164,7 +147,10 @@ class Scheduler:
         seed = options.seed if options.seed is not None else new_seed()
         sampler = build_sampler(self._lib, self._vocab, options, seed, grammar)
         self._submitted += 1
-        return Request(prompt, options, sampler, seed, special, order=self._submitted)
+        request = Request(prompt, options, sampler, seed, special, order=self._submitted)
+        if options.speculate != "off":
+            request.drafter = NgramDrafter(prompt, options.speculate)
+        return request
 
     def submit(self, slot: int, request: Request) -> None:
         """Give ``request`` to ``slot``, which must be free; it starts in the next step."""
@@ -180,7 +166,7 @@ class Scheduler:
                 yield TextDelta(text)
         usage = Usage(len(request.prompt), request.produced)
         reason = request.reason or "length"
-        yield request.clock.finished(reason, usage, request.reused, request.seed)
+        yield finished(request, reason, usage)
 
     def run(self, cancel: Cancellation) -> Iterator[tuple[Request, str | None]]:
         """Decode until no slot has a request: (request, text) as text comes, (request, None)
@@ -219,54 +205,73 @@ class Scheduler:
     # -- one step ----------------------------------------------------------
 
     def _sample(self) -> list[Request]:
-        """Sample every request that has logits: the tokens whose text is to be shown.
+        """Sample every request that has logits: the requests with tokens to show.
 
-        A token that ends the turn ends its request here ("stop"); the others are
-        queued for the next batch while the answer has room and tokens left.
+        A token that ends the turn ends its request ("stop"), here if it has nothing
+        left to show; the others are queued for the next batch while the answer has
+        room and tokens left.
         """
         shown: list[Request] = []
-        ctx, is_eog, vocab = self._ctx, self._lib.llama_vocab_is_eog, self._vocab
         for slot in self._slots:
             request = slot.request
             if request is None or request.output == -2:
                 continue
-            token = request.sampler.sample(ctx, request.output)  # waits for the decode
-            request.output = -2
-            eog = is_eog(vocab, token)
-            if eog and not request.options.ignore_eos:
+            self._sample_request(slot, request)
+            if request.eog and not request.shown:
                 self._end(slot, "stop")
-            else:
-                request.produced += 1
-                self._generated += 1
-                if request.produced < request.limit and self._room(slot):
-                    request.pending = token
-                request.shown = token if not eog else -1
             shown.append(request)
         return shown
+
+    def _sample_request(self, slot: Slot, request: Request) -> None:
+        """The request's next token, and after it each draft the sampler agrees with."""
+        drafts = request.drafts
+        accepted, following = request.sample(self._ctx, self._lib.llama_vocab_is_eog, self._vocab)
+        self._generated += len(request.shown)
+        if drafts:
+            self._forget(slot, len(slot.cells) - len(drafts) + accepted)
+            assert request.drafter is not None
+            request.drafter.verified(len(drafts), accepted)
+            request.drafts = []
+        if following >= 0 and self._room(slot):
+            request.pending = following
 
     def _show(self, shown: list[Request]) -> Iterator[tuple[Request, str | None]]:
         """The text of each token sampled; the requests a stop string or a limit ended."""
         for request in shown:
             if request.reason is not None:
                 continue
-            token = request.shown
             pieces = self._pieces[request.special]
-            piece = b"" if token < 0 else pieces.get(token)
-            if piece is None:
-                piece = pieces[token] = token_piece(self._lib, self._vocab, token, request.special)
-            text, stopped = request.answer.feed(piece)
-            if text:
-                request.clock.text_shown()
-                yield request, text
-            slot = self._slots[request.slot]
-            if stopped:
-                if request.output != -2:  # decoded already: its cell leaves again
-                    self._lib.llama_synchronize(self._ctx)
-                    self._forget(slot, len(slot.cells) - 1)
-                request.pending = -1
-                yield from self._finish(slot, "stop")
-            elif request.pending < 0 and request.output == -2:
-                yield from self._finish(slot, "length")  # the token limit, or the cells are full
+            tokens = request.shown
+            for number, token in enumerate(tokens):
+                piece = b"" if token < 0 else pieces.get(token)
+                if piece is None:
+                    piece = token_piece(self._lib, self._vocab, token, request.special)
+                    pieces[token] = piece
+                text, stopped = request.answer.feed(piece)
+                if text:
+                    request.clock.text_shown()
+                    yield request, text
+                if stopped:
+                    self._cut(request, len(tokens) - 1 - number)
+                    yield from self._finish(self._slots[request.slot], "stop")
+                    break
+            else:
+                if request.eog:
+                    yield from self._finish(self._slots[request.slot], "stop")
+                elif request.pending < 0 and request.output == -2:
+                    # the token limit, or the cells are full
+                    yield from self._finish(self._slots[request.slot], "length")
+
+    def _cut(self, request: Request, dropped: int) -> None:
+        """End the answer at a stop string, ``dropped`` tokens before its last: the cells
+        from the token that completed it on leave the cache, the tokens after it the count."""
+        slot = self._slots[request.slot]
+        if request.output != -2:  # a batch with its cells is being decoded
+            self._lib.llama_synchronize(self._ctx)
+        request.produced -= dropped
+        self._generated -= dropped
+        self._forget(slot, len(request.prompt) + request.produced - 1)
+        request.pending = -1
 
     def _settle(self) -> bool:
         """Settle where each new request's cells come from; False when no slot has a request."""
@@ -300,6 +305,7 @@ class Scheduler:
             return True
         self._abort_on(prompts)
         lone = len(filled) == 1 and not prompts and filled[0][0].seq == 0
+        lone = lone and not filled[0][1].drafts
         status = self._llama_decode(self._ctx, self._one_batch if lone else self._batch)
         if status == 0 and not (prompts and cancel.cancelled):
             if prompts:
@@ -310,7 +316,7 @@ class Scheduler:
             return True
         for slot, request, start in filled:  # nothing of this batch stays in the cache
             self._forget(slot, start)
-            request.output = -2
+            request.output, request.drafts = -2, []
         if status == 2 or cancel.cancelled:
             return False
         if status == 1 and not prompts:
@@ -326,12 +332,9 @@ class Scheduler:
         Returns each (slot, request, first cell it fills) and whether prompt tokens
         are in. A lone generated token of slot 0 goes in the one-token batch instead.
         """
-        filled: list[tuple[Slot, Request, int]] = []
-        for slot in self._slots:
-            request = slot.request
-            if request is not None and request.pending >= 0:
-                filled.append((slot, request, len(slot.cells)))
-        if len(filled) == 1 and filled[0][0].seq == 0 and not self._prompts_left():
+        filled = self._answers()
+        lone = len(filled) == 1 and not filled[0][1].drafts
+        if lone and filled[0][0].seq == 0 and not self._prompts_left():
             slot, request, _ = filled[0]
             self._one[0] = request.pending
             slot.cells.append(request.pending)
@@ -341,7 +344,29 @@ class Scheduler:
         for slot, request, _ in filled:
             count = self._add(slot, request.pending, count, False)
             request.pending, request.output = -1, count - 1
+            for token in request.drafts:
+                count = self._add(slot, token, count, True)
         answers = count
+        count = self._add_prompts(filled, count)
+        for _, request, _ in filled:
+            if request.output >= 0:
+                batch.logits[request.output] = True
+        batch.n_tokens = count
+        return filled, count > answers
+
+    def _answers(self) -> list[tuple[Slot, Request, int]]:
+        """The requests with a token to evaluate, each with its drafts chosen."""
+        filled = [(s, s.request, len(s.cells)) for s in self._slots if s.request is not None]
+        filled = [entry for entry in filled if entry[1].pending >= 0]
+        room = self._n_batch - len(filled)
+        for slot, request, _ in filled:
+            if request.drafter is not None:
+                request.drafts = self._draft(slot, request, room)
+                room -= len(request.drafts)
+        return filled
+
+    def _add_prompts(self, filled: list[tuple[Slot, Request, int]], count: int) -> int:
+        """Prompt chunks after the answers' tokens, while the batch has room."""
         for slot in self._slots:
             request = slot.request
             if request is None or request.waiting or request.fed >= len(request.prompt):
@@ -355,11 +380,15 @@ class Scheduler:
             if end == len(request.prompt):
                 request.output = count - 1
             request.fed = end
-        for _, request, _ in filled:
-            if request.output >= 0:
-                batch.logits[request.output] = True
-        batch.n_tokens = count
-        return filled, count > answers
+        return count
+
+    def _draft(self, slot: Slot, request: Request, room: int) -> list[int]:
+        """Tokens guessed to follow the pending one, as many as the answer, its cells and
+        the batch have room for (and as pays)."""
+        assert request.drafter is not None
+        left = request.limit - request.produced - 1
+        limit = min(left, self._size - len(slot.cells) - 1, room)
+        return request.drafter.draft(limit, self.draft_cost)
 
     def _prompts_left(self) -> bool:
         for slot in self._slots:

@@ -11,19 +11,48 @@ prefix waits for it.
 
 from __future__ import annotations
 
+import ctypes
 import sys
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 from gptcli.config import SamplingOptions
-from gptcli.engine.base import AnswerClock, FinishReason
+from gptcli.engine.base import AnswerClock, Finished, FinishReason, Usage
 from gptcli.engine.sampler import Sampler
+from gptcli.engine.speculate import NgramDrafter
 from gptcli.engine.textstream import AnswerText
 
 # A stream copy moves a whole KV stream (the bundled model: 22.5 KiB a cell, 23 MiB for
 # 1,024 cells, a few ms here), while a prompt token costs ~3.6 ms to evaluate here:
 # sharing pays from a handful of tokens; 16 keeps clear of trivial template overlaps.
 SHARED_PREFIX_MIN = 16
+CONTEXT_STEP = 256  # llama.cpp rounds context sizes up to this
+
+
+def round_up_cells(cells: int) -> int:
+    return -(-cells // CONTEXT_STEP) * CONTEXT_STEP
+
+
+def token_piece(lib: Any, vocab: Any, token: int, special: bool) -> bytes:
+    """The bytes of ``token``'s text (with ``special``, control tokens' text too)."""
+    buf = ctypes.create_string_buffer(64)
+    size = lib.llama_token_to_piece(vocab, token, buf, 64, 0, special)
+    if size < 0:
+        buf = ctypes.create_string_buffer(-size)
+        size = lib.llama_token_to_piece(vocab, token, buf, -size, 0, special)
+    return buf.raw[:size]
+
+
+@dataclass(frozen=True)
+class Layout:
+    """A scheduler's slots: ``slots`` sequences of ``cells`` each; a lone one may ``grow``
+    from ``initial`` cells to ``cells``."""
+
+    slots: int
+    cells: int
+    grow: bool = False
+    initial: int = 0
 
 
 @dataclass(eq=False)
@@ -44,15 +73,54 @@ class Request:
     waiting: bool = False  # for an earlier request to evaluate the prefix it will copy
     slot: int = -1
     pending: int = -1  # a sampled token to evaluate in the next batch
-    shown: int = -1  # the token sampled last, whose text is still to be worked out
-    output: int = -2  # its logits' index in the batch being decoded; -2: none there
+    drafts: list[int] = field(default_factory=list)  # guessed to follow it, in that batch
+    drafter: NgramDrafter | None = None
+    shown: list[int] = field(default_factory=list)  # the tokens sampled last, text to work out
+    output: int = -2  # the pending token's logits' index in the batch being decoded; -2: none
     produced: int = 0
+    eog: bool = False  # end-of-generation was sampled after the tokens in ``shown``
     reason: FinishReason | None = None
 
     def __post_init__(self) -> None:
         self.answer = AnswerText(self.options.stop)
         limit = self.options.max_tokens
         self.limit = limit if limit is not None else sys.maxsize
+
+    def sample(self, ctx: Any, is_eog: Any, vocab: Any) -> tuple[int, int]:
+        """Sample the token after the pending one, then after each draft the sampler
+        agreed with: how many drafts were kept, and the token to evaluate next (-1: none).
+
+        A position is sampled only once the one before it was kept, so the sampler chain
+        sees (accepts) exactly the tokens of the answer and draws as without drafts.
+        """
+        drafts, index, sampler = self.drafts, self.output, self.sampler
+        self.output, self.shown = -2, []
+        accepted = 0
+        for position in range(len(drafts) + 1):
+            token = sampler.sample(ctx, index + position)  # the first waits for the decode
+            eog = is_eog(vocab, token)
+            if eog and not self.options.ignore_eos:
+                self.eog = True
+                break
+            self.produced += 1
+            self.shown.append(token if not eog else -1)
+            if self.drafter is not None:
+                self.drafter.push(token)
+            if position < len(drafts) and token == drafts[position]:
+                accepted += 1
+                if self.produced < self.limit:
+                    continue
+            elif self.produced < self.limit:
+                return accepted, token
+            break
+        return accepted, -1
+
+
+def finished(request: Request, reason: FinishReason, usage: Usage) -> Finished:
+    """The Finished event of ``request``, with its speculation's counts."""
+    drafter = request.drafter
+    drafts = (drafter.drafted, drafter.accepted) if drafter is not None else (0, 0)
+    return request.clock.finished(reason, usage, request.reused, request.seed, drafts)
 
 
 @dataclass(eq=False)

@@ -116,6 +116,8 @@ def answer_record(item_id: ItemId, outcome: BatchOutcome) -> dict[str, Any]:
             "decode_s": round(timings.decode_seconds, 4),
             "tokens_per_s": round(finished.decode_tokens_per_second, 2),
             "cached_prompt_tokens": timings.cached_tokens,
+            "drafted": timings.drafted,
+            "accepted": timings.accepted,
         },
     }
 

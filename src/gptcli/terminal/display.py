@@ -231,4 +231,6 @@ def _timings(finished: Finished | None) -> dict[str, Any]:
         "prompt_s": round(timings.prompt_seconds, 4),
         "decode_s": round(timings.decode_seconds, 4),
         "cached_prompt_tokens": timings.cached_tokens,
+        "drafted": timings.drafted,
+        "accepted": timings.accepted,
     }
