@@ -44,7 +44,8 @@ def test_the_drafter_proposes_nothing_without_a_match() -> None:
 
 def test_auto_does_not_draft_where_a_drafted_token_costs_a_step() -> None:
     assert best_length(0.9, CPU_COST, 16) == 0
-    assert best_length(0.9, GPU_COST, 16) >= 8
+    assert best_length(0.9, GPU_COST, 16) == 0  # until a GPU measurement says otherwise
+    assert best_length(0.9, 0.05, 16) >= 8  # where a drafted token is cheap, long drafts pay
     assert best_length(0.1, NGRAM_COST, 16) == 0
     drafter = NgramDrafter([1, 2, 3, 4, 5, 1, 2], "ngram")
     assert drafter.draft(4, CPU_COST) == [3]  # ngram drafts at least one wherever it can

@@ -10,12 +10,13 @@ same text, with or without speculation, as long as the batched logits equal the
 one-token ones.
 
 Whether drafts pay depends on what a drafted token costs in a batch, next to a step
-without one. On a GPU an extra token costs next to nothing; on a CPU a small model
-is bound by arithmetic, and a batch of n tokens costs about n steps (SmolLM2-135M
-here, one thread: 2 tokens 2.3x, 5 tokens 5.1x, 17 tokens 12x one token). ``auto``
-takes the cost for the device (``GPU_COST`` or ``CPU_COST``), estimates how often
-this answer's drafts come true (including drafts it only imagined, at no cost) and
-drafts the length that maximises the expected tokens per unit of time, or nothing.
+without one. On a GPU an extra token should cost next to nothing (not yet measured, so
+``auto`` does not count on it); on a CPU a small model is bound by arithmetic, and a
+batch of n tokens costs about n steps (SmolLM2-135M here, one thread: 2 tokens 2.3x, 5
+tokens 5.1x, 17 tokens 12x one token). ``auto`` takes the cost for the device
+(``GPU_COST`` or ``CPU_COST``), estimates how often this answer's drafts come true
+(including drafts it only imagined, at no cost) and drafts the length that maximises the
+expected tokens per unit of time, or nothing.
 ``ngram`` drafts wherever the text before has a match, the length from the
 acceptance rate as if drafts cost ``NGRAM_COST``. Neither times anything, so the
 drafts, like the text, depend only on the text: a seed gives the same answer in
@@ -32,7 +33,10 @@ DRAFT_MAX = 16
 PRIOR_ACCEPTANCE = 0.5
 # What a drafted token adds to a decode step, next to a step without drafts.
 CPU_COST = 1.0
-GPU_COST = 0.05
+# Measured on this CPU only. On a GPU a drafted token should cost far less, but until that
+# is measured there, ``auto`` assumes the CPU's cost: it drafts nowhere it is not known to
+# pay (``--speculate ngram`` does).
+GPU_COST = CPU_COST
 NGRAM_COST = 0.25
 ACCEPTANCE_WEIGHT = 0.15  # of the latest drafted position in the acceptance estimate
 PAYS = 1.05  # drafting must promise this many times the tokens per second
