@@ -1,10 +1,11 @@
 """Same seed, same text: across processes, and before and after engine changes.
 
-``tests/golden_outputs.json`` holds answers recorded with an earlier engine on a
-known build and CPU. When the engine changes (a faster decode loop, lazier
-imports), these tests prove the text did not. Floating-point results depend on
-the llama.cpp build and the CPU's instruction set, so the recorded answers are
-compared only where both match the recording; re-record elsewhere with
+``tests/golden_outputs.json`` holds answers recorded with an earlier engine, one
+recording per llama.cpp build and CPU. When the engine changes (a faster decode loop,
+lazier imports), these tests prove the text did not. Floating-point results depend on
+the build and the CPU's instruction set, so the answers are compared with the recording
+made where both match, if there is one; record this machine's (beside the others) with
+the engine before the change:
 
     .venv/bin/python -m tests.test_determinism --record
 """
@@ -70,11 +71,18 @@ def converse(model: Path) -> list[str]:
         backend.close()
 
 
-def load_golden() -> dict[str, Any]:
+def recordings() -> list[dict[str, Any]]:
     data = json.loads(GOLDEN.read_text(encoding="utf-8"))
-    if data["environment"] != environment():
-        pytest.skip(f"answers were recorded on {data['environment']}, this is {environment()}")
-    return dict(data)
+    return list(data["recordings"])
+
+
+def load_golden() -> dict[str, Any]:
+    here = environment()
+    found = [r for r in recordings() if r["environment"] == here]
+    if not found:
+        known = "; ".join(r["environment"] for r in recordings())
+        pytest.skip(f"answers were recorded on {known}, this is {here}")
+    return dict(found[0])
 
 
 @pytest.mark.parametrize("index", range(len(CLI_CASES)))
@@ -167,7 +175,9 @@ def record() -> None:
         "cli": answers,
         "conversation": converse(bundled_model_path()),
     }
-    GOLDEN.write_text(json.dumps(data, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
+    others = [r for r in recordings() if r["environment"] != data["environment"]]
+    text = json.dumps({"recordings": [*others, data]}, indent=1, ensure_ascii=False)
+    GOLDEN.write_text(text + "\n", encoding="utf-8")
     print(json.dumps(data, indent=1, ensure_ascii=False))
 
 
