@@ -250,3 +250,36 @@ def test_role_switches_the_tools_too(gptcli: Gptcli) -> None:
         assert "time" in after and "calc" not in after
     finally:
         term.close()
+
+
+def test_show_gives_values_as_a_person_types_them(gptcli: Gptcli) -> None:
+    term = start(gptcli)
+    try:
+        term.type_line("/show")
+        term.wait_prompt(2)
+        shown = "\n".join(term.scrollback())
+        shown = shown[shown.rindex(">>> /show") :]
+        for line in ("seed            random", "stop            none", "think           auto"):
+            assert line in shown, shown
+        assert "None" not in shown and "'auto'" not in shown and "()" not in shown
+        assert shown.count("schema") == 1
+    finally:
+        term.close()
+
+
+def test_keys_typed_while_an_answer_streams_are_not_echoed(gptcli: Gptcli) -> None:
+    """A Ctrl-C echoed as ^C into the live region moved the cursor under Rich's redraw and
+    left the unfinished paragraph on screen twice: nothing is echoed while it streams."""
+    term = start(gptcli, "-t", "0", "--ignore-eos", "-n", "2000")
+    try:
+        term.type_line("Write a very long essay about the history of the Roman Empire.")
+        term.wait_for(lambda screen: len(screen.split()) > 40)  # it is answering
+        before = len(term.raw)
+        term.send("xyz")
+        term.ctrl("c")
+        term.wait_text("(interrupted)", timeout=10)
+        term.wait_prompt(2, timeout=10)
+        after = term.raw[before:]
+        assert b"^C" not in after and b"xyz" not in after
+    finally:
+        term.close()

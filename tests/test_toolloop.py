@@ -238,3 +238,24 @@ def test_a_session_keeps_the_calls_and_results_and_a_retry_replaces_them(tmp_pat
     assert saved.messages[1].content == "Noon."
     assert saved.messages[1].alternatives[0]["content"] == "It is noon."
     assert conversation_of(saved).messages == conversation.messages
+
+
+def test_a_calls_time_is_the_tools_own_not_the_wait_for_approval(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The person takes 6 s to say yes and the tool runs for 0.5 s: the call took 0.5 s."""
+    from types import SimpleNamespace
+
+    clock = [100.0]
+    fake_time = SimpleNamespace(perf_counter=lambda: clock[0])
+    monkeypatch.setattr("gptcli.conversation.toolloop.time", fake_time)
+
+    def ask(call: ToolCall, tool: Tool) -> Answer:
+        clock[0] += 6.0
+        return "yes"
+
+    tools = runner(writes=("shell",))
+    tools.during = lambda: clock.__setitem__(0, clock[0] + 0.5)
+    use = ToolUse(tools, approval=Approval(ask=ask))
+    result = use.run(call("shell"), Cancellation())
+    assert not result.refused and result.seconds == pytest.approx(0.5)

@@ -32,20 +32,23 @@ def _mp3(head: bytes) -> bool:
     return len(head) >= 2 and head[0] == 0xFF and (head[1] & 0xE0) == 0xE0 and head[1] & 0x06 != 0
 
 
+# (prefix, what follows at 8..12 or None, kind, format), checked in order.
+_MAGIC: tuple[tuple[bytes, bytes | None, Kind, str], ...] = (
+    (b"\x89PNG\r\n\x1a\n", None, "image", "png"),
+    (b"\xff\xd8\xff", None, "image", "jpeg"),
+    (b"GIF87a", None, "image", "gif"),
+    (b"GIF89a", None, "image", "gif"),
+    (b"RIFF", b"WEBP", "image", "webp"),
+    (b"RIFF", b"WAVE", "audio", "wav"),
+    (b"fLaC", None, "audio", "flac"),
+)
+
+
 def sniff(head: bytes) -> Sniffed:
     """The kind of data that starts with ``head`` (its first SNIFF_BYTES or all of it)."""
-    if head.startswith(b"\x89PNG\r\n\x1a\n"):
-        return Sniffed("image", "png")
-    if head.startswith(b"\xff\xd8\xff"):
-        return Sniffed("image", "jpeg")
-    if head.startswith((b"GIF87a", b"GIF89a")):
-        return Sniffed("image", "gif")
-    if head.startswith(b"RIFF") and head[8:12] == b"WEBP":
-        return Sniffed("image", "webp")
-    if head.startswith(b"RIFF") and head[8:12] == b"WAVE":
-        return Sniffed("audio", "wav")
-    if head.startswith(b"fLaC"):
-        return Sniffed("audio", "flac")
+    for prefix, at_eight, kind, name in _MAGIC:
+        if head.startswith(prefix) and (at_eight is None or head[8:12] == at_eight):
+            return Sniffed(kind, name)
     if _bmp(head):
         return Sniffed("image", "bmp")
     if _mp3(head):

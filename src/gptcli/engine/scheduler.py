@@ -197,10 +197,14 @@ class Scheduler:
                     yield from self._show(shown)
         finally:
             self._abort_on(False)
-            for slot in self._slots:
-                if slot.request is not None:
-                    slot.request.sampler.free()
-                    slot.request = None
+            self._release_requests()
+
+    def _release_requests(self) -> None:
+        """Free the samplers of the requests still in slots (an interrupted or failed run)."""
+        for slot in self._slots:
+            if slot.request is not None:
+                slot.request.sampler.free()
+                slot.request = None
 
     # -- one step ----------------------------------------------------------
 
