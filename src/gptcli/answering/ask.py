@@ -37,7 +37,7 @@ from gptcli.conversation.kvstate import restore_state, save_state
 from gptcli.conversation.recorder import SessionRecorder, answer_facts, conversation_of
 from gptcli.conversation.toolloop import AnswerEvent, ToolUse
 from gptcli.engine.base import Backend, Cancellation, Finished, TextDelta, ThinkingDelta
-from gptcli.errors import ExitStatus, SchemaMismatchError, UsageError
+from gptcli.errors import ExitStatus, UsageError
 from gptcli.store.sessions import SessionError, SessionStore, check_name, new_session_name
 
 READ_AHEAD = 1024 * 1024  # characters of input read before the model loads
@@ -252,17 +252,11 @@ def _chunked(
 
 def _check(result: Answered, schema: dict[str, Any] | None) -> None:
     """An answer bound to a schema must be complete and conform (exit 5 otherwise)."""
-    from gptcli.conversation.structured import validate_answer
+    from gptcli.conversation.structured import check_answer
 
     finished = result.reply.finished
-    if schema is None or result.interrupted or finished is None:
-        return
-    if finished.reason == "length":
-        raise SchemaMismatchError(
-            f"the answer was cut at {finished.usage.completion_tokens} tokens before its JSON "
-            "was complete (raise --max-tokens)"
-        )
-    validate_answer(result.reply.text, schema)
+    if schema is not None and not result.interrupted and finished is not None:
+        check_answer(result.reply.text, finished, schema)
 
 
 def record_answer(

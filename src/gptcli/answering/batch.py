@@ -188,18 +188,13 @@ class _Jobs:
 
 def _checked(outcome: BatchOutcome, schema: dict[str, Any] | None) -> BatchOutcome:
     """The outcome, or its schema error: a bound answer must be complete and conform."""
-    from gptcli.conversation.structured import validate_answer
+    from gptcli.conversation.structured import check_answer
 
     finished = outcome.finished
     if schema is None or outcome.error is not None or finished is None:
         return outcome
     try:
-        if finished.reason == "length":
-            raise SchemaMismatchError(
-                f"the answer was cut at {finished.usage.completion_tokens} tokens before "
-                "its JSON was complete (raise --max-tokens)"
-            )
-        validate_answer(outcome.text, schema)
+        check_answer(outcome.text, finished, schema)
     except SchemaMismatchError as exc:
         return replace(outcome, error=exc)
     return outcome

@@ -7,12 +7,11 @@ ask for approval and catch signals only through it.
 
 from __future__ import annotations
 
-import sys
 import time
 from collections.abc import Callable
 from contextlib import AbstractContextManager, nullcontext
-from dataclasses import dataclass, field
-from typing import IO, BinaryIO
+from dataclasses import dataclass
+from typing import BinaryIO
 
 from gptcli.conversation.toolloop import Asker
 from gptcli.engine.base import Cancellation
@@ -27,7 +26,7 @@ def _no_signals(cancel: Cancellation) -> AbstractContextManager[None]:
 
 @dataclass(frozen=True)
 class Environment:
-    """Streams, terminal facts, the data dirs, a clock and a person to ask.
+    """Piped input, terminal facts, the data dirs, a clock and a person to ask.
 
     ``cancelling(cancel)`` is where a signal turns into ``cancel`` (the terminal's
     Ctrl-C, SIGTERM, a hang-up); ``ending`` says whether the process is ending on one.
@@ -36,10 +35,7 @@ class Environment:
     paths: AppPaths
     notify: Notify
     stdin: BinaryIO | None = None  # piped input; None when stdin is the terminal or closed
-    stdout: IO[str] = field(default_factory=lambda: sys.stdout)
-    stderr: IO[str] = field(default_factory=lambda: sys.stderr)
-    stdin_interactive: bool = True
-    stderr_interactive: bool = False
+    stderr_interactive: bool = False  # a person reads the notes (progress is worth showing)
     asker: Asker | None = None
     cancelling: Callable[[Cancellation], AbstractContextManager[None]] = _no_signals
     ending: Callable[[], bool] = lambda: False

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import BinaryIO
 
 from gptcli.attachments.attached import Attached
+from gptcli.attachments.text import decode_text
 from gptcli.engine.base import Cancellation
 from gptcli.errors import UsageError
 
@@ -28,35 +29,11 @@ class StdinText:
 
 
 def decode_input(data: bytes, source: str = "stdin") -> StdinText:
-    """Decode UTF-8 input; invalid bytes become U+FFFD with a warning, NUL bytes are refused."""
-    nul = data.find(b"\x00")
-    if nul >= 0:
-        raise UsageError(
-            f"{source} contains a NUL byte at offset {nul}: it looks like binary data, not text"
-        )
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]
-    try:
-        return StdinText(data.decode("utf-8"))
-    except UnicodeDecodeError as exc:
-        text = data.decode("utf-8", errors="replace")
-        return StdinText(
-            text,
-            f"{source} is not valid UTF-8 (first bad byte at offset {exc.start}); "
-            "invalid bytes were replaced with U+FFFD",
-        )
-
-
-def read_stdin(stream: BinaryIO, on_wait: Callable[[], None] | None = None) -> StdinText:
-    """Read all of ``stream``; call ``on_wait`` once if nothing arrives for a while."""
-    if on_wait is not None:
-        try:
-            ready, _, _ = select.select([stream], [], [], WAIT_HINT_SECONDS)
-        except (OSError, ValueError):
-            ready = [stream]
-        if not ready:
-            on_wait()
-    return decode_input(stream.read())
+    """Decode UTF-8 input; invalid bytes become U+FFFD with a warning, NUL bytes are refused
+    (the checks every attached text gets, attachments/text.py)."""
+    warnings: list[str] = []
+    text = decode_text(data, source, warnings.append)
+    return StdinText(text, warnings[0] if warnings else None)
 
 
 def text_blocks(

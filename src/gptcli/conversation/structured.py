@@ -11,11 +11,19 @@ import json
 from pathlib import Path
 from typing import Any
 
+from gptcli.engine.base import Finished
 from gptcli.engine.grammar import schema_grammar
 from gptcli.errors import SchemaMismatchError, UsageError
 from gptcli.parsing import loads_json
 
-__all__ = ["check_schema", "load_grammar", "load_schema", "schema_grammar", "validate_answer"]
+__all__ = [
+    "check_answer",
+    "check_schema",
+    "load_grammar",
+    "load_schema",
+    "schema_grammar",
+    "validate_answer",
+]
 
 MAX_SPEC = 1024 * 1024
 
@@ -64,6 +72,17 @@ def load_grammar(value: str) -> str:
     if "root" not in text or "::=" not in text:
         raise UsageError("the grammar needs a 'root ::= ...' rule (GBNF)")
     return text
+
+
+def check_answer(text: str, finished: Finished, schema: dict[str, Any]) -> None:
+    """A finished answer bound to ``schema`` must be whole (not cut by the token limit)
+    and conform; SchemaMismatchError (exit 5) otherwise."""
+    if finished.reason == "length":
+        raise SchemaMismatchError(
+            f"the answer was cut at {finished.usage.completion_tokens} tokens before its JSON "
+            "was complete (raise --max-tokens)"
+        )
+    validate_answer(text, schema)
 
 
 def validate_answer(text: str, schema: dict[str, Any]) -> Any:

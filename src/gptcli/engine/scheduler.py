@@ -42,7 +42,7 @@ from gptcli.engine.slots import (
     round_up_cells,
     token_piece,
 )
-from gptcli.engine.speculate import CPU_COST, NgramDrafter
+from gptcli.engine.speculate import CPU_COST, NgramDrafter, drafts_at_all
 from gptcli.errors import GptcliError
 
 BATCH_TOKENS = 512  # tokens per llama_decode call: answers' next tokens plus prompt chunks
@@ -148,7 +148,7 @@ class Scheduler:
         sampler = build_sampler(self._lib, self._vocab, options, seed, grammar)
         self._submitted += 1
         request = Request(prompt, options, sampler, seed, special, order=self._submitted)
-        if options.speculate != "off":
+        if drafts_at_all(options.speculate, self.draft_cost):
             request.drafter = NgramDrafter(prompt, options.speculate)
         return request
 

@@ -60,6 +60,14 @@ def best_length(acceptance: float, cost: float, limit: int) -> int:
     return best
 
 
+def drafts_at_all(mode: SpeculateMode, cost: float) -> bool:
+    """Whether an answer in ``mode`` could ever draft where a drafted token costs ``cost``:
+    ``auto`` where even drafts that always come true would not pay keeps no n-gram index."""
+    if mode == "off":
+        return False
+    return mode == "ngram" or best_length(1.0, cost, DRAFT_MAX) > 0
+
+
 class NgramDrafter:
     """One answer's drafts: the continuation of the latest earlier occurrence of its last
     ``NGRAM_MAX`` down to ``NGRAM_MIN`` tokens, and how often such drafts come true."""
