@@ -61,8 +61,7 @@ class BatchResults(Protocol):
 @dataclass(frozen=True)
 class _Plan:
     settings: Settings
-    sampling: SamplingOptions
-    schema: dict[str, Any] | None
+    sampling: SamplingOptions  # with --schema's grammar and schema, if given
 
 
 def run_batch(
@@ -78,8 +77,7 @@ def run_batch(
     if request.parallel is not None and request.parallel < 1:
         raise UsageError("--parallel must be at least 1")
     settings = build_settings(env.paths, request.flags, request.role)
-    sampling, schema = constrained(settings.sampling, request.schema, None)
-    plan = _Plan(settings, sampling, schema)
+    plan = _Plan(settings, constrained(settings.sampling, request.schema, None)[0])
     jobs = _Jobs(plan, done, results, env.note)
     pending = jobs.each(items)
     cancel = Cancellation()
