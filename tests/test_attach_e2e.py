@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from tests.conftest import Gptcli
+from tests.fakeserver import FakeServer, Script
 
 pytestmark = pytest.mark.slow
 
@@ -204,9 +205,22 @@ def test_batch_items_take_attachments(gptcli: Gptcli, tmp_path: Path) -> None:
 
 
 def test_cmd_takes_attachments_and_refuses_media(gptcli: Gptcli, tmp_path: Path) -> None:
-    (tmp_path / "Makefile").write_text("build:\n\tcc -o app main.c\n")
-    done = gptcli("cmd", "-a", str(tmp_path / "Makefile"), "run the build target", input=None)
-    assert done.returncode == 0 and done.stdout.strip(), done.stderr
+    # The request is checked where it arrives: what a model makes of it (and of the working
+    # folder that the cmd prompt names) is not this test's business.
+    server = FakeServer(Script(steps=["ok"]))
+    try:
+        (tmp_path / "Makefile").write_text("build:\n\tcc -o app main.c\n")
+        config = gptcli.home / "config" / "config.toml"
+        config.parent.mkdir(parents=True, exist_ok=True)
+        config.write_text(f'backend = "openai"\nbase_url = "{server.url}"\n')
+        done = gptcli("cmd", "-a", str(tmp_path / "Makefile"), "run the build", input=None)
+        config.unlink()
+    finally:
+        server.close()
+    assert done.returncode == 0 and done.stdout.strip() == "Hello world", done.stderr
+    (body,) = server.script.bodies
+    sent = json.dumps(body["messages"])
+    assert "cc -o app main.c" in sent and "run the build" in sent
     (tmp_path / "song.flac").write_bytes(b"fLaC\0\0\0\x22")
     refused = gptcli("cmd", "-a", str(tmp_path / "song.flac"), "play it", input=None)
     assert refused.returncode == 2 and "is audio (FLAC)" in refused.stderr
