@@ -2,24 +2,19 @@
 
 A snapshot is trusted only if everything matches: the file is the user's own
 and private, its header parses, its key (model file, context size, chat
-template, llama.cpp version, offload) equals the running engine's, and its
-length is what the header says. Anything else is ignored and the history is
-processed again, which is slower but always right.
+template, llama.cpp version, offload, KV cache type) equals the running engine's,
+and its length is what the header says (``store.kvfile``). Anything else is
+ignored and the history is processed again, which is slower but always right.
 """
 
 from __future__ import annotations
 
-import json
-import os
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from gptcli.parsing import loads_json
-from gptcli.paths import write_private_file
+from gptcli.store.kvfile import read_kv_file, write_kv_file
 
 MAGIC = b"GPTCLI-KV 1\n"
-MAX_HEADER = 4 * 1024 * 1024
-MAX_STATE = 16 * 1024**3
 
 
 @runtime_checkable
@@ -50,32 +45,17 @@ def save_snapshot(
     tokens, state = engine.export_state()
     if not tokens or not state:
         return 0
-    key = _key(engine, model_sha256)
-    header = json.dumps({"key": key, "tokens": tokens, "state_bytes": len(state)})
-    write_private_file(path, MAGIC + header.encode() + b"\n" + state)
+    write_kv_file(path, MAGIC, {"key": _key(engine, model_sha256), "tokens": tokens}, state)
     return len(tokens)
 
 
 def load_snapshot(path: Path, engine: Snapshotting, model_sha256: str) -> int:
     """Restore ``path`` into the engine if it is valid for it; returns tokens restored (0: none)."""
     try:
-        stat = path.stat()
-        if stat.st_uid != os.getuid() or stat.st_mode & 0o077:
-            return 0
-        if stat.st_size > MAX_STATE + MAX_HEADER:
-            return 0
-        with path.open("rb") as handle:
-            if handle.read(len(MAGIC)) != MAGIC:
-                return 0
-            header = loads_json(handle.readline(MAX_HEADER))
-            state = handle.read()
+        header, state = read_kv_file(path, MAGIC, checksum=False)  # older files have none
     except (OSError, ValueError):
         return 0
-    if not isinstance(header, dict) or header.get("key") != _key(engine, model_sha256):
+    if header.get("key") != _key(engine, model_sha256):
         return 0
-    tokens = header.get("tokens")
-    if not isinstance(tokens, list) or not all(isinstance(t, int) for t in tokens):
-        return 0
-    if header.get("state_bytes") != len(state) or not state:
-        return 0
+    tokens = header["tokens"]
     return len(tokens) if engine.import_state(tokens, state) else 0
