@@ -36,6 +36,7 @@ from gptcli.conversation.context import (
 from gptcli.conversation.kvstate import restore_state, save_state
 from gptcli.conversation.recorder import SessionRecorder, answer_facts, conversation_of
 from gptcli.conversation.toolloop import AnswerEvent, ToolUse
+from gptcli.engine.abilities import abilities
 from gptcli.engine.base import Backend, Cancellation, Finished, TextDelta, ThinkingDelta
 from gptcli.errors import ExitStatus, UsageError
 from gptcli.store.sessions import SessionError, SessionStore, check_name, new_session_name
@@ -193,6 +194,8 @@ def _answer(
     display.answered(result)
     # The answer is out and flushed; the state is written for the session's next turn.
     _keep_state(recorder, backend, env, cancel.cancelled or env.ending())
+    if not (cancel.cancelled or env.ending()):
+        keep_prompt(backend, env)
     return ExitStatus.INTERRUPTED if result.interrupted else ExitStatus.OK
 
 
@@ -303,6 +306,21 @@ def _keep_state(
             f"saved {written.tokens} tokens of the session's state, {written.size:,} bytes, "
             f"in {written.seconds * 1000:.0f} ms"
         )
+
+
+def keep_prompt(backend: Backend, env: Environment) -> None:
+    """Write the prompt cache's entry for the answer's prompt, once it is out (the backend's
+    cells beyond that prompt go); a disk that refuses is one note."""
+    caching = abilities(backend).prompt_cache
+    if caching is None:
+        return
+    try:
+        written = caching.save_prompt_cache()
+    except OSError as exc:
+        env.note(f"the prompt cache could not be written ({exc.strerror}); it is skipped")
+        return
+    if env.debug and written is not None:
+        env.note(f"cached {written.tokens} prompt tokens, {written.size:,} bytes")
 
 
 def _part_progress(attachment: Attachment, env: Environment) -> Callable[[PartProgress], None]:

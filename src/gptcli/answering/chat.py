@@ -12,7 +12,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from gptcli.answering.ask import record_answer
+from gptcli.answering.ask import keep_prompt, record_answer
 from gptcli.answering.attaching import (
     AttachmentInfo,
     after_attachments,
@@ -181,6 +181,7 @@ class ChatTurns:
 
     def use_backend(self, backend: Backend, settings: Settings) -> None:
         """Switch models, keeping the conversation (its cache is built again as it is used)."""
+        self.keep_prompt()
         self.state.backend.close()
         self.state.backend = backend
         self.state.settings = settings
@@ -198,6 +199,12 @@ class ChatTurns:
             save_state(state.recorder, state.backend, self.env.paths.cache_dir, self.env.ending())
         except OSError as exc:
             self.env.notify(f"(could not save the session's state: {exc.strerror})", "dim")
+
+    def keep_prompt(self) -> None:
+        """Write the first turn's prompt to the prompt cache (the chat is over with this
+        model: its cells beyond that prompt go); not when ending on a signal."""
+        if not self.env.ending():
+            keep_prompt(self.state.backend, self.env)
 
     def restore_snapshot(self) -> int:
         """Load the session's KV snapshot, if it is valid for this model; tokens restored."""

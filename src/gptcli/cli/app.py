@@ -59,6 +59,7 @@ def root(
 def _register_subcommands() -> None:
     from gptcli.cli.ask import ask
     from gptcli.cli.batch import batch
+    from gptcli.cli.cache import cache_app
     from gptcli.cli.chat import chat
     from gptcli.cli.cmd import cmd
     from gptcli.cli.completions import completions_app
@@ -75,6 +76,7 @@ def _register_subcommands() -> None:
     app.add_typer(sessions_app, name="sessions")
     app.add_typer(roles_app, name="roles")
     app.add_typer(tools_app, name="tools")
+    app.add_typer(cache_app, name="cache")
     app.add_typer(completions_app, name="completions")
     app.command()(cmd)
     app.command(epilog=EXIT_STATUS_HELP)(doctor)
@@ -90,6 +92,7 @@ COMMANDS = (
     "roles",
     "tools",
     "cmd",
+    "cache",
     "completions",
     "doctor",
 )

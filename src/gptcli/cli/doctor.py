@@ -17,16 +17,18 @@ def doctor(
     json_output: JsonOpt = False,
 ) -> None:
     """Check the installation: versions, CPU and GPU support, directories, default model."""
-    from gptcli.config import load_settings
+    from gptcli.config import EngineOptions, load_settings
     from gptcli.errors import GptcliError
     from gptcli.models.doctor import run_checks
 
     paths = app_paths()
+    engine = EngineOptions()
     try:
-        model = load_settings(paths.config_file, {}).model
+        settings = load_settings(paths.config_file, {})
+        model, engine = settings.model, settings.engine
     except GptcliError:
         model = os.environ.get("GPTCLI_MODEL") or "smollm2"
-    checks = run_checks(paths, model)
+    checks = run_checks(paths, model, engine)
     if json_output:
         typer.echo(json.dumps([c.__dict__ for c in checks], indent=1))
     else:

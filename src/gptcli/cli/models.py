@@ -106,6 +106,14 @@ def info(
     template: Annotated[
         bool, typer.Option("--template", help="Show the start of the chat template.")
     ] = False,
+    fit: Annotated[
+        bool,
+        typer.Option(
+            "--fit",
+            help="Also show the KV cache per token in each --kv-type and the largest context "
+            "window whose cache fits in this machine's memory beside the weights.",
+        ),
+    ] = False,
     json_output: JsonOpt = False,
 ) -> None:
     """GGUF metadata, read without loading the weights."""
@@ -134,6 +142,8 @@ def info(
         facts["sha256"] = file_sha256(path, paths.cache_dir)
     if template and model.chat_template:
         facts["chat_template_text"] = model.chat_template
+    if fit:
+        facts["kv_cache"] = _kv_fit(model)
     if json_output:
         typer.echo(json.dumps(facts, indent=1))
         return
@@ -141,7 +151,7 @@ def info(
 
     rows = []
     for key, value in facts.items():
-        if key == "chat_template_text":
+        if key in ("chat_template_text", "kv_cache"):
             continue
         if key == "parameters":
             value = f"{value / 1e6:.1f}M"
@@ -149,11 +159,49 @@ def info(
             value = f"{_human_size(value)} ({value} bytes)"
         rows.append([key, sanitize(str(value))])
     print_table(["", ""], rows)
+    if fit:
+        _print_fit(facts["kv_cache"])
     if template and model.chat_template:
         lines = model.chat_template.splitlines()
         typer.echo("chat template (first 15 lines):")
         for line in lines[:15]:
             typer.echo("  " + sanitize(line))
+
+
+def _kv_fit(model: Any) -> list[dict[str, Any]]:
+    """Each KV cache type's bytes per token and the largest window that fits in memory."""
+    from gptcli.engine.jobs import physical_memory
+    from gptcli.engine.kvcache import kv_fit, shape_of
+
+    shape = shape_of(model.metadata)
+    if shape is None:
+        return []
+    fits = kv_fit(shape, model.size, physical_memory())
+    return [
+        {
+            "kv_type": f.kv_type,
+            "bytes_per_token": f.bytes_per_token,
+            "largest_ctx": f.largest_window,
+        }
+        for f in fits
+    ]
+
+
+def _print_fit(fits: list[dict[str, Any]]) -> None:
+    from gptcli.engine.kvcache import human_bytes
+
+    if not fits:
+        typer.echo("kv cache: the file does not give its attention's shape")
+        return
+    rows = [
+        [
+            f["kv_type"],
+            human_bytes(f["bytes_per_token"]),
+            "?" if f["largest_ctx"] is None else f"{f['largest_ctx']:,}",
+        ]
+        for f in fits
+    ]
+    print_table(["kv type", "per token", "largest --ctx in memory"], rows)
 
 
 @models_app.command("add")

@@ -75,6 +75,22 @@ GpuLayersOpt = Annotated[
         show_default=False,
     ),
 ]
+KvTypeOpt = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option(
+        "--kv-type",
+        help="The KV cache's element type: f16, q8_0 (about half the memory), q4_0 (about a "
+        "quarter) or f32 [default: f16].",
+        show_default=False,
+    ),
+]
+NoCacheOpt = Annotated[
+    bool,
+    typer.Option(
+        "--no-cache",
+        help="Neither reuse nor store prompt prefixes in the prompt cache (config prompt_cache).",
+    ),
+]
 ProfileOpt = Annotated[
     Optional[str],  # noqa: UP045
     typer.Option("--profile", "-p", help="Use a [profiles.NAME] table of the config file."),
@@ -201,6 +217,7 @@ def setting_flags(arguments: Mapping[str, Any]) -> dict[str, Any]:
         **given,
         "stop": tuple(stop) if stop else None,
         "backend": given.get("backend") or ("openai" if given.get("base_url") else None),
+        "prompt_cache": False if arguments.get("no_cache") else None,
     }
 
 

@@ -15,6 +15,7 @@ The config file is TOML at ``<config dir>/config.toml``::
     ctx = 4096
     threads = 4
     gpu_layers = "auto"          # auto (all with a GPU build, else 0), all, or a number
+    kv_type = "f16"              # f16 | q8_0 | q4_0 | f32: the KV cache's element type
     vi_mode = false              # REPL key bindings
     history = true               # REPL input history file
     save = true                  # save chat sessions (false = incognito)
@@ -22,6 +23,8 @@ The config file is TOML at ``<config dir>/config.toml``::
                                  # truncate in the chat)
     think = "auto"               # on | off | auto: a reasoning model's thinking switch
     speculate = "auto"           # auto | ngram | off: draft tokens from n-grams of the text
+    prompt_cache = true          # reuse earlier runs' prompt prefixes (--no-cache: not now)
+    prompt_cache_size = "2 GiB"  # what the prompt cache may hold on disk
 
     [tools]
     enabled = ["time", "calc"]   # tools offered by default (names as for -T)

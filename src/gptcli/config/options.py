@@ -34,11 +34,12 @@ class SamplingOptions:
 
 @dataclass(frozen=True)
 class EngineOptions:
-    """How the model is loaded: context size, CPU threads and GPU offload."""
+    """How the model is loaded: context size, CPU threads, GPU offload, the KV cache's type."""
 
     ctx: int | None = None
     threads: int | None = None
     gpu_layers: int | None = None
+    kv_type: str | None = None  # f16 | q8_0 | q4_0 | f32; None: f16
 
 
 @dataclass(frozen=True)
@@ -82,6 +83,8 @@ class Settings:
     api_key_env: str | None = None
     timeout: float = 60.0  # seconds to connect, and between streamed chunks
     profile: str | None = None
+    prompt_cache: bool = True  # reuse earlier runs' prompt prefixes (engine/promptcache.py)
+    prompt_cache_size: int = 2 * 2**30  # bytes the prompt cache may hold on disk
     # Which layer named the model: "default", "config", "environment", "profile", "role"
     # or "flag"; an error about the model says where to change it.
     model_from: str = "default"
@@ -111,6 +114,8 @@ _TOP_KEYS = {
     "api_key_env",
     "timeout",
     "profile",
+    "prompt_cache",
+    "prompt_cache_size",
 }
-_BOOL_KEYS = {"vi_mode", "history", "save"}
+_BOOL_KEYS = {"vi_mode", "history", "save", "prompt_cache"}
 KNOWN_KEYS = frozenset(_SAMPLING_KEYS | _ENGINE_KEYS | _TOP_KEYS)

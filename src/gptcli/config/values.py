@@ -107,6 +107,19 @@ def _context(value: Any) -> int:
     return size
 
 
+_UNITS = {"": 1, "k": 2**10, "m": 2**20, "g": 2**30, "t": 2**40}
+
+
+def _size(value: Any) -> int:
+    """Bytes: an integer, or a string such as "500 MiB", "2G", "1.5 GB" (powers of 1024)."""
+    if isinstance(value, str):
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([kmgt]?)(?:i?b)?\s*", value.lower())
+        if match is None:
+            raise ValueError('must be a number of bytes or a size such as "2 GiB"')
+        return int(float(match[1]) * _UNITS[match[2]])
+    return int(_integer(0)(value))
+
+
 def _gpu_layers(value: Any) -> int | None:
     if isinstance(value, str):
         word = value.strip().lower()
@@ -146,6 +159,9 @@ _VALIDATORS: dict[str, Validator] = {
     "ctx": _context,
     "threads": _integer(1),
     "gpu_layers": _gpu_layers,
+    "prompt_cache": _boolean,
+    "prompt_cache_size": _size,
+    "kv_type": _choice("f16", "q8_0", "q4_0", "f32"),
 }
 
 

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
 from gptcli.engine.base import Backend, BatchJob, BatchOutcome, Cancellation
+from gptcli.engine.promptcache import PromptWrite
 
 
 @runtime_checkable
@@ -29,6 +30,16 @@ class KvSnapshots(Protocol):
     def export_state(self) -> tuple[list[int], bytes]: ...
 
     def import_state(self, tokens: list[int], state: bytes) -> bool: ...
+
+
+@runtime_checkable
+class PromptCaching(Protocol):
+    """A backend that keeps prompts' cells across runs (``engine.promptcache``)."""
+
+    def save_prompt_cache(self) -> PromptWrite | None:
+        """Write the first answer's prompt as an entry if it is worth one; the conversation's
+        cells beyond it go. Raises OSError where the disk refuses."""
+        ...
 
 
 class BatchEngine(Protocol):
@@ -71,6 +82,7 @@ class Abilities:
     snapshots: KvSnapshots | None = None
     slots: ParallelSlots | None = None
     facts: OwnFacts | None = None
+    prompt_cache: PromptCaching | None = None
 
 
 def abilities(backend: Backend) -> Abilities:
@@ -79,4 +91,5 @@ def abilities(backend: Backend) -> Abilities:
         snapshots=backend if isinstance(backend, KvSnapshots) else None,
         slots=backend if isinstance(backend, ParallelSlots) else None,
         facts=backend if isinstance(backend, OwnFacts) else None,
+        prompt_cache=backend if isinstance(backend, PromptCaching) else None,
     )

@@ -250,6 +250,8 @@ class ModelDetails:
     context_size: int
     trained_context: int | None
     template_source: str
+    kv_type: str | None = None  # the KV cache's element type, where the backend has one
+    kv_bytes_per_token: int | None = None  # what one token of the window takes in it
 
 
 class Backend(Protocol):

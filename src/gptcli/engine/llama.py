@@ -13,7 +13,6 @@ tokens.
 from __future__ import annotations
 
 import ctypes
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,12 +29,15 @@ from gptcli.engine.base import (
     ToolRequest,
     ToolSpec,
 )
-from gptcli.engine.cpuload import CpuSample, busy_elsewhere, default_threads
+from gptcli.engine.cpuload import CpuSample, busy_elsewhere, default_threads, physical_cores
 from gptcli.engine.grammar import ToolGrammar, tool_grammar
 from gptcli.engine.jobs import SlotBatch, default_parallel, physical_memory
+from gptcli.engine.kvcache import DEFAULT_KV_TYPE, QUANTIZED, cell_bytes, model_shape, shape_of
+from gptcli.engine.kvcache import type_sizes as kv_type_sizes
 from gptcli.engine.modelfile import ModelFileInfo, read_model_file
+from gptcli.engine.promptcache import PromptCache, PromptStore, PromptWrite
 from gptcli.engine.scheduler import BATCH_TOKENS, Scheduler
-from gptcli.engine.slots import CONTEXT_STEP, Layout, round_up_cells, token_piece
+from gptcli.engine.slots import CONTEXT_STEP, Layout, longest_piece, round_up_cells, token_piece
 from gptcli.engine.speculate import CPU_COST, GPU_COST
 from gptcli.engine.template import CHATML_TEMPLATE, ChatTemplate, PromptPiece, TemplateError
 from gptcli.engine.thinking import (
@@ -67,26 +69,8 @@ class LoadOptions:
     gpu_layers: int | None = None
     extra_buffers: bool = True
     debug: bool = False
-
-
-def physical_cores() -> int:
-    """Physical cores (not hyper-threads): llama.cpp decodes fastest with one thread each."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as handle:
-            cores = set()
-            physical = ""
-            for line in handle:
-                key, _, value = line.partition(":")
-                key = key.strip()
-                if key == "physical id":
-                    physical = value.strip()
-                elif key == "core id":
-                    cores.add((physical, value.strip()))
-        if cores:
-            return len(cores)
-    except OSError:
-        pass
-    return max(1, (os.cpu_count() or 2) // 2) if (os.cpu_count() or 1) > 1 else 1
+    kv_type: str = DEFAULT_KV_TYPE
+    prompt_cache: PromptStore | None = None  # earlier runs' prompts (engine/promptcache.py)
 
 
 def _chatml(bos: str, eos: str) -> ChatTemplate:
@@ -112,6 +96,9 @@ class LlamaBackend:
         self._load_model(options, cancel or Cancellation())
         self._busy_elsewhere = busy_elsewhere(loading, CpuSample.take())
         self._create_context(options)
+        self._prompt_cache = (
+            PromptCache(options.prompt_cache, self._prompt_key()) if options.prompt_cache else None
+        )
         self._token_bytes: int | None = None
         self._template = self._load_template()
 
@@ -150,6 +137,8 @@ class LlamaBackend:
         in a 1,024-cell one here at equal use, and its KV buffer takes 90 MiB.
         """
         lib = self._lib
+        self._kv_type = options.kv_type
+        self._kv_type_id = kv_type_sizes(options.kv_type)[0]
         trained = self._info.context_length
         requested = options.ctx or min(trained or DEFAULT_CONTEXT, DEFAULT_CONTEXT)
         self._window = round_up_cells(requested)
@@ -160,9 +149,14 @@ class LlamaBackend:
             seen = "unknown" if busy is None else f"{busy:.1f}"
             self._notices.append(f"{self._threads} threads (cores busy elsewhere: {seen})")
         # Flash attention decodes ~28% slower on CPU at 1k context; let GPU builds choose.
+        # llama.cpp keeps a quantized V cache only with it.
         on_gpu = self._gpu_layers > 0 and lib.llama_supports_gpu_offload()
         self._flash = (
-            lib.LLAMA_FLASH_ATTN_TYPE_AUTO if on_gpu else lib.LLAMA_FLASH_ATTN_TYPE_DISABLED
+            lib.LLAMA_FLASH_ATTN_TYPE_ENABLED
+            if options.kv_type in QUANTIZED
+            else lib.LLAMA_FLASH_ATTN_TYPE_AUTO
+            if on_gpu
+            else lib.LLAMA_FLASH_ATTN_TYPE_DISABLED
         )
         self._path = options.path
         try:
@@ -201,18 +195,23 @@ class LlamaBackend:
                 f"trained context ({trained:,}): past that, answers may lose coherence"
             )
 
-    def _new_context(self, size: int) -> Any:
-        """A context of ``size`` cells for one sequence (the scheduler frees it)."""
-        lib = self._lib
-        cparams = lib.llama_context_default_params()
-        cparams.n_ctx = size
-        cparams.n_batch = min(size, BATCH_TOKENS)
-        cparams.n_ubatch = min(size, BATCH_TOKENS)
+    def _context_params(self, cells: int, n_batch: int) -> Any:
+        """llama.cpp's parameters for a context of ``cells`` cells (one sequence's)."""
+        cparams = self._lib.llama_context_default_params()
+        cparams.n_ctx = cells
+        cparams.n_batch = n_batch
+        cparams.n_ubatch = n_batch
         cparams.n_threads = self._threads
         cparams.n_threads_batch = self._threads
         cparams.no_perf = True
         cparams.flash_attn_type = self._flash
-        ctx = lib.llama_init_from_model(self._model, cparams)
+        cparams.type_k = cparams.type_v = self._kv_type_id
+        return cparams
+
+    def _new_context(self, size: int) -> Any:
+        """A context of ``size`` cells for one sequence (the scheduler frees it)."""
+        cparams = self._context_params(size, min(size, BATCH_TOKENS))
+        ctx = self._lib.llama_init_from_model(self._model, cparams)
         if not ctx:
             raise ModelError(
                 f"llama.cpp could not create a {size}-token context for {self._path} "
@@ -238,6 +237,8 @@ class LlamaBackend:
             context_size=self._window,
             trained_context=self._info.context_length,
             template_source=self._template.source,
+            kv_type=self._kv_type,
+            kv_bytes_per_token=self.kv_bytes_per_cell(),
         )
 
     @property
@@ -294,17 +295,8 @@ class LlamaBackend:
         with the bytes of some token's piece, so no token stands for more. Other tokenizers
         normalise text first (collapsing spaces, say) and promise no such limit."""
         if self._token_bytes is None:
-            lib = self._lib
-            kind = lib.llama_vocab_type(self._vocab)
-            if kind not in (lib.LLAMA_VOCAB_TYPE_BPE, lib.LLAMA_VOCAB_TYPE_SPM):
-                return None
-            buf = ctypes.create_string_buffer(256)
-            longest = 1
-            for token in range(lib.llama_vocab_n_tokens(self._vocab)):
-                size = lib.llama_token_to_piece(self._vocab, token, buf, 256, 0, True)
-                longest = max(longest, -size if size < 0 else size)
-            self._token_bytes = longest
-        return self._token_bytes
+            self._token_bytes = longest_piece(self._lib, self._vocab)
+        return self._token_bytes or None
 
     def _piece(self, token: int, special: bool = False) -> bytes:
         return token_piece(self._lib, self._vocab, token, special)
@@ -388,9 +380,13 @@ class LlamaBackend:
         special: bool,
         grammar: ToolGrammar | None,
     ) -> Iterator[Event]:
-        """The answer in the conversation's slot (its sampler made once the answer is read)."""
+        """The answer in the conversation's slot (its sampler made once the answer is read),
+        the first one's prompt prefix from the prompt cache where it has one."""
         scheduler = self.scheduler
-        yield from scheduler.answer(scheduler.request(tokens, options, special, grammar), cancel)
+        request = scheduler.request(tokens, options, special, grammar)  # its clock starts
+        if self._prompt_cache is not None:
+            self._prompt_cache.restore(scheduler, tokens)
+        yield from scheduler.answer(request, cancel)
 
     def prompt_for(
         self, messages: Sequence[Message], think: ThinkMode, tools: Sequence[ToolSpec] = ()
@@ -410,12 +406,9 @@ class LlamaBackend:
         return bool(self._gpu_layers > 0 and self._lib.llama_supports_gpu_offload())
 
     def kv_bytes_per_cell(self) -> int:
-        """Bytes of (f16) K and V cache one token of one sequence takes."""
-        lib, model = self._lib, self._model
-        heads = max(1, lib.llama_model_n_head(model))
-        head_dim = lib.llama_model_n_embd(model) // heads
-        layers, kv_heads = lib.llama_model_n_layer(model), lib.llama_model_n_head_kv(model)
-        return int(2 * 2 * layers * kv_heads * head_dim)
+        """Bytes of K and V cache one token of one sequence takes, in the cache's type."""
+        shape = shape_of(self._info.metadata) or model_shape(self._lib, self._model)
+        return cell_bytes(shape, self._kv_type)
 
     def parallel_limit(self) -> int:
         return int(self._lib.llama_max_parallel_sequences())
@@ -441,18 +434,10 @@ class LlamaBackend:
         off): attention then runs over one sequence's cells only, which llama.h
         recommends for sequences that share no long prefix. The caller frees it.
         """
-        lib = self._lib
-        cparams = lib.llama_context_default_params()
-        cparams.n_ctx = sequences * cells_each
+        cparams = self._context_params(sequences * cells_each, n_batch)
         cparams.n_seq_max = sequences
         cparams.kv_unified = False
-        cparams.n_batch = n_batch
-        cparams.n_ubatch = n_batch
-        cparams.n_threads = self._threads
-        cparams.n_threads_batch = self._threads
-        cparams.no_perf = True
-        cparams.flash_attn_type = self._flash
-        ctx = lib.llama_init_from_model(self._model, cparams)
+        ctx = self._lib.llama_init_from_model(self._model, cparams)
         if not ctx:
             raise ModelError(
                 f"llama.cpp could not create a context of {sequences} x {cells_each} tokens "
@@ -471,7 +456,24 @@ class LlamaBackend:
             "template_sha256": hashlib.sha256(self._template.text.encode()).hexdigest(),
             "llama_cpp": native.engine_version(),
             "gpu_layers": self._gpu_layers,
+            "kv_type": self._kv_type,
         }
+
+    def _prompt_key(self) -> dict[str, object]:
+        """What a prompt-cache entry is only valid for (with the model file's sha256)."""
+        return {
+            "llama_cpp": native.engine_version(),
+            "kv_type": self._kv_type,
+            "flash_attn": int(self._flash),
+            "gpu_layers": self._gpu_layers,
+        }
+
+    def save_prompt_cache(self) -> PromptWrite | None:
+        """Write the first answer's prompt to the prompt cache, if it is worth an entry; the
+        conversation's cells beyond that prompt go. Raises OSError where the disk refuses."""
+        if self._prompt_cache is None:
+            return None
+        return self._prompt_cache.save(self.scheduler)
 
     def state_size(self) -> int:
         """Bytes ``export_state`` would return, without copying them."""

@@ -113,7 +113,7 @@ class Scheduler:
         size = min(window, max(round_up_cells(cells), 2 * self._size))
         ctx = self._new_context(size)
         slot = self._slots[0]
-        if slot.cells and not self._set_state(ctx, *self._state()):
+        if slot.cells and not self._set_state(ctx, 0, *self._state(0)):
             slot.cells = []  # the next prompt is processed again in full
         self._use_context(ctx)
 
@@ -444,42 +444,44 @@ class Scheduler:
             if slot.request is not None:
                 yield from self._finish(slot, reason)
 
-    # -- state snapshots (slot 0) ----------------------------------------------
+    # -- sequence state: session snapshots, the prompt cache, a growing context ----
 
-    def state_size(self) -> int:
-        return int(self._lib.llama_state_seq_get_size(self._ctx, 0))
+    def state_size(self, slot: int = 0) -> int:
+        return int(self._lib.llama_state_seq_get_size(self._ctx, self._slots[slot].seq))
 
-    def export_state(self) -> tuple[list[int], bytes]:
-        """Slot 0's tokens and llama.cpp's serialised KV cache for them."""
-        state, written = self._state()
-        return list(self._slots[0].cells), ctypes.string_at(state, written)
+    def export_state(self, slot: int = 0) -> tuple[list[int], bytes]:
+        """``slot``'s tokens and llama.cpp's serialised KV cache for them."""
+        state, written = self._state(self._slots[slot].seq)
+        return list(self._slots[slot].cells), ctypes.string_at(state, written)
 
-    def import_state(self, tokens: list[int], state: bytes) -> bool:
-        """Restore a KV cache made by ``export_state`` into slot 0; on any failure start clean."""
+    def import_state(self, tokens: list[int], state: bytes, slot: int = 0) -> bool:
+        """Restore a KV cache made by ``export_state`` into ``slot`` (free, and no decode
+        in flight); on any failure the slot starts clean."""
         n_vocab = self._lib.llama_vocab_n_tokens(self._vocab)
         if len(tokens) > self._layout.cells or any(not 0 <= t < n_vocab for t in tokens):
             return False
-        slot = self._slots[0]
-        self._forget(slot, 0)
+        target = self._slots[slot]
+        self._forget(target, 0)
         self._reserve(len(tokens) + 1)
         buf = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
-        if not self._set_state(self._ctx, buf, len(state)):
+        if not self._set_state(self._ctx, target.seq, buf, len(state)):
             return False
-        slot.cells = list(tokens)
+        target.cells = list(tokens)
         return True
 
-    def _state(self) -> tuple[Any, int]:
+    def _state(self, seq: int) -> tuple[Any, int]:
         lib = self._lib
-        size = lib.llama_state_seq_get_size(self._ctx, 0)
+        lib.llama_synchronize(self._ctx)  # a pipelined decode may still write its cell
+        size = lib.llama_state_seq_get_size(self._ctx, seq)
         state = (ctypes.c_uint8 * size)()
-        return state, lib.llama_state_seq_get_data(self._ctx, state, size, 0)
+        return state, lib.llama_state_seq_get_data(self._ctx, state, size, seq)
 
-    def _set_state(self, ctx: Any, state: Any, length: int) -> bool:
-        """Load a serialised KV cache into ``ctx``'s slot 0; on failure leave it empty."""
+    def _set_state(self, ctx: Any, seq: int, state: Any, length: int) -> bool:
+        """Load a serialised KV cache into ``ctx``'s sequence ``seq``; on failure leave it empty."""
         lib = self._lib
-        if lib.llama_state_seq_set_data(ctx, state, length, 0) != 0:
+        if lib.llama_state_seq_set_data(ctx, state, length, seq) != 0:
             return True
-        lib.llama_memory_clear(lib.llama_get_memory(ctx), True)
+        lib.llama_memory_seq_rm(lib.llama_get_memory(ctx), seq, -1, -1)
         return False
 
     def close(self) -> None:

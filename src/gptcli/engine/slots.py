@@ -44,6 +44,20 @@ def token_piece(lib: Any, vocab: Any, token: int, special: bool) -> bytes:
     return buf.raw[:size]
 
 
+def longest_piece(lib: Any, vocab: Any) -> int:
+    """The most bytes one token's text has, for byte-level BPE and SentencePiece
+    vocabularies (0 for others, which promise no limit)."""
+    kind = lib.llama_vocab_type(vocab)
+    if kind not in (lib.LLAMA_VOCAB_TYPE_BPE, lib.LLAMA_VOCAB_TYPE_SPM):
+        return 0
+    buf = ctypes.create_string_buffer(256)
+    longest = 1
+    for token in range(lib.llama_vocab_n_tokens(vocab)):
+        size = lib.llama_token_to_piece(vocab, token, buf, 256, 0, True)
+        longest = max(longest, -size if size < 0 else size)
+    return longest
+
+
 @dataclass(frozen=True)
 class Layout:
     """A scheduler's slots: ``slots`` sequences of ``cells`` each; a lone one may ``grow``

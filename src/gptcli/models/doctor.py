@@ -8,8 +8,9 @@ import sys
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 
-from gptcli.config import load_config_file
+from gptcli.config import EngineOptions, load_config_file
 from gptcli.engine.cpuprobe import CACHE_NAME, build_fingerprint, cpu_flags
+from gptcli.engine.modelfile import ModelFileInfo
 from gptcli.errors import GptcliError
 from gptcli.parsing import loads_json
 from gptcli.paths import AppPaths
@@ -88,7 +89,24 @@ def _fallback_check(paths: AppPaths, quantization: str | None) -> Check:
     return Check("CPU fallback", "AMX reported; checked at the next model load")
 
 
-def run_checks(paths: AppPaths, model: str) -> list[Check]:
+def _kv_check(info: ModelFileInfo, engine: EngineOptions) -> Check:
+    """The KV cache the default model gets: its type, per token, and at the default window."""
+    from gptcli.engine.kvcache import DEFAULT_KV_TYPE, cell_bytes, human_bytes, shape_of
+
+    kv_type = engine.kv_type or DEFAULT_KV_TYPE
+    shape = shape_of(info.metadata)
+    if shape is None:
+        return Check("KV cache", f"{kv_type}; the model file does not give its attention's shape")
+    per_token = cell_bytes(shape, kv_type)
+    window = engine.ctx or min(info.context_length or 4096, 4096)
+    return Check(
+        "KV cache",
+        f"{kv_type}, {human_bytes(per_token)} per token, "
+        f"{human_bytes(per_token * window)} at {window:,} tokens",
+    )
+
+
+def run_checks(paths: AppPaths, model: str, engine: EngineOptions | None = None) -> list[Check]:
     from gptcli.engine.modelfile import read_model_file
     from gptcli.models.registry import file_sha256
     from gptcli.models.resolve import resolve_model
@@ -120,6 +138,7 @@ def run_checks(paths: AppPaths, model: str) -> list[Check]:
                 f"{info.parameter_count / 1e6:.0f}M parameters, {info.size / 2**20:.0f} MiB",
             ),
             Check("model sha256", file_sha256(path, paths.cache_dir)),
+            _kv_check(info, engine or EngineOptions()),
         ]
     except GptcliError as exc:
         checks.append(Check("default model", exc.message, ok=False))

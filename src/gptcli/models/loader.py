@@ -5,11 +5,16 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import replace
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 from gptcli.config import DEFAULT_MODEL, Settings, where_model_is_set
 from gptcli.engine.base import Backend, Cancellation
 from gptcli.errors import ModelError
 from gptcli.paths import AppPaths
+
+if TYPE_CHECKING:
+    from gptcli.store.promptcache import PromptCacheDir
 
 
 def open_backend(
@@ -81,6 +86,7 @@ def _open_local(
     environ: Mapping[str, str] | None,
 ) -> tuple[Backend, list[str]]:
     from gptcli.engine.cpuprobe import decide_extra_buffers
+    from gptcli.engine.kvcache import DEFAULT_KV_TYPE
     from gptcli.engine.llama import LlamaBackend, LoadOptions
     from gptcli.engine.modelfile import read_model_file
     from gptcli.models.resolve import resolve_model
@@ -105,9 +111,27 @@ def _open_local(
             gpu_layers=engine.gpu_layers,
             extra_buffers=verdict.extra_buffers,
             debug=debug,
+            kv_type=engine.kv_type or DEFAULT_KV_TYPE,
+            prompt_cache=_prompt_store(settings, paths, path, info.name),
         ),
         cancel,
         info,
     )
     notices = [verdict.notice] if verdict.notice else []
     return backend, notices + list(backend.notices)
+
+
+def _prompt_store(
+    settings: Settings, paths: AppPaths, path: Path, name: str
+) -> PromptCacheDir | None:
+    """The prompt cache's entries for this model file, unless it is off (or cannot be keyed)."""
+    from gptcli.models.registry import file_sha256
+    from gptcli.store.promptcache import PromptCacheDir
+
+    if not settings.prompt_cache or settings.prompt_cache_size <= 0:
+        return None
+    try:
+        digest = file_sha256(path, paths.cache_dir)
+    except OSError:
+        return None
+    return PromptCacheDir(paths.cache_dir / "prompts", settings.prompt_cache_size, digest, name)

@@ -460,4 +460,5 @@ def run_repl(settings: Settings, options: ReplOptions, console: Console | None =
     finally:
         repl.turns.stop_tools()
         repl.save_snapshot()
+        repl.turns.keep_prompt()
         state.backend.close()

@@ -48,6 +48,7 @@ def show(console: Console, state: ChatState, what: str = "") -> None:
         ("quantisation", details.quantization),
         ("context", f"{details.context_size} (trained {details.trained_context or '?'})"),
         ("template", details.template_source),
+        *_kv_row(details.kv_type, details.kv_bytes_per_token, details.context_size),
         ("on_overflow", state.settings.on_overflow or "truncate"),
         *((key, shown(key, getattr(sampling, key))) for key in SAMPLING_KEYS),
         ("schema", "on" if sampling.grammar else "off"),
@@ -55,6 +56,16 @@ def show(console: Console, state: ChatState, what: str = "") -> None:
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         console.print(f"  {key:<{width}}  {sanitize(value)}", highlight=False, markup=False)
+
+
+def _kv_row(kv_type: str | None, per_token: int | None, window: int) -> list[tuple[str, str]]:
+    """The KV cache's type and size, where the backend has one (not a server)."""
+    if kv_type is None or not per_token:
+        return []
+    from gptcli.engine.kvcache import human_bytes
+
+    full = human_bytes(per_token * window)
+    return [("kv cache", f"{kv_type}, {human_bytes(per_token)} per token ({full} full)")]
 
 
 def stats(console: Console, state: ChatState) -> None:
