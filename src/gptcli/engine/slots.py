@@ -44,6 +44,36 @@ def token_piece(lib: Any, vocab: Any, token: int, special: bool) -> bytes:
     return buf.raw[:size]
 
 
+def longest_token(lib: Any, vocab: Any) -> int:
+    """The longest token's text in bytes, 0 where that says nothing: byte-level BPE and
+    SentencePiece cover every input byte with the bytes of some token's piece, so no token
+    stands for more. Other tokenizers normalise text first (collapsing spaces, say) and
+    promise no such limit."""
+    if lib.llama_vocab_type(vocab) not in (lib.LLAMA_VOCAB_TYPE_BPE, lib.LLAMA_VOCAB_TYPE_SPM):
+        return 0
+    buf = ctypes.create_string_buffer(256)
+    longest = 1
+    for token in range(lib.llama_vocab_n_tokens(vocab)):
+        size = lib.llama_token_to_piece(vocab, token, buf, 256, 0, True)
+        longest = max(longest, -size if size < 0 else size)
+    return longest
+
+
+def sequence_state(lib: Any, ctx: Any) -> tuple[Any, int]:
+    """Sequence 0's serialised KV cache in ``ctx``: a buffer and the bytes written to it."""
+    size = lib.llama_state_seq_get_size(ctx, 0)
+    state = (ctypes.c_uint8 * size)()
+    return state, lib.llama_state_seq_get_data(ctx, state, size, 0)
+
+
+def set_sequence_state(lib: Any, ctx: Any, state: Any, length: int) -> bool:
+    """Load a serialised KV cache into ``ctx``'s sequence 0; on failure leave it empty."""
+    if lib.llama_state_seq_set_data(ctx, state, length, 0) != 0:
+        return True
+    lib.llama_memory_clear(lib.llama_get_memory(ctx), True)
+    return False
+
+
 @dataclass(frozen=True)
 class Layout:
     """A scheduler's slots: ``slots`` sequences of ``cells`` each; a lone one may ``grow``
@@ -85,6 +115,10 @@ class Request:
         self.answer = AnswerText(self.options.stop)
         limit = self.options.max_tokens
         self.limit = limit if limit is not None else sys.maxsize
+
+    def media_next(self) -> bool:
+        """Whether an image or sound (stand-ins, engine/projector.py) is next to evaluate."""
+        return not self.waiting and self.fed < len(self.prompt) and self.prompt[self.fed] < 0
 
     def sample(self, ctx: Any, is_eog: Any, vocab: Any) -> tuple[int, int]:
         """Sample the token after the pending one, then after each draft the sampler
@@ -150,6 +184,17 @@ def common_prefix(a: Sequence[int], b: Sequence[int], limit: int) -> int:
     return n
 
 
+def whole_media(prompt: Sequence[int], length: int) -> int:
+    """``length`` moved back to the start of the image it would cut (stand-ins of one
+    image are consecutive negative numbers, engine/projector.py): an image is decoded
+    whole, some projectors attend over all of it at once."""
+    while (
+        0 < length < len(prompt) and prompt[length] < 0 and prompt[length - 1] == prompt[length] + 1
+    ):
+        length -= 1
+    return length
+
+
 def plan_prefix(slot: Slot, slots: Sequence[Slot]) -> PrefixPlan:
     """The longest prefix ``slot``'s new request can reuse, from its own cells or another's.
 
@@ -178,5 +223,5 @@ def plan_prefix(slot: Slot, slots: Sequence[Slot]) -> PrefixPlan:
             if common > best:
                 best, source, ready = common, other.seq, True
     if source < 0:
-        return PrefixPlan(-1, kept)
-    return PrefixPlan(source, best, waiting=not ready)
+        return PrefixPlan(-1, whole_media(prompt, kept))
+    return PrefixPlan(source, whole_media(prompt, best), waiting=not ready)
