@@ -15,6 +15,7 @@ The config file is TOML at ``<config dir>/config.toml``::
     ctx = 4096
     threads = 4
     gpu_layers = "auto"          # auto (all with a GPU build, else 0), all, or a number
+    mmproj = "~/models/mmproj-gemma-3-4b-f16.gguf"  # a projector for images and audio
     vi_mode = false              # REPL key bindings
     history = true               # REPL input history file
     save = true                  # save chat sessions (false = incognito)

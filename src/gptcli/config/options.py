@@ -34,11 +34,13 @@ class SamplingOptions:
 
 @dataclass(frozen=True)
 class EngineOptions:
-    """How the model is loaded: context size, CPU threads and GPU offload."""
+    """How the model is loaded: context size, CPU threads, GPU offload, and the multimodal
+    projector loaded beside it (else one found beside the model, models/projectors.py)."""
 
     ctx: int | None = None
     threads: int | None = None
     gpu_layers: int | None = None
+    mmproj: str | None = None
 
 
 @dataclass(frozen=True)

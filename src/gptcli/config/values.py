@@ -146,6 +146,7 @@ _VALIDATORS: dict[str, Validator] = {
     "ctx": _context,
     "threads": _integer(1),
     "gpu_layers": _gpu_layers,
+    "mmproj": _text(allow_empty=False),
 }
 
 

@@ -83,6 +83,7 @@ def _open_local(
     from gptcli.engine.cpuprobe import decide_extra_buffers
     from gptcli.engine.llama import LlamaBackend, LoadOptions
     from gptcli.engine.modelfile import read_model_file
+    from gptcli.models.projectors import find_projector
     from gptcli.models.resolve import resolve_model
 
     try:
@@ -97,6 +98,7 @@ def _open_local(
         path, info.quantization, paths.cache_dir, os.environ if environ is None else environ
     )
     engine = settings.engine
+    projector = find_projector(path, engine.mmproj)
     backend = LlamaBackend(
         LoadOptions(
             path=path,
@@ -105,6 +107,8 @@ def _open_local(
             gpu_layers=engine.gpu_layers,
             extra_buffers=verdict.extra_buffers,
             debug=debug,
+            mmproj=projector.path if projector is not None else None,
+            mmproj_optional=projector is not None and not projector.asked,
         ),
         cancel,
         info,

@@ -1,0 +1,68 @@
+"""Which multimodal projector goes with a model: the one asked for, else one beside it.
+
+A projector (``mmproj*.gguf``) turns images and audio into embeddings the model
+reads. The one given by ``--mmproj`` or the config's ``mmproj`` must load, or the
+command stops (exit 2); one found beside the model, or named by the model's
+registry entry, is only tried: a folder may hold the projectors of several models,
+and one that does not fit is passed over with a note.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+from gptcli.errors import UsageError
+
+PATTERN = "mmproj*.gguf"
+
+
+@dataclass(frozen=True)
+class ProjectorChoice:
+    """The projector to load and whether it was asked for (else found: optional)."""
+
+    path: Path
+    asked: bool
+
+
+def find_projector(
+    model: Path, given: str | None, entry_projector: str | None = None
+) -> ProjectorChoice | None:
+    """The projector for ``model``: ``given`` (--mmproj or the config; UsageError when
+    it is missing), else the only or best-named ``mmproj*.gguf`` in the model's folder,
+    else the registry entry's ``entry_projector``; None if there is none."""
+    if given:
+        path = Path(given).expanduser()
+        if not path.is_file():
+            raise UsageError(f"projector file not found: {given} (--mmproj)")
+        return ProjectorChoice(path, asked=True)
+    beside = _beside(model)
+    if beside is not None:
+        return ProjectorChoice(beside, asked=False)
+    if entry_projector and Path(entry_projector).is_file():
+        return ProjectorChoice(Path(entry_projector), asked=False)
+    return None
+
+
+def _beside(model: Path) -> Path | None:
+    """The projector in the model's folder: the only one, else the one whose name shares
+    the longest start with the model's (``gemma-3-4b-it-Q4_K_M.gguf`` beside
+    ``mmproj-gemma-3-4b-it-f16.gguf`` and ``mmproj-qwen2.5-vl-3b-f16.gguf``)."""
+    try:
+        found = sorted(p for p in model.parent.glob(PATTERN) if p.is_file() and p != model)
+    except OSError:
+        return None
+    if len(found) <= 1:
+        return found[0] if found else None
+    stem = model.name.lower()
+
+    def shared(path: Path) -> int:
+        name = path.name.lower().removeprefix("mmproj").lstrip("-_.")
+        count = 0
+        for a, b in zip(name, stem, strict=False):
+            if a != b:
+                break
+            count += 1
+        return count
+
+    return max(found, key=shared)
