@@ -8,12 +8,13 @@ import sys
 
 import typer
 
-from gptcli.cli.options import JsonOpt
+from gptcli.cli.options import JsonOpt, MmprojOpt
 from gptcli.errors import ExitStatus
 from gptcli.paths import app_paths
 
 
 def doctor(
+    mmproj: MmprojOpt = None,
     json_output: JsonOpt = False,
 ) -> None:
     """Check the installation: versions, CPU and GPU support, directories, default model."""
@@ -23,10 +24,11 @@ def doctor(
 
     paths = app_paths()
     try:
-        model = load_settings(paths.config_file, {}).model
+        settings = load_settings(paths.config_file, {"mmproj": mmproj})
+        model, mmproj = settings.model, settings.engine.mmproj
     except GptcliError:
         model = os.environ.get("GPTCLI_MODEL") or "smollm2"
-    checks = run_checks(paths, model)
+    checks = run_checks(paths, model, mmproj)
     if json_output:
         typer.echo(json.dumps([c.__dict__ for c in checks], indent=1))
     else:

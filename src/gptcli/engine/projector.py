@@ -27,7 +27,7 @@ from gptcli.engine import native
 from gptcli.engine.abilities import MediaFacts
 from gptcli.engine.modelfile import ModelFileInfo, read_model_file
 from gptcli.errors import GptcliError, UsageError
-from gptcli.media import MEDIA_HINT, MediaItem, registered, split_media
+from gptcli.media import MediaItem, registered, split_media
 
 STAND_IN_SPAN = 2**20  # positions one image or sound may take
 MAX_PIXELS = 50_000_000  # an image is decoded only below this (its header says how big)
@@ -68,7 +68,7 @@ class ProjectorError(UsageError):
     """A projector file that cannot serve this model (exit 2)."""
 
 
-def check_projector(path: Path, width: int) -> ModelFileInfo:
+def check_projector(path: Path, width: int | None) -> ModelFileInfo:
     """Validate ``path`` as a projector for a text model of ``width``; its header."""
     info = read_model_file(path)  # ModelError for a file that is no usable GGUF
     if info.architecture != "clip":
@@ -89,7 +89,7 @@ def check_projector(path: Path, width: int) -> ModelFileInfo:
     for kind in kinds:
         tensor, dim = _WIDTH.get(kind, ("", 0))
         shape = tensors.get(tensor)
-        if shape is not None and len(shape) > dim and shape[dim] != width:
+        if width and shape is not None and len(shape) > dim and shape[dim] != width:
             raise ProjectorError(
                 f"{path} projects to a width of {shape[dim]}, but the model's embeddings are "
                 f"{width} wide: it is a projector for another model"
@@ -164,6 +164,9 @@ class Projector:
         self._image_tokens: int | None = None
         self._batch: Any = None
         self._batch_size = 0
+
+    def takes(self, item: MediaItem) -> bool:
+        return self.vision if item.kind == "image" else self.audio
 
     def facts(self) -> MediaFacts:
         return MediaFacts(self.vision, self.audio, self.image_tokens(), str(self.path))
@@ -366,8 +369,9 @@ class Projector:
 
 def media_parts(projector: Projector | None, text: str, special: bool) -> list[str | list[int]]:
     """A piece of prompt text as its stretches of text and the tokens of the media it
-    names (a template's own markup never names any). Without a projector, media are
-    refused: UsageError naming --mmproj."""
+    names (a template's own markup never names any). Media this model does not take (an
+    earlier turn's image, after a switch to a model without a projector) become a note
+    in the text: a new attachment was refused before it got here (answering/attaching.py)."""
     if special:
         return [text]
     parts = split_media(text)
@@ -377,8 +381,8 @@ def media_parts(projector: Projector | None, text: str, special: bool) -> list[s
     for part in parts:
         if isinstance(part, str):
             found.append(part)
-        elif projector is None:
-            raise UsageError(f"{part.name}: {MEDIA_HINT}")
+        elif projector is None or not projector.takes(part):
+            found.append(f"({part.kind} {part.name}: not shown, this model does not take it)")
         else:
             found.append(projector.tokens(part))
     return found

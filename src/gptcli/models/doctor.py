@@ -7,9 +7,11 @@ import platform
 import sys
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 from gptcli.config import load_config_file
 from gptcli.engine.cpuprobe import CACHE_NAME, build_fingerprint, cpu_flags
+from gptcli.engine.modelfile import ModelFileInfo
 from gptcli.errors import GptcliError
 from gptcli.parsing import loads_json
 from gptcli.paths import AppPaths
@@ -88,7 +90,24 @@ def _fallback_check(paths: AppPaths, quantization: str | None) -> Check:
     return Check("CPU fallback", "AMX reported; checked at the next model load")
 
 
-def run_checks(paths: AppPaths, model: str) -> list[Check]:
+def _projector_check(model: Path, info: ModelFileInfo, mmproj: str | None) -> Check | None:
+    """The projector the default model would load (--mmproj, the config's, or beside it)."""
+    from gptcli.models.projectors import find_projector, projector_facts
+
+    try:
+        choice = find_projector(model, mmproj)
+        if choice is None:
+            return None
+        width = info.metadata.get(f"{info.architecture}.embedding_length")
+        facts = projector_facts(choice.path, width if isinstance(width, int) else None)
+    except GptcliError as exc:
+        return Check("projector", exc.message, ok=False)
+    takes = [k for k in ("vision", "audio") if facts[k]] or ["nothing"]
+    tokens = f", {facts['image_tokens']} tokens per image" if facts["image_tokens"] else ""
+    return Check("projector", f"{choice.path}: {' and '.join(takes)}{tokens}")
+
+
+def run_checks(paths: AppPaths, model: str, mmproj: str | None = None) -> list[Check]:
     from gptcli.engine.modelfile import read_model_file
     from gptcli.models.registry import file_sha256
     from gptcli.models.resolve import resolve_model
@@ -121,6 +140,8 @@ def run_checks(paths: AppPaths, model: str) -> list[Check]:
             ),
             Check("model sha256", file_sha256(path, paths.cache_dir)),
         ]
+        projector = _projector_check(path, info, mmproj)
+        checks += [projector] if projector is not None else []
     except GptcliError as exc:
         checks.append(Check("default model", exc.message, ok=False))
     except OSError as exc:

@@ -66,3 +66,34 @@ def _beside(model: Path) -> Path | None:
         return count
 
     return max(found, key=shared)
+
+
+def projector_facts(path: Path, model_width: int | None) -> dict[str, object]:
+    """What a projector lets the model take, read from its header (no weights loaded):
+    vision, audio and, where the header fixes it, the tokens of one image. Raises
+    GptcliError for a file that is no projector or is another model's (``model_width``)."""
+    from gptcli.engine.modelfile import read_model_file
+    from gptcli.engine.projector import check_projector
+
+    info = check_projector(path, model_width) if model_width else read_model_file(path)
+    meta = info.metadata
+    vision = meta.get("clip.has_vision_encoder") is True
+    return {
+        "projector": str(path),
+        "projector_type": meta.get("clip.projector_type") or meta.get("clip.vision.projector_type"),
+        "vision": vision,
+        "audio": meta.get("clip.has_audio_encoder") is True,
+        "image_tokens": _image_tokens(meta) if vision else None,
+    }
+
+
+def _image_tokens(meta: dict[str, object]) -> int | None:
+    """One image's tokens where the header fixes them: a LLaVA-style projector takes one
+    token per patch (others pool, tile or follow the image's size: None, they vary)."""
+    size, patch = meta.get("clip.vision.image_size"), meta.get("clip.vision.patch_size")
+    kind = meta.get("clip.projector_type") or meta.get("clip.vision.projector_type")
+    if kind not in ("mlp", "mlp_norm", "ldp", "ldpv2") or not isinstance(size, int):
+        return None
+    if not isinstance(patch, int) or patch <= 0:
+        return None
+    return (size // patch) ** 2

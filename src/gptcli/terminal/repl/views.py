@@ -48,6 +48,7 @@ def show(console: Console, state: ChatState, what: str = "") -> None:
         ("quantisation", details.quantization),
         ("context", f"{details.context_size} (trained {details.trained_context or '?'})"),
         ("template", details.template_source),
+        ("media", _media(state)),
         ("on_overflow", state.settings.on_overflow or "truncate"),
         *((key, shown(key, getattr(sampling, key))) for key in SAMPLING_KEYS),
         ("schema", "on" if sampling.grammar else "off"),
@@ -55,6 +56,18 @@ def show(console: Console, state: ChatState, what: str = "") -> None:
     width = max(len(k) for k, _ in rows)
     for key, value in rows:
         console.print(f"  {key:<{width}}  {sanitize(value)}", highlight=False, markup=False)
+
+
+def _media(state: ChatState) -> str:
+    """What the model takes besides text (/attach, @path)."""
+    from gptcli.engine.abilities import abilities
+
+    facts = abilities(state.backend).media_facts
+    if facts is None:
+        return "text only (no projector: --mmproj FILE)"
+    takes = [k for k in ("vision", "audio") if getattr(facts, k)] or ["nothing"]
+    tokens = f", {facts.image_tokens} tokens per image" if facts.image_tokens else ""
+    return f"{' and '.join(takes)}{tokens} ({facts.projector})"
 
 
 def stats(console: Console, state: ChatState) -> None:
