@@ -37,9 +37,9 @@ def _check_pixels(data: bytes, name: str, fmt: str, cap: int) -> None:
             width, height = image.size
     except Image.DecompressionBombError:
         width = height = cap  # far over the cap, by Pillow's own measure
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, ValueError):
         raise AttachmentError(
-            f"{name} is an image ({fmt.upper()}) whose header cannot be read ({exc})"
+            f"{name} is an image ({fmt.upper()}) whose header cannot be read"
         ) from None
     if width * height > cap:
         raise AttachmentError(
