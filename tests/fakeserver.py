@@ -11,6 +11,15 @@ from typing import Any
 
 # How servers refuse an input longer than their context, each in its own words.
 REFUSALS: dict[str, dict[str, Any]] = {
+    # llama-server started without a projector, sent an image
+    "no-vision": {
+        "error": {
+            "code": 400,
+            "message": "image input is not supported - hint: if this is unexpected, you may "
+            "need to provide the mmproj",
+            "type": "invalid_request_error",
+        }
+    },
     "ctx-llama-server": {
         "error": {
             "code": 400,

@@ -13,7 +13,19 @@ from tests.fakeserver import FakeServer, Script
 
 pytestmark = pytest.mark.slow
 
-PNG = b"\x89PNG\r\n\x1a\n\0\0\0\rIHDR\0\0\0\x01\0\0\0\x01\x08\x06\0\0\0"
+
+def _png() -> bytes:
+    """A whole (2 x 2) PNG: a header alone is refused as unreadable before any model loads."""
+    import io
+
+    from PIL import Image
+
+    out = io.BytesIO()
+    Image.new("RGB", (2, 2), (0, 0, 255)).save(out, "PNG")
+    return out.getvalue()
+
+
+PNG = _png()
 
 
 def test_ask_attaches_a_text_file_with_json_facts(gptcli: Gptcli, tmp_path: Path) -> None:

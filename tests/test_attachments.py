@@ -48,11 +48,18 @@ def test_sniff_decides_by_content(head: bytes, kind: str, name: str) -> None:
     assert (found.kind, found.format) == (kind, name)
 
 
-def test_a_misnamed_image_is_refused_naming_mmproj(tmp_path: Path) -> None:
+def test_a_misnamed_image_is_read_as_an_image(tmp_path: Path) -> None:
+    from PIL import Image
+
     photo = tmp_path / "notes.txt"  # the name says text, the bytes say PNG
-    photo.write_bytes(MAGIC[0][0])
-    with pytest.raises(AttachmentError, match=r"notes.txt is an image \(PNG\).*--mmproj"):
-        read(photo)
+    Image.new("RGB", (8, 8), (0, 128, 255)).save(photo, "PNG")
+    attached = read(photo)
+    assert (attached.kind, attached.format) == ("image", "png")  # type: ignore[attr-defined]
+    assert attached.media is not None and attached.media.data == photo.read_bytes()  # type: ignore[attr-defined]
+    truncated = tmp_path / "cut.txt"
+    truncated.write_bytes(MAGIC[0][0])
+    with pytest.raises(AttachmentError, match=r"cut.txt is an image \(PNG\) whose header"):
+        read(truncated)
 
 
 def test_text_file_and_its_header(tmp_path: Path) -> None:
@@ -266,7 +273,7 @@ def test_urls_are_fetched_reduced_and_capped(tmp_path: Path) -> None:
         assert read(f"{base}/plain").text == "caf\u00e9 notes\n"  # type: ignore[attr-defined]
         assert read(f"{base}/doc").text == "[page 1]\nPage one text."  # type: ignore[attr-defined]
         refusals = {
-            "/png": "is an image .PNG.; this model has no projector",
+            "/png": "is an image .PNG. whose header cannot be read",
             "/zip": "only HTML, text, JSON and PDF",
             "/missing": "answered 404",
             "/loop": "more than 5 redirects",

@@ -11,7 +11,9 @@ from pathlib import Path
 from gptcli.answering.environment import Environment
 from gptcli.attachments.attached import Attached, AttachmentError
 from gptcli.attachments.read import STDIN, read_attachment
+from gptcli.engine.abilities import abilities
 from gptcli.engine.base import Backend, Message
+from gptcli.media import MEDIA_HINT
 
 
 @dataclass(frozen=True)
@@ -23,15 +25,19 @@ class AttachmentInfo:
     bytes: int
     tokens: int
     read_s: float
+    encode_s: float | None = None  # an image's or sound's encoding, where the model encodes
 
     def record(self) -> dict[str, object]:
-        return {
+        record: dict[str, object] = {
             "kind": self.kind,
             "name": self.name,
             "bytes": self.bytes,
             "tokens": self.tokens,
             "read_s": round(self.read_s, 4),
         }
+        if self.encode_s is not None:
+            record["encode_s"] = round(self.encode_s, 4)
+        return record
 
 
 def read_attachments(sources: Sequence[str], env: Environment) -> list[Attached]:
@@ -43,9 +49,12 @@ def read_attachments(sources: Sequence[str], env: Environment) -> list[Attached]
 
 
 def counted(attached: Sequence[Attached], backend: Backend) -> list[AttachmentInfo]:
-    """The attachments with the tokens each one's block takes in a message."""
+    """The attachments with the tokens each one's block takes in a message; an image or
+    sound is encoded now (its seconds reported). Raises AttachmentError (exit 2, before
+    anything is sent or saved) for media the model does not take."""
     if not attached:
         return []
+    encoded = [check_media(item, backend) for item in attached]
     empty = backend.count_tokens([Message("user", "")])
     return [
         AttachmentInfo(
@@ -54,9 +63,26 @@ def counted(attached: Sequence[Attached], backend: Backend) -> list[AttachmentIn
             item.size,
             max(0, backend.count_tokens([Message("user", item.block())]) - empty),
             item.seconds,
+            seconds,
         )
-        for item in attached
+        for item, seconds in zip(attached, encoded, strict=True)
     ]
+
+
+def check_media(item: Attached, backend: Backend) -> float | None:
+    """Whether ``backend`` takes ``item`` (an image or sound), the one place that asks:
+    the seconds encoding it took; None for an attachment that is text."""
+    media = item.media
+    if media is None:
+        return None
+    found = abilities(backend)
+    if found.media is None or found.media_facts is None:
+        what = "an image" if media.kind == "image" else "audio"
+        raise AttachmentError(f"{item.name} is {what} ({media.format.upper()}); {MEDIA_HINT}")
+    if not found.media_facts.takes(media.kind):
+        what = "images" if media.kind == "image" else "audio"
+        raise AttachmentError(f"{item.name}: this model's projector takes no {what}")
+    return found.media.prepare_media(media)
 
 
 def after_attachments(text: str, attached: Sequence[Attached]) -> str:

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from itertools import chain, islice
 from typing import Any, Protocol
 
+from gptcli.answering.attaching import check_media
 from gptcli.answering.environment import Environment
 from gptcli.answering.inputs import compose_prompt
 from gptcli.answering.settings import build_settings, constrained
@@ -85,6 +86,7 @@ def run_batch(
         backend, notices = open_backend(settings, env.paths, cancel, debug=env.debug)
         for notice in notices:
             env.note(notice)
+        jobs.backend = backend
         try:
             _answer_all(request, backend, jobs, pending, cancel)
         finally:
@@ -137,6 +139,7 @@ class _Jobs:
         self._unknown: set[str] = set()
         self.ids: dict[int, ItemId] = {}  # jobs handed out and not yet answered
         self.schemas: dict[int, dict[str, Any]] = {}  # of those, the ones bound to a schema
+        self.backend: Backend | None = None  # once loaded: it says which media it takes
 
     def each(self, items: Iterator[Item | ItemError]) -> Iterator[BatchJob]:
         sampling, system = self.plan.sampling, self.plan.settings.system
@@ -166,6 +169,9 @@ class _Jobs:
         from gptcli.attachments.read import read_attachment
 
         attached = [read_attachment(source, self._note) for source in item.attachments]
+        if self.backend is not None:
+            for each in attached:
+                check_media(each, self.backend)
         head = "\n\n".join(a.block() for a in attached)
         return replace(item, prompt=compose_prompt(item.prompt, head))
 

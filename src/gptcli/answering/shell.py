@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from gptcli.answering.attaching import read_attachments
+from gptcli.answering.attaching import check_media, read_attachments
 from gptcli.answering.environment import Environment
 from gptcli.answering.inputs import compose_prompt
 from gptcli.answering.settings import build_settings
+from gptcli.attachments.attached import Attached
 from gptcli.config import SamplingOptions, Settings
 from gptcli.conversation.chat import Conversation
 from gptcli.conversation.context import complete, fit_conversation
@@ -19,20 +20,25 @@ DESCRIBE = SamplingOptions(temperature=0.2, max_tokens=200)
 
 
 def suggest_command(
-    request: str, model: str | None, env: Environment, attachments: Sequence[str] = ()
+    request: str,
+    model: str | None,
+    env: Environment,
+    attachments: Sequence[str] = (),
+    mmproj: str | None = None,
 ) -> str:
     """One command for ``request``, in the user's shell, for this system (the shell role);
-    ``attachments`` (-a) are read first and given before the request."""
+    ``attachments`` (-a) are read first and given before the request (an image or sound
+    needs a model that takes it: exit 2 otherwise, before anything is sent)."""
     if not request.strip():
         raise UsageError("the request is empty: say what the command should do")
     attached = read_attachments(attachments, env)
     shell, _ = detect_shell()
     variables = (f"shell={shell}", f"os={os_description()}")
-    settings = build_settings(env.paths, {"model": model}, "shell", variables)
+    settings = build_settings(env.paths, {"model": model, "mmproj": mmproj}, "shell", variables)
     head = "\n\n".join(item.block() for item in attached)
     text = compose_prompt(request, head) if attached else request
     messages = [Message("system", settings.system or ""), Message("user", text)]
-    command = clean_command(_complete(settings, messages, settings.sampling, env))
+    command = clean_command(_complete(settings, messages, settings.sampling, env, attached))
     if not command:
         raise UsageError("the model gave no command; try rephrasing the request")
     return command
@@ -46,7 +52,11 @@ def describe_command(command: str, model: str | None, env: Environment) -> str:
 
 
 def _complete(
-    settings: Settings, messages: list[Message], options: SamplingOptions, env: Environment
+    settings: Settings,
+    messages: list[Message],
+    options: SamplingOptions,
+    env: Environment,
+    attached: Sequence[Attached] = (),
 ) -> str:
     from gptcli.models.loader import open_backend
 
@@ -54,6 +64,8 @@ def _complete(
     with env.cancelling(cancel):
         backend, _ = open_backend(settings, env.paths, cancel, env.debug)
         try:
+            for item in attached:
+                check_media(item, backend)
             # Too long for the window: refused (exit 4) rather than cut.
             conversation = Conversation(system=messages[0].content if len(messages) > 1 else None)
             fit_conversation(conversation, messages[-1].content, backend, "error", options, cancel)

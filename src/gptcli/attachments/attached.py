@@ -8,12 +8,10 @@ from functools import cached_property
 from typing import Literal
 
 from gptcli.errors import UsageError
+from gptcli.media import MediaItem
 
-AttachedKind = Literal["text", "pdf", "folder", "url"]
-MEDIA_HINT = (
-    "this model has no projector: images and audio need a vision or audio model and its "
-    "projector file (--mmproj FILE)"
-)
+AttachedKind = Literal["text", "pdf", "folder", "url", "image", "audio"]
+MEDIA_KINDS = ("image", "audio")
 
 
 class AttachmentError(UsageError):
@@ -33,6 +31,14 @@ class Attached:
     text: str
     original: bytes | None = None
     seconds: float = 0.0
+    format: str = ""  # an image's or sound's format (png, wav, ...)
+
+    @cached_property
+    def media(self) -> MediaItem | None:
+        """An image or sound: what the model takes in place of its text (a marker)."""
+        if self.kind not in MEDIA_KINDS or self.original is None:
+            return None
+        return MediaItem(self.kind, self.format, self.name, self.original)  # type: ignore[arg-type]
 
     @cached_property
     def data(self) -> bytes:

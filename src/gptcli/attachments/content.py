@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from gptcli.attachments.attached import MEDIA_HINT, Attached, AttachmentError
+from gptcli.attachments.attached import Attached, AttachmentError
 from gptcli.attachments.kinds import SNIFF_BYTES, sniff
 from gptcli.attachments.limits import Limits
 from gptcli.attachments.text import decode_text
@@ -16,8 +16,9 @@ def from_bytes(data: bytes, name: str, note: Note, limits: Limits) -> Attached:
     """An attachment from bytes, of the kind their first bytes say."""
     kind = sniff(data[:SNIFF_BYTES])
     if kind.kind in ("image", "audio"):
-        what = "an image" if kind.kind == "image" else "audio"
-        raise AttachmentError(f"{name} is {what} ({kind.format.upper()}); {MEDIA_HINT}")
+        from gptcli.attachments.media import read_media
+
+        return read_media(data, name, kind, limits)
     if kind.kind == "binary":
         raise AttachmentError(f"{name} looks like {kind.format}, not text")
     if kind.kind == "pdf":

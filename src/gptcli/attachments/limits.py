@@ -12,6 +12,8 @@ class Limits:
     """How much one attachment may be; the README's "Attachments" lists the defaults."""
 
     file_bytes: int = 32 * MiB  # a text file or a PDF
+    media_bytes: int = 20 * MiB  # an image or a sound file
+    image_pixels: int = 50_000_000  # an image's width x height, as its header says
     pdf_pages: int = 1000
     folder_files: int = 500  # text files taken from one folder
     folder_bytes: int = 2 * MiB  # their text, in total

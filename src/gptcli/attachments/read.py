@@ -6,6 +6,7 @@ import os
 import stat
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 from typing import BinaryIO
 
@@ -46,13 +47,7 @@ def read_attachment(
         attached = read_url(source, note, limits)
     else:
         attached = _read_path(Path(source).expanduser(), source, note, limits)
-    return Attached(
-        attached.kind,
-        attached.name,
-        attached.text,
-        attached.original,
-        time.perf_counter() - start,
-    )
+    return replace(attached, seconds=time.perf_counter() - start)
 
 
 def _read_path(path: Path, shown: str, note: Note, limits: Limits) -> Attached:

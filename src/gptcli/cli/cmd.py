@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from gptcli.cli.completion_values import model_names
-from gptcli.cli.options import AttachOpt
+from gptcli.cli.options import AttachOpt, MmprojOpt
 
 if TYPE_CHECKING:
     from gptcli.answering.environment import Environment
@@ -23,6 +23,7 @@ def cmd(
         typer.Option("--model", "-m", help="Model alias or path.", autocompletion=model_names),
     ] = None,
     attach: AttachOpt = None,
+    mmproj: MmprojOpt = None,
     debug: Annotated[bool, typer.Option("--debug")] = False,
 ) -> None:
     """Suggest one shell command; on a terminal: Execute, Edit, Describe or Abort.
@@ -36,7 +37,7 @@ def cmd(
     from gptcli.terminal.environment import terminal_environment
 
     env = terminal_environment(debug=debug)
-    command = suggest_command(request, model, env, tuple(attach or ()))
+    command = suggest_command(request, model, env, tuple(attach or ()), mmproj)
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
     if not interactive:
         typer.echo(command)

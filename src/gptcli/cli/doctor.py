@@ -8,12 +8,13 @@ import sys
 
 import typer
 
-from gptcli.cli.options import JsonOpt
+from gptcli.cli.options import JsonOpt, MmprojOpt
 from gptcli.errors import ExitStatus
 from gptcli.paths import app_paths
 
 
 def doctor(
+    mmproj: MmprojOpt = None,
     json_output: JsonOpt = False,
 ) -> None:
     """Check the installation: versions, CPU and GPU support, directories, default model."""
@@ -24,10 +25,11 @@ def doctor(
     paths = app_paths()
     engine = EngineOptions()
     try:
-        settings = load_settings(paths.config_file, {})
+        settings = load_settings(paths.config_file, {"mmproj": mmproj})
         model, engine = settings.model, settings.engine
     except GptcliError:
         model = os.environ.get("GPTCLI_MODEL") or "smollm2"
+        engine = EngineOptions(mmproj=mmproj)
     checks = run_checks(paths, model, engine)
     if json_output:
         typer.echo(json.dumps([c.__dict__ for c in checks], indent=1))

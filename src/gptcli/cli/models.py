@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import typer
 
 from gptcli.cli.completion_values import model_names
-from gptcli.cli.options import JsonOpt, print_table
+from gptcli.cli.options import JsonOpt, MmprojOpt, print_table
 from gptcli.errors import ModelError, UsageError
 
 models_app = typer.Typer(
@@ -114,10 +114,13 @@ def info(
             "window whose cache fits in this machine's memory beside the weights.",
         ),
     ] = False,
+    mmproj: MmprojOpt = None,
     json_output: JsonOpt = False,
 ) -> None:
-    """GGUF metadata, read without loading the weights."""
+    """GGUF metadata, read without loading the weights; with a projector (--mmproj, or one
+    beside the model), what the model can take: vision, audio, tokens per image."""
     from gptcli.engine.modelfile import read_model_file
+    from gptcli.models.projectors import find_projector, projector_facts
     from gptcli.models.registry import file_sha256
     from gptcli.models.resolve import resolve_model
 
@@ -138,6 +141,11 @@ def info(
         "gguf_version": model.version,
         "tensors": len(model.tensors),
     }
+    choice = find_projector(path, mmproj)
+    width = meta.get(f"{model.architecture}.embedding_length")
+    facts.update({"projector": None, "vision": False, "audio": False, "image_tokens": None})
+    if choice is not None:
+        facts.update(projector_facts(choice.path, width if isinstance(width, int) else None))
     if sha:
         facts["sha256"] = file_sha256(path, paths.cache_dir)
     if template and model.chat_template:

@@ -65,6 +65,14 @@ ThreadsOpt = Annotated[
         "--threads", help="CPU threads [default: physical cores not kept busy by others]."
     ),
 ]
+MmprojOpt = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option(
+        "--mmproj",
+        help="Multimodal projector for images and audio [default: mmproj*.gguf beside the model].",
+        show_default=False,
+    ),
+]
 GpuLayersOpt = Annotated[
     Optional[str],  # noqa: UP045
     typer.Option(

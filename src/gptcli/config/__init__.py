@@ -16,6 +16,7 @@ The config file is TOML at ``<config dir>/config.toml``::
     threads = 4
     gpu_layers = "auto"          # auto (all with a GPU build, else 0), all, or a number
     kv_type = "f16"              # f16 | q8_0 | q4_0 | f32: the KV cache's element type
+    mmproj = "~/models/mmproj-gemma-3-4b-f16.gguf"  # a projector for images and audio
     vi_mode = false              # REPL key bindings
     history = true               # REPL input history file
     save = true                  # save chat sessions (false = incognito)

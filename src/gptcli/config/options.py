@@ -34,12 +34,15 @@ class SamplingOptions:
 
 @dataclass(frozen=True)
 class EngineOptions:
-    """How the model is loaded: context size, CPU threads, GPU offload, the KV cache's type."""
+    """How the model is loaded: context size, CPU threads, GPU offload, the KV cache's type,
+    and the multimodal projector loaded beside it (else one found beside the model,
+    models/projectors.py)."""
 
     ctx: int | None = None
     threads: int | None = None
     gpu_layers: int | None = None
     kv_type: str | None = None  # f16 | q8_0 | q4_0 | f32; None: f16
+    mmproj: str | None = None
 
 
 @dataclass(frozen=True)

@@ -162,6 +162,7 @@ _VALIDATORS: dict[str, Validator] = {
     "prompt_cache": _boolean,
     "prompt_cache_size": _size,
     "kv_type": _choice("f16", "q8_0", "q4_0", "f32"),
+    "mmproj": _text(allow_empty=False),
 }
 
 

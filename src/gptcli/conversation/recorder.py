@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from gptcli.attachments.attached import (
+    MEDIA_KINDS,
     Attached,
     attachment_block,
     with_attachments,
@@ -23,6 +24,7 @@ from gptcli.conversation.chat import Conversation
 from gptcli.engine.abilities import abilities
 from gptcli.engine.base import Backend, Finished, Message, ToolCall
 from gptcli.errors import GptcliError
+from gptcli.media import MediaItem, media_marker
 from gptcli.store.blobs import BlobStore
 from gptcli.store.sessions import (
     Session,
@@ -84,6 +86,9 @@ def user_text(
                 missing.append(name)
             text = f"(the attachment {name} is missing: its stored copy was removed)"
             kind = "missing"  # a folder's placeholder gets a header too
+        elif kind in MEDIA_KINDS:  # the model sees the image or sound again
+            item = MediaItem(kind, str(attached.get("format", "")), name, data)  # type: ignore[arg-type]
+            text = media_marker(item)
         else:
             text = data.decode("utf-8", "surrogatepass")
         blocks.append(attachment_block(kind, name, text))
@@ -92,6 +97,14 @@ def user_text(
 
 def attachment_record(attached: Attached) -> dict[str, Any]:
     """What a turn keeps of an attachment (its bytes and text are stored beside it)."""
+    if attached.media is not None:  # its text is a marker of this process only
+        return {
+            "kind": attached.kind,
+            "name": attached.name,
+            "bytes": attached.size,
+            "sha256": attached.sha256,
+            "format": attached.format,
+        }
     return {
         "kind": attached.kind,
         "name": attached.name,
@@ -168,7 +181,8 @@ class SessionRecorder:
             with blobs.locked():
                 for item in attached:
                     blobs.put(item.data)
-                    blobs.put(item.text_bytes)
+                    if item.media is None:
+                        blobs.put(item.text_bytes)
                 self._apply(change)
         except (OSError, TimeoutError) as exc:
             self._fail(getattr(exc, "strerror", None) or str(exc))

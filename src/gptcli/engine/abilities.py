@@ -2,8 +2,9 @@
 
 Every backend counts tokens and answers (:class:`gptcli.engine.base.Backend`).
 Some can also save and restore their KV cache (llama.cpp in process), answer
-many prompts in slots of their own (llama.cpp's scheduler), or describe where
-an answer came from in their own words (a server and its profile). Code above
+many prompts in slots of their own (llama.cpp's scheduler), describe where
+an answer came from in their own words (a server and its profile), or take
+images and audio (a local model with a projector, a server). Code above
 the engine asks :func:`abilities` instead of testing for a backend's class.
 """
 
@@ -13,8 +14,23 @@ from collections.abc import Generator, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol, runtime_checkable
 
-from gptcli.engine.base import Backend, BatchJob, BatchOutcome, Cancellation
+from gptcli.engine.base import Backend, BatchJob, BatchOutcome, Cancellation, MediaFacts
 from gptcli.engine.promptcache import PromptWrite
+from gptcli.media import MediaItem
+
+
+@runtime_checkable
+class Media(Protocol):
+    """A backend that may take images and audio in a message (see gptcli.media)."""
+
+    def media_facts(self) -> MediaFacts | None:
+        """What it takes; None where it takes no media (a local model without a projector)."""
+        ...
+
+    def prepare_media(self, item: MediaItem) -> float:
+        """Make ``item`` ready to send (a local model encodes it now); the seconds it took
+        (0.0 when it was ready). Raises GptcliError for media it cannot read."""
+        ...
 
 
 @runtime_checkable
@@ -83,13 +99,19 @@ class Abilities:
     slots: ParallelSlots | None = None
     facts: OwnFacts | None = None
     prompt_cache: PromptCaching | None = None
+    media: Media | None = None
+    media_facts: MediaFacts | None = None
 
 
 def abilities(backend: Backend) -> Abilities:
     """What ``backend`` can do besides counting and answering."""
+    media = backend if isinstance(backend, Media) else None
+    media_facts = media.media_facts() if media is not None else None
     return Abilities(
         snapshots=backend if isinstance(backend, KvSnapshots) else None,
         slots=backend if isinstance(backend, ParallelSlots) else None,
         facts=backend if isinstance(backend, OwnFacts) else None,
         prompt_cache=backend if isinstance(backend, PromptCaching) else None,
+        media=media if media_facts is not None else None,
+        media_facts=media_facts,
     )

@@ -16,6 +16,7 @@ from typing import Any, Literal, Protocol
 
 from gptcli.config import SamplingOptions
 from gptcli.errors import GptcliError
+from gptcli.media import MediaKind
 
 Role = Literal["system", "user", "assistant", "tool"]
 # "tool_calls": the answer ended by calling tools, whose results it waits for.
@@ -285,3 +286,17 @@ class Backend(Protocol):
         ...
 
     def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class MediaFacts:
+    """What media a backend takes: images, audio, and the tokens an image costs (None where
+    it varies or is not known, as with a server)."""
+
+    vision: bool
+    audio: bool
+    image_tokens: int | None = None
+    projector: str = ""  # the projector file, or where the media go (a server)
+
+    def takes(self, kind: MediaKind) -> bool:
+        return self.vision if kind == "image" else self.audio

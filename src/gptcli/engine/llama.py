@@ -24,6 +24,7 @@ from gptcli.engine.abilities import BatchEngine
 from gptcli.engine.base import (
     Cancellation,
     Event,
+    MediaFacts,
     Message,
     ModelDetails,
     ToolRequest,
@@ -35,6 +36,7 @@ from gptcli.engine.jobs import SlotBatch, default_parallel, physical_memory
 from gptcli.engine.kvcache import DEFAULT_KV_TYPE, QUANTIZED, cell_bytes, model_shape, shape_of
 from gptcli.engine.kvcache import type_sizes as kv_type_sizes
 from gptcli.engine.modelfile import ModelFileInfo, read_model_file
+from gptcli.engine.projector import Projector, media_parts
 from gptcli.engine.promptcache import PromptCache, PromptStore, PromptWrite
 from gptcli.engine.scheduler import BATCH_TOKENS, Scheduler
 from gptcli.engine.slots import CONTEXT_STEP, Layout, longest_piece, round_up_cells, token_piece
@@ -52,6 +54,7 @@ from gptcli.engine.thinking import (
 from gptcli.engine.toolcalls import parse_tool_events, parser_for
 from gptcli.engine.toolformat import offered
 from gptcli.errors import ContextOverflowError, GptcliError, ModelError, UsageError
+from gptcli.media import MEDIA_HINT, MediaItem
 
 DEFAULT_CONTEXT = 4096
 INITIAL_CONTEXT = 1024  # the context grows from here, by doubling, up to the window
@@ -71,6 +74,8 @@ class LoadOptions:
     debug: bool = False
     kv_type: str = DEFAULT_KV_TYPE
     prompt_cache: PromptStore | None = None  # earlier runs' prompts (engine/promptcache.py)
+    mmproj: Path | None = None  # a multimodal projector to load beside the model
+    mmproj_optional: bool = False  # found, not asked for: one that does not fit is a notice
 
 
 def _chatml(bos: str, eos: str) -> ChatTemplate:
@@ -93,9 +98,12 @@ class LlamaBackend:
         self._model: Any = None
         self._ctx: Any = None
         self._scheduler: Scheduler | None = None
+        self._projector: Projector | None = None
         self._load_model(options, cancel or Cancellation())
         self._busy_elsewhere = busy_elsewhere(loading, CpuSample.take())
         self._create_context(options)
+        if options.mmproj is not None:
+            self._load_projector(options)
         self._prompt_cache = (
             PromptCache(options.prompt_cache, self._prompt_key()) if options.prompt_cache else None
         )
@@ -170,6 +178,21 @@ class LlamaBackend:
             self.close()
             raise
         self._scheduler.draft_cost = GPU_COST if on_gpu else CPU_COST
+
+    def _load_projector(self, options: LoadOptions) -> None:
+        """The multimodal projector, beside the model; the scheduler decodes its embeddings."""
+        assert options.mmproj is not None
+        try:
+            self._projector = Projector(
+                options.mmproj, self._lib, self._model, self._threads, self.on_gpu, options.debug
+            )
+        except GptcliError as exc:
+            if options.mmproj_optional:
+                self._notices.append(f"{exc.message}; images and audio are not taken")
+                return
+            self.close()
+            raise
+        self.scheduler.media = self._projector
 
     def _check_window(self, requested: int, trained: int | None) -> None:
         """Refuse a window whose KV cache no memory here could hold (the context grows
@@ -291,9 +314,6 @@ class LlamaBackend:
         return buf, count
 
     def token_bytes(self) -> int | None:
-        """The longest token's text: byte-level BPE and SentencePiece cover every input byte
-        with the bytes of some token's piece, so no token stands for more. Other tokenizers
-        normalise text first (collapsing spaces, say) and promise no such limit."""
         if self._token_bytes is None:
             self._token_bytes = longest_piece(self._lib, self._vocab)
         return self._token_bytes or None
@@ -304,7 +324,11 @@ class LlamaBackend:
     def _pieces_to_tokens(self, pieces: Sequence[PromptPiece]) -> list[int]:
         tokens: list[int] = []
         for piece in pieces:
-            tokens.extend(self.tokenize(piece.text, special=piece.special))
+            for part in media_parts(self._projector, piece.text, piece.special):
+                if isinstance(part, str):
+                    tokens.extend(self.tokenize(part, special=piece.special))
+                else:
+                    tokens.extend(part)
         bos = self._lib.llama_vocab_bos(self._vocab)
         if self._lib.llama_vocab_get_add_bos(self._vocab) and bos >= 0 and tokens[:1] != [bos]:
             tokens.insert(0, bos)
@@ -331,10 +355,15 @@ class LlamaBackend:
         # a few bytes per byte of text instead of about forty.
         total, first = 0, None
         for piece in self._prompt_pieces(messages, "auto", offered(tools)):
-            buf, count = self._tokens(piece.text, piece.special)
-            if count and first is None:
-                first = buf[0]
-            total += count
+            for part in media_parts(self._projector, piece.text, piece.special):
+                if not isinstance(part, str):
+                    first = part[0] if first is None else first
+                    total += len(part)
+                    continue
+                buf, count = self._tokens(part, piece.special)
+                if count and first is None:
+                    first = buf[0]
+                total += count
         bos = self._lib.llama_vocab_bos(self._vocab)
         if self._lib.llama_vocab_get_add_bos(self._vocab) and bos >= 0 and first != bos:
             total += 1
@@ -425,6 +454,7 @@ class LlamaBackend:
 
         scheduler = Scheduler(self._lib, self._vocab, Layout(parallel, cells_each), context)
         scheduler.draft_cost = self.scheduler.draft_cost
+        scheduler.media = self._projector
         return SlotBatch(self.prompt_for, scheduler, parallel, cells_each)
 
     def parallel_context(self, sequences: int, cells_each: int, n_batch: int) -> Any:
@@ -451,22 +481,28 @@ class LlamaBackend:
         """What a saved KV state is only valid for (with the model file's sha256)."""
         import hashlib
 
-        return {
+        key: dict[str, object] = {
             "n_ctx": self._window,
             "template_sha256": hashlib.sha256(self._template.text.encode()).hexdigest(),
             "llama_cpp": native.engine_version(),
             "gpu_layers": self._gpu_layers,
             "kv_type": self._kv_type,
         }
+        if self._projector is not None:  # an image's cells are the projector's work
+            key["projector"] = self._projector.identity()
+        return key
 
     def _prompt_key(self) -> dict[str, object]:
         """What a prompt-cache entry is only valid for (with the model file's sha256)."""
-        return {
+        key: dict[str, object] = {
             "llama_cpp": native.engine_version(),
             "kv_type": self._kv_type,
             "flash_attn": int(self._flash),
             "gpu_layers": self._gpu_layers,
         }
+        if self._projector is not None:  # an image's cells are the projector's work
+            key["projector"] = self._projector.identity()
+        return key
 
     def save_prompt_cache(self) -> PromptWrite | None:
         """Write the first answer's prompt to the prompt cache, if it is worth an entry; the
@@ -487,7 +523,20 @@ class LlamaBackend:
         """Restore a KV cache made by ``export_state``; on any failure start clean."""
         return self.scheduler.import_state(tokens, state)
 
+    # -- images and audio (engine/projector.py) ---------------------------
+
+    def media_facts(self) -> MediaFacts | None:
+        return self._projector.facts() if self._projector is not None else None
+
+    def prepare_media(self, item: MediaItem) -> float:
+        if self._projector is None:
+            raise UsageError(f"{item.name}: {MEDIA_HINT}")
+        return self._projector.encode(item)
+
     def close(self) -> None:
+        if self._projector is not None:
+            self._projector.close()
+            self._projector = None
         if self._scheduler is not None:
             self._scheduler.close()
             self._scheduler = None

@@ -104,6 +104,7 @@ class ModelFileInfo:
     version: int
     metadata: dict[str, Any]
     tensors: list[TensorInfo] = field(repr=False)
+    types: dict[str, int] = field(default_factory=dict, repr=False)  # key -> GGUF value type
 
     @property
     def architecture(self) -> str:
@@ -261,9 +262,11 @@ def _parse(reader: _Reader, size: int) -> ModelFileInfo:
     if tensor_count * 24 > reader.remaining():
         raise reader.fail(f"header claims {tensor_count} tensors, more than the file holds")
     metadata: dict[str, Any] = {}
+    types: dict[str, int] = {}
     for _ in range(kv_count):
         key = reader.string(MAX_KEY, "metadata key")
-        metadata[key] = reader.value(reader.take("<I"), key)
+        types[key] = reader.take("<I")
+        metadata[key] = reader.value(types[key], key)
     template = metadata.get("tokenizer.chat_template")
     if isinstance(template, str) and len(template) > MAX_TEMPLATE:
         raise reader.fail(f"chat template is {len(template)} bytes (limit {MAX_TEMPLATE})")
@@ -272,7 +275,7 @@ def _parse(reader: _Reader, size: int) -> ModelFileInfo:
         raise reader.fail(f"general.alignment {alignment!r} is not a power of two")
     infos = [_tensor_entry(reader) for _ in range(tensor_count)]
     tensors = _tensor_layout(reader, infos, alignment, size)
-    return ModelFileInfo(path, size, version, metadata, tensors)
+    return ModelFileInfo(path, size, version, metadata, tensors, types)
 
 
 def _tensor_layout(

@@ -96,6 +96,15 @@ def bindings(debug: bool = False) -> Any:
     return lib
 
 
+def mtmd_bindings(debug: bool = False) -> Any:
+    """libmtmd's bindings (images and audio), its logs routed as llama.cpp's are."""
+    bindings(debug)
+    mtmd = submodule("mtmd_cpp")
+    mtmd.mtmd_log_set(_log_callback, ctypes.c_void_p(0))
+    mtmd.mtmd_helper_log_set(_log_callback, ctypes.c_void_p(0))
+    return mtmd
+
+
 @contextmanager
 def quiet_stderr() -> Iterator[None]:
     """Native code run inside writes to stderr only with ``debug``, as the logs do.

@@ -25,6 +25,7 @@ from gptcli.engine.base import (
     Event,
     Finished,
     FinishReason,
+    MediaFacts,
     Message,
     ModelDetails,
     TextDelta,
@@ -34,6 +35,7 @@ from gptcli.engine.base import (
     ToolRequest,
     Usage,
 )
+from gptcli.engine.remotemedia import MEDIA_TOKENS_GUESS, content_of, media_refusal, sends_media
 from gptcli.engine.serverinfo import (
     ContextRefusal,
     context_refusal,
@@ -45,6 +47,7 @@ from gptcli.engine.sse import sse_events
 from gptcli.engine.thinking import TAGS, TagSplitter, split_events
 from gptcli.engine.toolformat import message_dict, new_call_id, tool_dict
 from gptcli.errors import ContextOverflowError, ModelError, RemoteError, UsageError
+from gptcli.media import MediaItem, media_of
 from gptcli.parsing import loads_json
 
 MAX_RETRIES = 3
@@ -140,7 +143,15 @@ class OpenAIBackend:
         )
         if tools is not None and tools.choice != "none":
             text += len(json.dumps([tool_dict(t) for t in tools.tools]))
-        return text * 2 // 7 + 4 * len(messages) + 2
+        media = sum(len(media_of(m.content)) for m in messages) * MEDIA_TOKENS_GUESS
+        return text * 2 // 7 + 4 * len(messages) + 2 + media
+
+    def media_facts(self) -> MediaFacts:
+        """A server is sent what it is given; its model's refusal is one line (exit 2)."""
+        return MediaFacts(vision=True, audio=True, projector=self._options.base_url)
+
+    def prepare_media(self, item: MediaItem) -> float:
+        return 0.0
 
     def token_bytes(self) -> int | None:
         return None
@@ -245,7 +256,7 @@ class OpenAIBackend:
             raise UsageError("--grammar needs the local backend; use --schema with servers")
         body: dict[str, Any] = {
             "model": self._options.model,
-            "messages": [message_dict(m, m.content, "hermes", True) for m in messages],
+            "messages": [message_dict(m, content_of(m.content), "hermes", True) for m in messages],
             "stream": True,
             "stream_options": {"include_usage": True},
             "temperature": options.temperature,
@@ -306,6 +317,7 @@ class OpenAIBackend:
         """POST the request, retrying 429 and 5xx a bounded number of times."""
         import httpx
 
+        model = self._options.model
         for attempt in range(MAX_RETRIES + 1):
             request = self._client.build_request("POST", "/chat/completions", json=payload)
             try:
@@ -321,6 +333,9 @@ class OpenAIBackend:
                 schema = payload["response_format"]["json_schema"]["schema"]
                 payload = {**payload, "response_format": {"type": "json_object", "schema": schema}}
                 continue
+            refused = sends_media(payload) and media_refusal(response.status_code, body, model)
+            if refused:
+                raise refused
             retryable = response.status_code == 429 or response.status_code >= 500
             if not retryable or attempt == MAX_RETRIES or cancel.cancelled:
                 raise self._fail(response.status_code, body, estimate)

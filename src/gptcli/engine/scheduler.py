@@ -32,6 +32,7 @@ from typing import Any
 from gptcli.config import SamplingOptions
 from gptcli.engine.base import Cancellation, Event, FinishReason, TextDelta, Usage, new_seed
 from gptcli.engine.grammar import ToolGrammar
+from gptcli.engine.projector import Projector
 from gptcli.engine.sampler import build_sampler
 from gptcli.engine.slots import (
     Layout,
@@ -73,6 +74,7 @@ class Scheduler:
         self._cancel = Cancellation()
         self._aborting = False
         self.draft_cost = CPU_COST  # what a drafted token adds to a step (speculate.py)
+        self.media: Projector | None = None  # the embeddings of prompts' images and sounds
 
         @lib.ggml_abort_callback  # type: ignore[untyped-decorator]
         def on_abort(user_data: ctypes.c_void_p) -> bool:
@@ -304,6 +306,8 @@ class Scheduler:
 
     def _launch(self, cancel: Cancellation) -> bool:
         """One llama_decode of the queued tokens and prompt chunks; False when interrupted."""
+        if self.media is not None and not self._feed_media(cancel):
+            return False
         filled, prompts = self._fill()
         if not filled:
             return True
@@ -329,6 +333,27 @@ class Scheduler:
             self._forget(slot, 0)
         doing = "to process the prompt" if prompts else "while generating"
         raise GptcliError(f"llama.cpp failed {doing} (code {status})")
+
+    def _feed_media(self, cancel: Cancellation) -> bool:
+        """Decode the images and sounds next in the slots' prompts from their embeddings (a
+        batch of tokens cannot carry them), a run per llama_decode; False when interrupted."""
+        assert self.media is not None
+        for slot in self._slots:
+            while (request := slot.request) is not None and request.media_next():
+                start, fed = len(slot.cells), request.fed
+                batch, whole = self.media.fill(request.prompt, fed, self._n_batch, slot.seq, start)
+                self._abort_on(True)
+                self._lib.llama_set_causal_attn(self._ctx, not whole)
+                status = self._llama_decode(self._ctx, batch)
+                self._lib.llama_set_causal_attn(self._ctx, True)
+                if status != 0 or cancel.cancelled:
+                    self._forget(slot, start)
+                    if status == 2 or cancel.cancelled:
+                        return False
+                    raise GptcliError(f"llama.cpp failed to process an image or sound ({status})")
+                request.fed += batch.n_tokens
+                slot.cells.extend(request.prompt[fed : request.fed])
+        return True
 
     def _fill(self) -> tuple[list[tuple[Slot, Request, int]], bool]:
         """Put the answers' next tokens, then prompt chunks, into the batch.
@@ -380,6 +405,9 @@ class Scheduler:
             filled.append((slot, request, len(slot.cells)))
             end = min(len(request.prompt), request.fed + self._n_batch - count)
             for position in range(request.fed, end):
+                if request.prompt[position] < 0:  # an image: _feed_media's, in the next step
+                    end = position
+                    break
                 count = self._add(slot, request.prompt[position], count, False)
             if end == len(request.prompt):
                 request.output = count - 1
@@ -458,7 +486,8 @@ class Scheduler:
         """Restore a KV cache made by ``export_state`` into ``slot`` (free, and no decode
         in flight); on any failure the slot starts clean."""
         n_vocab = self._lib.llama_vocab_n_tokens(self._vocab)
-        if len(tokens) > self._layout.cells or any(not 0 <= t < n_vocab for t in tokens):
+        lowest = 0 if self.media is None else -(2**31)  # stand-ins for media are negative
+        if len(tokens) > self._layout.cells or any(not lowest <= t < n_vocab for t in tokens):
             return False
         target = self._slots[slot]
         self._forget(target, 0)

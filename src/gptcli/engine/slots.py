@@ -100,6 +100,10 @@ class Request:
         limit = self.options.max_tokens
         self.limit = limit if limit is not None else sys.maxsize
 
+    def media_next(self) -> bool:
+        """Whether an image or sound (stand-ins, engine/projector.py) is next to evaluate."""
+        return not self.waiting and self.fed < len(self.prompt) and self.prompt[self.fed] < 0
+
     def sample(self, ctx: Any, is_eog: Any, vocab: Any) -> tuple[int, int]:
         """Sample the token after the pending one, then after each draft the sampler
         agreed with: how many drafts were kept, and the token to evaluate next (-1: none).
@@ -164,6 +168,17 @@ def common_prefix(a: Sequence[int], b: Sequence[int], limit: int) -> int:
     return n
 
 
+def whole_media(prompt: Sequence[int], length: int) -> int:
+    """``length`` moved back to the start of the image it would cut (stand-ins of one
+    image are consecutive negative numbers, engine/projector.py): an image is decoded
+    whole, some projectors attend over all of it at once."""
+    while (
+        0 < length < len(prompt) and prompt[length] < 0 and prompt[length - 1] == prompt[length] + 1
+    ):
+        length -= 1
+    return length
+
+
 def plan_prefix(slot: Slot, slots: Sequence[Slot]) -> PrefixPlan:
     """The longest prefix ``slot``'s new request can reuse, from its own cells or another's.
 
@@ -192,5 +207,5 @@ def plan_prefix(slot: Slot, slots: Sequence[Slot]) -> PrefixPlan:
             if common > best:
                 best, source, ready = common, other.seq, True
     if source < 0:
-        return PrefixPlan(-1, kept)
-    return PrefixPlan(source, best, waiting=not ready)
+        return PrefixPlan(-1, whole_media(prompt, kept))
+    return PrefixPlan(source, whole_media(prompt, best), waiting=not ready)

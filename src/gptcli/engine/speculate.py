@@ -110,7 +110,9 @@ class NgramDrafter:
         for n in range(NGRAM_MAX, NGRAM_MIN - 1, -1):
             start = self._index.get(tuple(tokens[-n:]))
             if start is not None:
-                return tokens[start : start + limit]
+                found = tokens[start : start + limit]
+                # an image's stand-ins (negative) are never drafted: they are no tokens
+                return next((found[:i] for i, t in enumerate(found) if t < 0), found)
         return []
 
     def draft(self, limit: int, cost: float) -> list[int]:

@@ -116,9 +116,13 @@ def call_dict(call: ToolCall, fmt: ToolFormat, raw_arguments: bool = False) -> d
 
 
 def message_dict(
-    message: Message, content: str, fmt: ToolFormat, raw_arguments: bool = False
+    message: Message,
+    content: str | list[dict[str, Any]],
+    fmt: ToolFormat,
+    raw_arguments: bool = False,
 ) -> dict[str, Any]:
-    """A message in the OpenAI shape, with ``content`` standing for its text.
+    """A message in the OpenAI shape, with ``content`` standing for its text (or its
+    content parts, where it holds images or audio).
 
     The tool keys are present only where they apply: templates test for
     ``'tool_calls' in message``.

@@ -7,6 +7,7 @@ import platform
 import sys
 from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
 
 from gptcli.config import EngineOptions, load_config_file
 from gptcli.engine.cpuprobe import CACHE_NAME, build_fingerprint, cpu_flags
@@ -106,6 +107,23 @@ def _kv_check(info: ModelFileInfo, engine: EngineOptions) -> Check:
     )
 
 
+def _projector_check(model: Path, info: ModelFileInfo, mmproj: str | None) -> Check | None:
+    """The projector the default model would load (--mmproj, the config's, or beside it)."""
+    from gptcli.models.projectors import find_projector, projector_facts
+
+    try:
+        choice = find_projector(model, mmproj)
+        if choice is None:
+            return None
+        width = info.metadata.get(f"{info.architecture}.embedding_length")
+        facts = projector_facts(choice.path, width if isinstance(width, int) else None)
+    except GptcliError as exc:
+        return Check("projector", exc.message, ok=False)
+    takes = [k for k in ("vision", "audio") if facts[k]] or ["nothing"]
+    tokens = f", {facts['image_tokens']} tokens per image" if facts["image_tokens"] else ""
+    return Check("projector", f"{choice.path}: {' and '.join(takes)}{tokens}")
+
+
 def run_checks(paths: AppPaths, model: str, engine: EngineOptions | None = None) -> list[Check]:
     from gptcli.engine.modelfile import read_model_file
     from gptcli.models.registry import file_sha256
@@ -140,6 +158,8 @@ def run_checks(paths: AppPaths, model: str, engine: EngineOptions | None = None)
             Check("model sha256", file_sha256(path, paths.cache_dir)),
             _kv_check(info, engine or EngineOptions()),
         ]
+        projector = _projector_check(path, info, engine.mmproj if engine else None)
+        checks += [projector] if projector is not None else []
     except GptcliError as exc:
         checks.append(Check("default model", exc.message, ok=False))
     except OSError as exc:

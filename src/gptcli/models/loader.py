@@ -89,6 +89,7 @@ def _open_local(
     from gptcli.engine.kvcache import DEFAULT_KV_TYPE
     from gptcli.engine.llama import LlamaBackend, LoadOptions
     from gptcli.engine.modelfile import read_model_file
+    from gptcli.models.projectors import find_projector
     from gptcli.models.resolve import resolve_model
 
     try:
@@ -103,6 +104,7 @@ def _open_local(
         path, info.quantization, paths.cache_dir, os.environ if environ is None else environ
     )
     engine = settings.engine
+    projector = find_projector(path, engine.mmproj)
     backend = LlamaBackend(
         LoadOptions(
             path=path,
@@ -113,6 +115,8 @@ def _open_local(
             debug=debug,
             kv_type=engine.kv_type or DEFAULT_KV_TYPE,
             prompt_cache=_prompt_store(settings, paths, path, info.name),
+            mmproj=projector.path if projector is not None else None,
+            mmproj_optional=projector is not None and not projector.asked,
         ),
         cancel,
         info,

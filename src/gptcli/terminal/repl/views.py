@@ -49,6 +49,7 @@ def show(console: Console, state: ChatState, what: str = "") -> None:
         ("context", f"{details.context_size} (trained {details.trained_context or '?'})"),
         ("template", details.template_source),
         *_kv_row(details.kv_type, details.kv_bytes_per_token, details.context_size),
+        ("media", _media(state)),
         ("on_overflow", state.settings.on_overflow or "truncate"),
         *((key, shown(key, getattr(sampling, key))) for key in SAMPLING_KEYS),
         ("schema", "on" if sampling.grammar else "off"),
@@ -66,6 +67,18 @@ def _kv_row(kv_type: str | None, per_token: int | None, window: int) -> list[tup
 
     full = human_bytes(per_token * window)
     return [("kv cache", f"{kv_type}, {human_bytes(per_token)} per token ({full} full)")]
+
+
+def _media(state: ChatState) -> str:
+    """What the model takes besides text (/attach, @path)."""
+    from gptcli.engine.abilities import abilities
+
+    facts = abilities(state.backend).media_facts
+    if facts is None:
+        return "text only (no projector: --mmproj FILE)"
+    takes = [k for k in ("vision", "audio") if getattr(facts, k)] or ["nothing"]
+    tokens = f", {facts.image_tokens} tokens per image" if facts.image_tokens else ""
+    return f"{' and '.join(takes)}{tokens} ({facts.projector})"
 
 
 def stats(console: Console, state: ChatState) -> None:

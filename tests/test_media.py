@@ -1,0 +1,198 @@
+"""Images for the bundled model through a tiny random-weight projector (tests/mmproj.py).
+
+The projector proves the pipeline, not the quality: an image is encoded, its tokens
+advance the positions, two images change the greedy answer, a session's snapshot
+resumes a turn that holds one. Encoding runs on one thread (two threads on a busy
+2-core machine made 16 tokens take tens of seconds).
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.conftest import Gptcli
+from tests.fakeserver import FakeServer, Script
+from tests.mmproj import ProjectorShape, write_projector
+
+FAST = ("-t", "0", "-n", "8", "--threads", "1", "--seed", "1")
+
+
+@pytest.fixture(scope="session")
+def media(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """A projector for the bundled model, one for another model's width, and two images."""
+    import numpy as np
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("media")
+    gradient = np.zeros((64, 64, 3), np.uint8)
+    gradient[..., 0] = np.arange(64)[None, :] * 4
+    gradient[..., 1] = np.arange(64)[:, None] * 4
+    Image.new("RGB", (64, 64), (255, 0, 0)).save(root / "red.png")
+    Image.fromarray(gradient).save(root / "gradient.png")
+    return {
+        "mmproj": write_projector(root / "mmproj-test.gguf"),
+        "narrow": write_projector(root / "narrow.gguf", ProjectorShape(width=512)),
+        "red": root / "red.png",
+        "gradient": root / "gradient.png",
+    }
+
+
+def _ask(gptcli: Gptcli, *args: str) -> dict[str, Any]:
+    done = gptcli("ask", *FAST, "--json", *args)
+    assert done.returncode == 0, done.stderr
+    result: dict[str, Any] = json.loads(done.stdout)
+    return result
+
+
+def test_an_image_is_encoded_and_its_tokens_take_positions(
+    gptcli: Gptcli, media: dict[str, Path]
+) -> None:
+    mmproj = str(media["mmproj"])
+    plain = _ask(gptcli, "--mmproj", mmproj, "What is it?")
+    seen = _ask(gptcli, "--mmproj", mmproj, "-a", str(media["red"]), "What is it?")
+    (attached,) = seen["attachments"]
+    assert attached["kind"] == "image" and attached["bytes"] == media["red"].stat().st_size
+    assert attached["encode_s"] >= 0
+    # 16 image tokens (64 x 64 pixels, 16-pixel patches) beside the header naming the file
+    assert attached["tokens"] >= 16
+    grown = seen["usage"]["prompt_tokens"] - plain["usage"]["prompt_tokens"]
+    assert grown >= attached["tokens"] and grown - attached["tokens"] < 8
+
+
+def test_two_images_give_different_answers_the_same_image_the_same(
+    gptcli: Gptcli, media: dict[str, Path]
+) -> None:
+    mmproj = str(media["mmproj"])
+    texts = [
+        _ask(gptcli, "--mmproj", mmproj, "-a", str(media[name]), "Describe it.")["text"]
+        for name in ("red", "gradient", "red")
+    ]
+    assert texts[0] != texts[1]
+    assert texts[0] == texts[2]
+
+
+def test_a_session_with_an_image_resumes_from_its_snapshot(
+    gptcli: Gptcli, media: dict[str, Path]
+) -> None:
+    mmproj = str(media["mmproj"])
+    first = _ask(gptcli, "--mmproj", mmproj, "--session", "s", "-a", str(media["red"]), "Hi")
+    again = _ask(gptcli, "--mmproj", mmproj, "--session", "s", "And now?")
+    # The whole first turn, image included, came from the snapshot.
+    assert again["timings"]["cached_prompt_tokens"] >= first["usage"]["prompt_tokens"]
+    shown = gptcli("sessions", "show", "s")
+    assert "attached `red.png` (image, " in shown.stdout
+    blobs = list((gptcli.home / "data" / "attachments").glob("[0-9a-f]*"))
+    assert [b.read_bytes() for b in blobs] == [media["red"].read_bytes()]
+    assert all(os.stat(b).st_mode & 0o077 == 0 for b in blobs)
+
+
+def test_prefix_reuse_stops_where_a_different_image_starts(
+    media: dict[str, Path], bundled_model: Path
+) -> None:
+    from gptcli.config import SamplingOptions
+    from gptcli.engine.base import Cancellation, Finished, Message, TextDelta
+    from gptcli.engine.llama import LlamaBackend, LoadOptions
+    from gptcli.media import MediaItem, media_marker
+
+    options = LoadOptions(bundled_model, threads=1, extra_buffers=False, mmproj=media["mmproj"])
+    backend = LlamaBackend(options)
+    sampling = SamplingOptions(temperature=0.0, max_tokens=6, seed=1)
+
+    def messages(name: str) -> list[Message]:
+        # The same text around both: only the image differs.
+        item = MediaItem("image", "png", "photo.png", media[name].read_bytes())
+        return [Message("user", f"=== photo.png ===\n{media_marker(item)}\n\nWhat is it?")]
+
+    def answer(name: str) -> tuple[str, int]:
+        text, cached = "", -1
+        for event in backend.stream(messages(name), sampling, Cancellation()):
+            if isinstance(event, TextDelta):
+                text += event.text
+            elif isinstance(event, Finished):
+                cached = event.timings.cached_tokens
+        return text, cached
+
+    try:
+        image_at = next(i for i, t in enumerate(backend.prompt_tokens(messages("red"))) if t < 0)
+        red, _ = answer("red")
+        gradient, cached = answer("gradient")
+        assert cached == image_at  # the text before the image, not one cell of it
+        again, cached = answer("red")
+        assert cached == image_at and again == red != gradient
+        assert answer("red")[1] > image_at + 16  # the same image is kept whole
+    finally:
+        backend.close()
+
+
+def test_a_projector_beside_the_model_is_found(
+    gptcli: Gptcli, media: dict[str, Path], bundled_model: Path, tmp_path: Path
+) -> None:
+    (tmp_path / bundled_model.name).symlink_to(bundled_model)
+    (tmp_path / "mmproj-smollm2.gguf").symlink_to(media["mmproj"])
+    model = str(tmp_path / bundled_model.name)
+    result = _ask(gptcli, "-m", model, "-a", str(media["red"]), "What is it?")
+    assert result["attachments"][0]["kind"] == "image"
+    info = gptcli("models", "info", model, "--json")
+    facts = json.loads(info.stdout)
+    assert facts["vision"] is True and facts["image_tokens"] == 16
+    assert facts["projector"].endswith("mmproj-smollm2.gguf")
+
+
+def test_a_projector_for_another_model_is_one_line_exit_2(
+    gptcli: Gptcli, media: dict[str, Path]
+) -> None:
+    done = gptcli("ask", *FAST, "--mmproj", str(media["narrow"]), "-a", str(media["red"]), "Hi")
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "width of 512" in done.stderr and "576" in done.stderr
+
+
+def test_a_projector_key_of_the_wrong_type_is_refused_before_clip_reads_it(
+    gptcli: Gptcli, media: dict[str, Path], tmp_path: Path
+) -> None:
+    import gguf
+
+    bad = tmp_path / "int32.gguf"
+    writer = gguf.GGUFWriter(str(bad), "clip")
+    writer.add_bool("clip.has_vision_encoder", True)
+    writer.add_string("clip.projector_type", "mlp")
+    writer.add_int32("clip.vision.block_count", 2)  # clip.cpp reads a uint32 and aborts
+    writer.add_tensor("mm.2.weight", __import__("numpy").zeros((576, 8), dtype="float32"))
+    writer.write_header_to_file()
+    writer.write_kv_data_to_file()
+    writer.write_tensors_to_file()
+    writer.close()
+    done = gptcli("ask", *FAST, "--mmproj", str(bad), "Hi")
+    assert done.returncode == 2 and done.stderr.count("\n") == 1, done.stderr
+    assert "'clip.vision.block_count' has GGUF type 5" in done.stderr
+
+
+def test_a_server_gets_content_parts_and_its_refusal_is_one_line(
+    gptcli: Gptcli, media: dict[str, Path]
+) -> None:
+    server = FakeServer(Script(steps=["ok", "no-vision"]))
+    remote = ("--backend", "openai", "--base-url", server.url, "-m", "fake")
+    try:
+        done = gptcli("ask", *remote, "-a", str(media["red"]), "What is it?")
+        refused = gptcli("ask", *remote, "-a", str(media["red"]), "What is it?")
+        plain = gptcli("ask", *remote, "Hi")
+    finally:
+        server.close()
+    assert done.returncode == 0 and done.stdout.strip() == "Hello world", done.stderr
+    parts = server.script.bodies[0]["messages"][-1]["content"]
+    kinds = [part["type"] for part in parts]
+    assert kinds == ["text", "image_url", "text"]
+    url = parts[1]["image_url"]["url"]
+    assert url.startswith("data:image/png;base64,")
+    assert base64.b64decode(url.split(",", 1)[1]) == media["red"].read_bytes()
+    assert "What is it?" in parts[2]["text"]
+    assert refused.returncode == 2 and refused.stderr.count("\n") == 1, refused.stderr
+    assert "takes no images" in refused.stderr
+    # Without media the same answer is the server's error, reported as before (exit 6).
+    assert plain.returncode == 6 and "takes no images" not in plain.stderr
+    assert isinstance(server.script.bodies[-1]["messages"][-1]["content"], str)
