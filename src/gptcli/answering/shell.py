@@ -52,7 +52,7 @@ def _complete(
 
     cancel = Cancellation()
     with env.cancelling(cancel):
-        backend, _ = open_backend(settings, env.paths, cancel, env.debug)
+        backend, _ = open_backend(settings, env.paths, cancel, env.debug, report=env.pull_report())
         try:
             # Too long for the window: refused (exit 4) rather than cut.
             conversation = Conversation(system=messages[0].content if len(messages) > 1 else None)

@@ -9,6 +9,7 @@ from dataclasses import replace
 from gptcli.config import DEFAULT_MODEL, Settings, where_model_is_set
 from gptcli.engine.base import Backend, Cancellation
 from gptcli.errors import ModelError
+from gptcli.models.names import PullReport
 from gptcli.paths import AppPaths
 
 
@@ -18,11 +19,15 @@ def open_backend(
     cancel: Cancellation,
     debug: bool = False,
     environ: Mapping[str, str] | None = None,
+    report: PullReport | None = None,
 ) -> tuple[Backend, list[str]]:
-    """Load the configured model or connect to the configured server; returns notices too."""
+    """Load the configured model or connect to the configured server; returns notices too.
+
+    ``report`` hears of a download on first use (a short name or a hub reference).
+    """
     if settings.backend == "openai":
         return _open_remote(settings), []
-    return _open_local(settings, paths, cancel, debug, environ)
+    return _open_local(settings, paths, cancel, debug, environ, report)
 
 
 def served_models(settings: Settings) -> list[str]:
@@ -79,6 +84,7 @@ def _open_local(
     cancel: Cancellation,
     debug: bool,
     environ: Mapping[str, str] | None,
+    report: PullReport | None,
 ) -> tuple[Backend, list[str]]:
     from gptcli.engine.cpuprobe import decide_extra_buffers
     from gptcli.engine.llama import LlamaBackend, LoadOptions
@@ -86,7 +92,7 @@ def _open_local(
     from gptcli.models.resolve import resolve_model
 
     try:
-        path = resolve_model(settings.model, paths)
+        path = resolve_model(settings.model, paths, report=report)
         info = read_model_file(path)  # validated before any native code reads it
     except ModelError as exc:
         origin = where_model_is_set(settings, paths.config_file)

@@ -16,6 +16,7 @@ from gptcli.conversation.chat import Reply
 from gptcli.conversation.context import check_policy
 from gptcli.engine.base import Cancellation
 from gptcli.errors import ContextOverflowError, GptcliError
+from gptcli.models.names import PullReport
 from gptcli.paths import AppPaths, ensure_private_dir
 from gptcli.store.sessions import SessionStore, new_session_name
 from gptcli.terminal.display import EventDisplay
@@ -339,7 +340,10 @@ class Repl:
         cancel = Cancellation()
         try:
             with signals_cancel(cancel):
-                backend, notices = open_backend(settings, self.paths, cancel, self.options.debug)
+                report = PullReport(lambda m: self._note(f"note: {m}"), progress=True)
+                backend, notices = open_backend(
+                    settings, self.paths, cancel, self.options.debug, report=report
+                )
         except GptcliError as exc:
             self._note(f"model not changed: {exc.message}", "red")
             return
@@ -441,7 +445,9 @@ def run_repl(settings: Settings, options: ReplOptions, console: Console | None =
         threading.Thread(target=warm_up, name="gptcli-warm-up", daemon=True).start()
     cancel = Cancellation()
     with signals_cancel(cancel):
-        backend, notices = open_backend(settings, env.paths, cancel, options.debug)
+        # Before the chat starts its notes go where the load's notices go: stderr.
+        report = PullReport(_stderr_note, env.stderr_interactive)
+        backend, notices = open_backend(settings, env.paths, cancel, options.debug, report=report)
     for notice in notices:
         sys.stderr.write(f"gptcli: note: {notice}\n")
     state = ChatState(settings, backend, conversation)
@@ -461,3 +467,7 @@ def run_repl(settings: Settings, options: ReplOptions, console: Console | None =
         repl.turns.stop_tools()
         repl.save_snapshot()
         state.backend.close()
+
+
+def _stderr_note(message: str) -> None:
+    sys.stderr.write(f"gptcli: note: {message}\n")
