@@ -238,7 +238,9 @@ def test_a_typo_gets_a_suggestion_and_fetches_nothing(fresh_gptcli: Gptcli, hub:
         assert result.returncode == 3, result.stderr
         assert result.stderr.startswith(line), result.stderr
         assert len(result.stderr.splitlines()) == 1
-    assert fresh_gptcli("models", "pull", "gemma:4b", env=env).returncode == 2
+    pulled = fresh_gptcli("models", "pull", "gemma:4b", env=env)
+    assert pulled.returncode == 2
+    assert "did you mean gemma3:4b?" in pulled.stderr
     assert hub.state.requests == []
     assert not (fresh_gptcli.home / "data" / "models").exists()
 

@@ -344,15 +344,17 @@ def pull(
     """
     import sys
 
-    from gptcli.models.catalogue import parse_short_name
+    from gptcli.models.catalogue import parse_short_name, suggest
     from gptcli.models.hub import PullOptions, pull_model
     from gptcli.models.names import parse_hub_ref
 
     short = parse_short_name(reference)
     ref = short.ref if short is not None else parse_hub_ref(reference)
     if ref is None:
+        close = suggest(reference)
+        hint = f"did you mean {close[0]}? " if close else ""
         raise UsageError(
-            f"not a short name or a Hugging Face reference: {reference!r} "
+            f"not a short name or a Hugging Face reference: {reference!r}; {hint}"
             "(see gptcli models list --available, or owner/repo[:QUANT])"
         )
     options = PullOptions(
