@@ -440,7 +440,7 @@ def run_repl(settings: Settings, options: ReplOptions, console: Console | None =
     env = terminal_environment(debug=options.debug, notify=views.console_notes(console))
     store = SessionStore(env.paths.data_dir)
     name = options.resume or (store.most_recent() if options.continue_last else None)
-    conversation = resume(store, name, settings.system, console)
+    conversation, attached = resume(store, name, settings.system, console)
     if not options.plain:
         threading.Thread(target=warm_up, name="gptcli-warm-up", daemon=True).start()
     cancel = Cancellation()
@@ -450,7 +450,7 @@ def run_repl(settings: Settings, options: ReplOptions, console: Console | None =
         backend, notices = open_backend(settings, env.paths, cancel, options.debug, report=report)
     for notice in notices:
         sys.stderr.write(f"gptcli: note: {notice}\n")
-    state = ChatState(settings, backend, conversation)
+    state = ChatState(settings, backend, conversation, last_attached=attached)
     state.session_name = name or new_session_name()
     repl = Repl(ChatTurns(state, env), options, console)
     if options.save:
