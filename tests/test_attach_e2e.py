@@ -212,6 +212,36 @@ def test_chat_edit_of_a_resumed_turn_keeps_its_attachments(gptcli: Gptcli, tmp_p
     assert users[-1]["content"].endswith("Code name? Answer in one word.")
 
 
+def test_chat_offers_a_dropped_path_as_an_attachment(gptcli: Gptcli, tmp_path: Path) -> None:
+    from tests.test_repl import start
+
+    note = tmp_path / "my notes.md"
+    note.write_text("The secret word is pelican.\n")
+    term = start(gptcli, "-t", "0", "-n", "12", "--resume", "drop", cols=200)
+    try:
+        term.type_line(str(note).replace(" ", "\\ "))  # as a terminal pastes a dropped file
+        term.wait_text(f"attach {note}? [Y/n]")
+        term.type_line("")
+        term.wait_text("(attached my notes.md: text")
+        term.wait_prompt(2)
+        term.type_line("What is the secret word?")
+        term.wait_prompt(3)
+        term.type_line(str(note).replace(" ", "\\ "))
+        term.wait_for(lambda screen: screen.count("[Y/n]") == 2)
+        term.type_line("n")  # no: it goes as a message
+        term.wait_prompt(4)
+        term.ctrl("d")
+        assert term.wait_exit() == 0
+    finally:
+        term.close()
+    saved = json.loads((gptcli.home / "data" / "sessions" / "drop.json").read_text())
+    users = [m for m in saved["messages"] if m["role"] == "user"]
+    assert [a["name"] for a in users[0]["attachments"]] == ["my notes.md"]
+    assert users[0]["content"].endswith("What is the secret word?")
+    typed = str(note).replace(" ", "\\ ")
+    assert users[1]["content"] == typed and not users[1].get("attachments")
+
+
 def test_batch_items_take_attachments(gptcli: Gptcli, tmp_path: Path) -> None:
     note = tmp_path / "note.md"
     note.write_text("The secret word is pelican.\n")

@@ -10,6 +10,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from gptcli.answering.attaching import dropped_path
 from gptcli.answering.chat import ChatState, ChatTurns
 from gptcli.config import SAMPLING_KEYS, Settings, ThinkMode, check_setting
 from gptcli.conversation.chat import Reply
@@ -127,6 +128,20 @@ class Repl:
             except EOFError:
                 return None
 
+    def _offered_as_attachment(self, line: str, parsed: tuple[str, str] | None) -> bool:
+        """A path pasted or dropped on its own (an absolute one looks like a command that
+        does not exist) is offered as an attachment; declined, it is sent as a message.
+        True when the line was dealt with here."""
+        dropped = dropped_path(line)
+        if dropped is None or (parsed is not None and commands.find(parsed[0]) is not None):
+            return False
+        answer = views.yes_or_no(self._session, f"attach {dropped}? [Y/n] ")
+        if answer:
+            self._command("attach", dropped)
+        elif answer is not None:
+            self._send(line.strip())
+        return True
+
     # -- loop ----------------------------------------------------------------
 
     def run(self) -> int:
@@ -143,6 +158,8 @@ class Repl:
             if not line.strip():
                 continue
             parsed = commands.parse(line)
+            if self._offered_as_attachment(line, parsed):
+                continue
             if parsed is None:
                 text = unwrap_block(line)
                 self._send(text[1:] if text.startswith("//") else text)
