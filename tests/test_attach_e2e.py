@@ -198,6 +198,62 @@ def test_chat_attach_at_path_edit_and_resume(gptcli: Gptcli, tmp_path: Path) -> 
     assert "pelican" in json.loads(again.stdout)["text"].lower()
 
 
+def test_chat_edit_of_a_resumed_turn_keeps_its_attachments(gptcli: Gptcli, tmp_path: Path) -> None:
+    from tests.test_repl import start
+
+    codes = tmp_path / "codes.txt"
+    codes.write_text("The code name is heron.\n")
+    first = gptcli("ask", "--session", "r", "-a", str(codes), "-t", "0", "-n", "6", "Code name?")
+    assert first.returncode == 0, first.stderr
+    term = start(gptcli, "-t", "0", "-n", "6", "--resume", "r", cols=200)
+    try:
+        term.type_line("/edit")
+        term.wait_prompt(2)
+        term.pump(0.5)
+        screen = term.screen_text()
+        assert "=== codes.txt" not in screen and ">>> Code name?" in screen
+        term.type_line(" Answer in one word.")
+        term.wait_prompt(3)
+        term.ctrl("d")
+        assert term.wait_exit() == 0
+    finally:
+        term.close()
+    saved = json.loads((gptcli.home / "data" / "sessions" / "r.json").read_text())
+    users = [m for m in saved["messages"] if m["role"] == "user"]
+    assert [a["name"] for a in users[-1]["attachments"]] == ["codes.txt"]
+    assert users[-1]["content"].endswith("Code name? Answer in one word.")
+
+
+def test_chat_offers_a_dropped_path_as_an_attachment(gptcli: Gptcli, tmp_path: Path) -> None:
+    from tests.test_repl import start
+
+    note = tmp_path / "my notes.md"
+    note.write_text("The secret word is pelican.\n")
+    term = start(gptcli, "-t", "0", "-n", "12", "--resume", "drop", cols=200)
+    try:
+        term.type_line(str(note).replace(" ", "\\ "))  # as a terminal pastes a dropped file
+        term.wait_text(f"attach {note}? [Y/n]")
+        term.type_line("")
+        term.wait_text("(attached my notes.md: text")
+        term.wait_prompt(2)
+        term.type_line("What is the secret word?")
+        term.wait_prompt(3)
+        term.type_line(str(note).replace(" ", "\\ "))
+        term.wait_for(lambda screen: screen.count("[Y/n]") == 2)
+        term.type_line("n")  # no: it goes as a message
+        term.wait_prompt(4)
+        term.ctrl("d")
+        assert term.wait_exit() == 0
+    finally:
+        term.close()
+    saved = json.loads((gptcli.home / "data" / "sessions" / "drop.json").read_text())
+    users = [m for m in saved["messages"] if m["role"] == "user"]
+    assert [a["name"] for a in users[0]["attachments"]] == ["my notes.md"]
+    assert users[0]["content"].endswith("What is the secret word?")
+    typed = str(note).replace(" ", "\\ ")
+    assert users[1]["content"] == typed and not users[1].get("attachments")
+
+
 def test_batch_items_take_attachments(gptcli: Gptcli, tmp_path: Path) -> None:
     note = tmp_path / "note.md"
     note.write_text("The secret word is pelican.\n")

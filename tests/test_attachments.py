@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from gptcli.answering.attaching import dropped_path
 from gptcli.attachments.attached import AttachmentError
 from gptcli.attachments.kinds import sniff
 from gptcli.attachments.limits import Limits
@@ -284,3 +285,27 @@ def test_urls_are_fetched_reduced_and_capped(tmp_path: Path) -> None:
         for path, message in refusals.items():
             with pytest.raises(AttachmentError, match=message):
                 read(f"{base}{path}", limits)
+
+
+def test_a_path_pasted_or_dropped_alone_is_recognised(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    spaced = tmp_path / "my notes.md"
+    spaced.write_text("x")
+    (tmp_path / "notes").mkdir()
+    monkeypatch.chdir(tmp_path)
+    assert dropped_path(f"'{spaced}'") == str(spaced)  # GNOME Terminal, iTerm2 quote
+    assert dropped_path(f'"{spaced}" ') == str(spaced)
+    assert dropped_path(str(spaced).replace(" ", "\\ ")) == str(spaced)  # macOS Terminal
+    assert dropped_path("file://" + str(spaced).replace(" ", "%20")) == str(spaced)
+    assert dropped_path("./notes") == "./notes"
+    for message in (
+        "notes",  # a word, even if a folder of that name exists
+        f"summarise {spaced}",
+        str(spaced),  # unquoted, the space makes it two words
+        f"'{tmp_path}/nope.md'",
+        f"'{spaced}",
+        f"{spaced}\nand more",
+        "",
+    ):
+        assert dropped_path(message) is None, message

@@ -50,7 +50,13 @@ def test_bash_completes_commands_options_and_names(gptcli: Gptcli) -> None:
     assert "--temperature" in _bash_complete(gptcli, "ask", "--tem")
     assert _bash_complete(gptcli, "sessions", "show", "trip") == ["trip-paris"]
     assert _bash_complete(gptcli, "chat", "--resume", "tr") == ["trip-paris"]
-    assert _bash_complete(gptcli, "ask", "-m", "smo") == ["smollm2"]
+    assert _bash_complete(gptcli, "ask", "-m", "smo") == [
+        "smollm2",
+        "smollm2:1.7b",
+        "smollm2:135m",
+        "smollm2:360m",
+        "smolvlm:500m",
+    ]  # the bundled model, then the catalogue's short names
     assert _bash_complete(gptcli, "ask", "--role", "tu") == ["tutor"]
 
 

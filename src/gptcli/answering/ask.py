@@ -93,7 +93,9 @@ def run_ask(request: AskRequest, env: Environment, display: Display) -> ExitStat
     instruction, attachment = _gather_input(request, env, cancel)
     # Tools first: a wrong name is reported before a model takes seconds to load.
     with env.cancelling(cancel), tool_use(request.tools, settings.tools, env.asker) as tools:
-        backend, notices = open_backend(settings, env.paths, cancel, debug=env.debug)
+        backend, notices = open_backend(
+            settings, env.paths, cancel, debug=env.debug, report=env.pull_report()
+        )
         for notice in notices:
             env.note(notice)
         try:

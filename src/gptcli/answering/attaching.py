@@ -95,6 +95,30 @@ def after_attachments(text: str, attached: Sequence[Attached]) -> str:
     return text[len(head) :].removeprefix("\n\n")
 
 
+def dropped_path(text: str) -> str | None:
+    """The existing file or folder a chat message is nothing but, as terminals paste or drop
+    one: quoted, with backslash-escaped spaces, or as a ``file://`` URI. A bare word without
+    a ``/`` (``notes``) is a message, not a path."""
+    import shlex
+    from urllib.parse import unquote, urlsplit
+
+    line = text.strip()
+    if not line or "\n" in line:
+        return None
+    try:
+        words = shlex.split(line)
+    except ValueError:  # an unclosed quote: a message
+        return None
+    if len(words) != 1:
+        return None
+    word = words[0]
+    if word.startswith("file://"):
+        word = unquote(urlsplit(word).path)
+    if "/" not in word:
+        return None
+    return word if Path(word).expanduser().exists() else None
+
+
 _MENTION = re.compile(r"(?:(?<=\s)|^)@(\S+)")
 
 

@@ -83,7 +83,9 @@ def run_batch(
     pending = jobs.each(items)
     cancel = Cancellation()
     with env.cancelling(cancel):
-        backend, notices = open_backend(settings, env.paths, cancel, debug=env.debug)
+        backend, notices = open_backend(
+            settings, env.paths, cancel, debug=env.debug, report=env.pull_report()
+        )
         for notice in notices:
             env.note(notice)
         jobs.backend = backend

@@ -15,6 +15,7 @@ from typing import BinaryIO
 
 from gptcli.conversation.toolloop import Asker
 from gptcli.engine.base import Cancellation
+from gptcli.models.names import PullReport
 from gptcli.paths import AppPaths
 
 Notify = Callable[[str, str], None]  # (message, kind): kind is "note", "warning" or a style
@@ -44,6 +45,10 @@ class Environment:
 
     def note(self, message: str) -> None:
         self.notify(message, "note")
+
+    def pull_report(self) -> PullReport:
+        """How a model downloaded on first use is announced: a note, and a bar for a person."""
+        return PullReport(self.note, self.stderr_interactive)
 
     def warn(self, message: str) -> None:
         self.notify(message, "warning")

@@ -62,7 +62,7 @@ def _complete(
 
     cancel = Cancellation()
     with env.cancelling(cancel):
-        backend, _ = open_backend(settings, env.paths, cancel, env.debug)
+        backend, _ = open_backend(settings, env.paths, cancel, env.debug, report=env.pull_report())
         try:
             for item in attached:
                 check_media(item, backend)

@@ -12,6 +12,7 @@ def _matching(values: list[str], incomplete: str) -> list[str]:
 
 
 def model_names(incomplete: str) -> list[str]:
+    from gptcli.models.catalogue import catalogue
     from gptcli.models.registry import ModelRegistry
     from gptcli.models.resolve import BUNDLED_ALIAS
     from gptcli.paths import app_paths
@@ -20,7 +21,7 @@ def model_names(incomplete: str) -> list[str]:
         aliases = list(ModelRegistry(app_paths().data_dir).load())
     except Exception:  # completion must never print a traceback into the shell
         aliases = []
-    return _matching([BUNDLED_ALIAS, *aliases], incomplete)
+    return _matching([BUNDLED_ALIAS, *aliases, *catalogue()], incomplete)
 
 
 def session_names(incomplete: str) -> list[str]:

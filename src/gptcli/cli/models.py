@@ -37,6 +37,10 @@ def list_models(
         str | None,
         typer.Option("--profile", "-p", help="List the models of this profile's server."),
     ] = None,
+    available: Annotated[
+        bool,
+        typer.Option("--available", help="List the short names gptcli knows (qwen3:4b, …)."),
+    ] = False,
 ) -> None:
     """Bundled, registered and downloaded models (or a server's, with --profile)."""
     from gptcli.engine.modelfile import read_model_file
@@ -47,15 +51,22 @@ def list_models(
     if profile is not None:
         _list_served(paths, profile, json_output)
         return
+    if available:
+        _list_available(paths, json_output)
+        return
     found: list[tuple[str, Path, str]] = []
     with contextlib.suppress(ModelError):
         found.append((BUNDLED_ALIAS, bundled_model_path(), "bundled"))
+    projectors: dict[str, str | None] = {}
     for entry in ModelRegistry(paths.data_dir).load().values():
         kind = f"downloaded from {entry.repo}" if entry.downloaded else "added"
         found.append((entry.alias, Path(entry.path), kind))
+        projectors[entry.alias] = entry.projector
     records = []
     for alias, path, kind in found:
         record: dict[str, Any] = {"alias": alias, "path": str(path), "source": kind}
+        if projectors.get(alias):
+            record["projector"] = projectors[alias]
         try:
             info = read_model_file(path)
             record.update(
@@ -79,6 +90,58 @@ def list_models(
         for r in records
     ]
     print_table(["alias", "arch", "quant", "size", "source", "file"], rows)
+
+
+def _decimal_size(megabytes: int | None) -> str:
+    if megabytes is None:
+        return "?"
+    return f"{megabytes / 1000:.1f} GB" if megabytes >= 1000 else f"{megabytes} MB"
+
+
+def _list_available(paths: Any, json_output: bool) -> None:
+    """The shipped catalogue of short names, and which of them are downloaded (their alias)."""
+    from gptcli.models.catalogue import catalogue
+    from gptcli.models.registry import ModelRegistry
+
+    entries = [e for e in ModelRegistry(paths.data_dir).load().values() if e.repo]
+    records: list[dict[str, Any]] = []
+    for model in catalogue().values():
+        here = [
+            e.alias
+            for e in entries
+            if e.repo == model.repo and Path(e.path).is_file() and e.filename == model.file
+        ]
+        records.append(
+            {
+                "name": model.name,
+                "default": model.default,
+                "repo": model.repo,
+                "file": model.file,
+                "projector": model.projector,
+                "megabytes": model.total_mb,
+                "takes": list(model.takes),
+                "thinking": model.thinking,
+                "tools": model.tools,
+                "downloaded": here,
+            }
+        )
+    if json_output:
+        typer.echo(json.dumps(records, indent=1))
+        return
+    rows = [
+        [
+            r["name"] + (" *" if r["default"] else ""),
+            _decimal_size(r["megabytes"]),
+            ", ".join(r["takes"]),
+            "yes" if r["thinking"] else "-",
+            "yes" if r["tools"] else "-",
+            ", ".join(r["downloaded"]) or "-",
+            r["repo"],
+        ]
+        for r in records
+    ]
+    print_table(["name", "size", "takes", "thinking", "tools", "downloaded as", "from"], rows)
+    typer.echo("* what the bare family name stands for (qwen3 is qwen3:4b)")
 
 
 def _list_served(paths: Any, profile: str, json_output: bool) -> None:
@@ -120,7 +183,7 @@ def info(
     """GGUF metadata, read without loading the weights; with a projector (--mmproj, or one
     beside the model), what the model can take: vision, audio, tokens per image."""
     from gptcli.engine.modelfile import read_model_file
-    from gptcli.models.projectors import find_projector, projector_facts
+    from gptcli.models.projectors import model_projector, projector_facts
     from gptcli.models.registry import file_sha256
     from gptcli.models.resolve import resolve_model
 
@@ -141,7 +204,7 @@ def info(
         "gguf_version": model.version,
         "tensors": len(model.tensors),
     }
-    choice = find_projector(path, mmproj)
+    choice = model_projector(path, mmproj, paths.data_dir)
     width = meta.get(f"{model.architecture}.embedding_length")
     facts.update({"projector": None, "vision": False, "audio": False, "image_tokens": None})
     if choice is not None:
@@ -159,7 +222,7 @@ def info(
 
     rows = []
     for key, value in facts.items():
-        if key in ("chat_template_text", "kv_cache"):
+        if key in ("chat_template_text", "kv_cache") or (key == "projector" and value is None):
             continue
         if key == "parameters":
             value = f"{value / 1e6:.1f}M"
@@ -234,27 +297,49 @@ def add(
 
 @models_app.command("rm")
 def remove(
-    alias: Annotated[str, typer.Argument(help="A registered alias.", autocompletion=model_names)],
+    alias: Annotated[
+        str,
+        typer.Argument(
+            help="A registered alias, or a downloaded short name (qwen3:4b).",
+            autocompletion=model_names,
+        ),
+    ],
     delete_file: Annotated[
         bool,
         typer.Option("--delete-file", help="Also delete a file gptcli did not download."),
     ] = False,
 ) -> None:
-    """Forget an alias; deletes the file only if gptcli downloaded it (or --delete-file)."""
+    """Forget an alias; deletes the file only if gptcli downloaded it (or --delete-file).
+
+    A downloaded projector goes too, unless another registered model uses it.
+    """
     from gptcli.models.registry import ModelRegistry
-    from gptcli.models.resolve import BUNDLED_ALIAS
+    from gptcli.models.resolve import BUNDLED_ALIAS, find_entry
 
     if alias.strip().lower() == BUNDLED_ALIAS:
         raise UsageError(f"{alias} is the bundled model and cannot be removed")
-    entry = ModelRegistry(_paths().data_dir).remove(alias)
+    paths = _paths()
+    found = find_entry(alias, paths)
+    registry = ModelRegistry(paths.data_dir)
+    entry = registry.remove(found.alias) if found is not None else None
     if entry is None:
         raise UsageError(f"no registered model {alias!r} (see gptcli models list)")
+    name = entry.alias
     if entry.downloaded or delete_file:
         Path(entry.path).unlink(missing_ok=True)
-        typer.echo(f"removed {alias} and deleted {entry.path}")
+        typer.echo(f"removed {name} and deleted {entry.path}")
     else:
-        typer.echo(f"removed {alias}; kept {entry.path}")
-    _warn_if_default(alias)
+        typer.echo(f"removed {name}; kept {entry.path}")
+    if entry.projector and entry.downloaded:
+        users = registry.projector_users(entry.projector)
+        if users:
+            typer.echo(f"kept its projector {entry.projector} (used by {', '.join(users)})")
+        else:
+            Path(entry.projector).unlink(missing_ok=True)
+            typer.echo(f"deleted its projector {entry.projector}")
+    _warn_if_default(name)
+    if name != alias:
+        _warn_if_default(alias)
 
 
 def _warn_if_default(alias: str) -> None:
@@ -294,16 +379,45 @@ def default(
 @models_app.command("pull")
 def pull(
     reference: Annotated[
-        str, typer.Argument(help="owner/repo, owner/repo:QUANT (e.g. Q4_K_M) or owner/repo:FILE.")
+        str,
+        typer.Argument(
+            help="A short name (qwen3:4b, gemma3:4b-q8_0; see models list --available), "
+            "owner/repo, owner/repo:QUANT (e.g. Q4_K_M) or owner/repo:FILE."
+        ),
     ],
     alias: Annotated[str | None, typer.Option("--alias", "-a", help="Alias to register.")] = None,
+    no_projector: Annotated[
+        bool,
+        typer.Option("--no-projector", help="Leave the repository's projector (mmproj) file."),
+    ] = False,
 ) -> None:
-    """Download a GGUF model from Hugging Face (HF_ENDPOINT and HF_HUB_OFFLINE apply)."""
-    from gptcli.models.hub import pull_model
+    """Download a GGUF model from Hugging Face (HF_ENDPOINT and HF_HUB_OFFLINE apply).
+
+    The repository's projector (mmproj*.gguf, what a model needs to see images) comes
+    with it: the f16 one when there are several, or the one the catalogue names.
+    """
+    import sys
+
+    from gptcli.models.catalogue import parse_short_name, suggest
+    from gptcli.models.hub import PullOptions, pull_model
     from gptcli.models.names import parse_hub_ref
 
-    ref = parse_hub_ref(reference)
+    short = parse_short_name(reference)
+    ref = short.ref if short is not None else parse_hub_ref(reference)
     if ref is None:
-        raise UsageError(f"not a Hugging Face reference: {reference!r} (owner/repo[:QUANT])")
-    entry = pull_model(ref, _paths(), alias)
+        close = suggest(reference)
+        hint = f"did you mean {close[0]}? " if close else ""
+        raise UsageError(
+            f"not a short name or a Hugging Face reference: {reference!r}; {hint}"
+            "(see gptcli models list --available, or owner/repo[:QUANT])"
+        )
+    options = PullOptions(
+        alias=alias,
+        projector=short.model.projector if short is not None else None,
+        with_projector=not no_projector and (short is None or short.model.projector is not None),
+        progress=sys.stderr.isatty(),
+    )
+    entry = pull_model(ref, _paths(), options)
     typer.echo(f"{entry.alias}: {entry.path} (sha256 {entry.sha256})")
+    if entry.projector:
+        typer.echo(f"projector: {entry.projector}")

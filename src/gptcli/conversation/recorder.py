@@ -16,6 +16,7 @@ from typing import Any
 from gptcli.attachments.attached import (
     MEDIA_KINDS,
     Attached,
+    AttachedKind,
     attachment_block,
     with_attachments,
 )
@@ -34,6 +35,8 @@ from gptcli.store.sessions import (
     StoredMessage,
     title_from,
 )
+
+_KINDS: dict[str, AttachedKind] = {"text": "text", "pdf": "pdf", "folder": "folder", "url": "url"}
 
 
 def conversation_of(
@@ -93,6 +96,30 @@ def user_text(
             text = data.decode("utf-8", "surrogatepass")
         blocks.append(attachment_block(kind, name, text))
     return with_attachments(blocks, stored.content)
+
+
+def last_attachments(session: Session, blobs: BlobStore) -> tuple[Attached, ...]:
+    """What the session's last user message had attached, read back from ``blobs``, so that
+    ``/edit`` of a resumed turn sends them again. Nothing when a stored copy is gone: the
+    message is then edited whole, as the model saw it."""
+    last = next((m for m in reversed(session.messages) if m.role == "user"), None)
+    found = []
+    for record in (last.attachments if last is not None else None) or ():
+        attached = _attached_of(record, blobs)
+        if attached is None:
+            return ()
+        found.append(attached)
+    return tuple(found)
+
+
+def _attached_of(record: dict[str, Any], blobs: BlobStore) -> Attached | None:
+    digest, original_digest = str(record.get("text_sha256") or record["sha256"]), record["sha256"]
+    text = blobs.get(digest)
+    original = blobs.get(str(original_digest)) if original_digest != digest else None
+    if text is None or (original is None and original_digest != digest):
+        return None
+    kind = _KINDS.get(str(record["kind"]), "text")
+    return Attached(kind, str(record["name"]), text.decode("utf-8", "surrogatepass"), original)
 
 
 def attachment_record(attached: Attached) -> dict[str, Any]:

@@ -107,12 +107,14 @@ def _kv_check(info: ModelFileInfo, engine: EngineOptions) -> Check:
     )
 
 
-def _projector_check(model: Path, info: ModelFileInfo, mmproj: str | None) -> Check | None:
+def _projector_check(
+    model: Path, info: ModelFileInfo, mmproj: str | None, data_dir: Path
+) -> Check | None:
     """The projector the default model would load (--mmproj, the config's, or beside it)."""
-    from gptcli.models.projectors import find_projector, projector_facts
+    from gptcli.models.projectors import model_projector, projector_facts
 
     try:
-        choice = find_projector(model, mmproj)
+        choice = model_projector(model, mmproj, data_dir)
         if choice is None:
             return None
         width = info.metadata.get(f"{info.architecture}.embedding_length")
@@ -158,7 +160,7 @@ def run_checks(paths: AppPaths, model: str, engine: EngineOptions | None = None)
             Check("model sha256", file_sha256(path, paths.cache_dir)),
             _kv_check(info, engine or EngineOptions()),
         ]
-        projector = _projector_check(path, info, engine.mmproj if engine else None)
+        projector = _projector_check(path, info, engine.mmproj if engine else None, paths.data_dir)
         checks += [projector] if projector is not None else []
     except GptcliError as exc:
         checks.append(Check("default model", exc.message, ok=False))

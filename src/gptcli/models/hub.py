@@ -2,7 +2,8 @@
 
 All HTTP goes through ``huggingface_hub`` (listing, file metadata, and its
 ``http_get``, which retries, shows a progress bar on stderr and checks the
-size). gptcli keeps the partial file itself, named by the file's hash, so a
+size). A repository's projector (``mmproj*.gguf``, for models that see
+images) comes with the model. gptcli keeps the partial file itself, named by the file's hash, so a
 download killed in one process resumes in the next (``hf_hub_download`` 2.x
 downloads to a fresh per-process file and would start over). It also picks
 the file from a quantisation name, fails fast when the server is away, checks
@@ -18,6 +19,7 @@ import logging
 import os
 import re
 import socket
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -32,6 +34,17 @@ PREFERRED_QUANTS = ("Q4_K_M", "Q4_K_S", "Q4_0", "Q5_K_M", "Q8_0", "Q4_1")
 REACH_TIMEOUT = 5.0
 _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 _SHARD = re.compile(r"-(\d{5})-of-(\d{5})\.gguf$", re.IGNORECASE)
+PROJECTOR_PRECISIONS = ("F16", "BF16", "F32")
+
+
+@dataclass(frozen=True)
+class PullOptions:
+    """What a pull registers and fetches besides the model file, and whether it draws a bar."""
+
+    alias: str | None = None
+    projector: str | None = None  # the projector file to take (a catalogue's choice)
+    with_projector: bool = True
+    progress: bool = True
 
 
 def endpoint() -> str:
@@ -96,18 +109,36 @@ def choose_file(files: list[str], ref: HubRef) -> str:
     return chosen
 
 
+def _is_projector(filename: str) -> bool:
+    return filename.lower().endswith(".gguf") and "mmproj" in Path(filename).name.lower()
+
+
+def choose_projector(files: list[str], wanted: str | None = None) -> str | None:
+    """The repository's projector file: ``wanted`` if it has it, else f16, bf16, f32, any."""
+    projectors = sorted((f for f in files if _is_projector(f)), key=lambda f: (len(f), f))
+    exact = [f for f in projectors if wanted and (f == wanted or Path(f).name == wanted)]
+    if exact:
+        return exact[0]
+    for precision in PROJECTOR_PRECISIONS:
+        matches = [f for f in projectors if _quant_matches(f, precision)]
+        if matches:
+            return matches[0]
+    return projectors[0] if projectors else None
+
+
 def _local_dir(paths: AppPaths, repo: str) -> Path:
     return paths.data_dir / "models" / repo.replace("/", "__")
 
 
-def find_downloaded(ref: HubRef, paths: AppPaths) -> Path | None:
+def find_downloaded(ref: HubRef, paths: AppPaths) -> ModelEntry | None:
+    """The registry entry of a downloaded file that ``ref`` names."""
     for entry in ModelRegistry(paths.data_dir).load().values():
         if entry.repo != ref.repo or not entry.filename or not Path(entry.path).is_file():
             continue
         if ref.selector is None or _quant_matches(entry.filename, ref.selector):
-            return Path(entry.path)
+            return entry
         if Path(entry.filename).name == ref.selector:
-            return Path(entry.path)
+            return entry
     return None
 
 
@@ -172,33 +203,57 @@ def _download(meta: Any, filename: str, directory: Path) -> tuple[Path, str]:
     return target, digest
 
 
-def pull_model(ref: HubRef, paths: AppPaths, alias: str | None = None) -> ModelEntry:
-    """Download the file ``ref`` names (resuming a partial download), verify and register it."""
-    import huggingface_hub
-    from huggingface_hub import HfApi, get_hf_file_metadata, hf_hub_url
+def _fetch(repo: str, filename: str, directory: Path, base: str) -> tuple[Path, str]:
+    from huggingface_hub import get_hf_file_metadata, hf_hub_url
 
-    if alias is not None:
-        check_alias(alias)
+    meta = get_hf_file_metadata(hf_hub_url(repo, filename, endpoint=base))
+    return _download(meta, filename, directory)
+
+
+def _start(paths: AppPaths, ref: HubRef, options: PullOptions) -> str:
+    """Checks that fail in a second rather than after a minute; returns the endpoint."""
+    from huggingface_hub.utils import disable_progress_bars  # type: ignore[attr-defined]
+
     if offline():
         raise ModelError(f"HF_HUB_OFFLINE is set and {ref} is not downloaded")
     logging.getLogger("huggingface_hub").setLevel(logging.ERROR)
+    if not options.progress:
+        disable_progress_bars("huggingface_hub.http_get")
     base = endpoint()
     check_reachable(base)
     ensure_private_dir(paths.data_dir / "models")
+    return base
+
+
+def pull_model(ref: HubRef, paths: AppPaths, options: PullOptions | None = None) -> ModelEntry:
+    """Download the file ``ref`` names and the repository's projector (resuming a partial
+    download), verify and register them."""
+    import huggingface_hub
+    from huggingface_hub import HfApi
+
+    options = options or PullOptions()
+    if options.alias is not None:
+        check_alias(options.alias)
+    base = _start(paths, ref, options)
     try:
         files = HfApi(endpoint=base).list_repo_files(ref.repo)
         filename = choose_file(files, ref)
-        meta = get_hf_file_metadata(hf_hub_url(ref.repo, filename, endpoint=base))
-        path, digest = _download(meta, filename, ensure_private_dir(_local_dir(paths, ref.repo)))
+        projector = choose_projector(files, options.projector) if options.with_projector else None
+        directory = ensure_private_dir(_local_dir(paths, ref.repo))
+        path, digest = _fetch(ref.repo, filename, directory, base)
+        projector_path = _fetch(ref.repo, projector, directory, base)[0] if projector else None
     except ModelError:
         raise
     except (huggingface_hub.errors.HfHubHTTPError, OSError, ValueError) as exc:
         raise _hub_error(exc, ref) from None
     read_model_file(path)  # a file that is not a sound GGUF never gets an alias
-    name = alias or check_alias(Path(filename).name.removesuffix(".gguf").lower()[:64])
+    if projector_path is not None:
+        read_model_file(projector_path)
+    name = options.alias or check_alias(Path(filename).name.removesuffix(".gguf").lower()[:64])
     existing = ModelRegistry(paths.data_dir).get(name)
     if existing is not None and Path(existing.path).resolve() != path.resolve():
         raise UsageError(f"alias {name!r} is taken by {existing.path}; pass --alias")
+    kept = existing.projector if existing is not None else None
     entry = ModelEntry(
         alias=name,
         path=str(path),
@@ -206,6 +261,33 @@ def pull_model(ref: HubRef, paths: AppPaths, alias: str | None = None) -> ModelE
         repo=ref.repo,
         filename=filename,
         sha256=digest,
+        projector=str(projector_path) if projector_path is not None else kept,
     )
     ModelRegistry(paths.data_dir).put(entry)
     return entry
+
+
+def pull_projector(entry: ModelEntry, paths: AppPaths, options: PullOptions) -> ModelEntry:
+    """Fetch the projector of a model downloaded without one, and keep it in its entry."""
+    import huggingface_hub
+    from huggingface_hub import HfApi
+
+    assert entry.repo is not None
+    ref = HubRef(entry.repo, entry.filename)
+    base = _start(paths, ref, options)
+    try:
+        projector = choose_projector(
+            HfApi(endpoint=base).list_repo_files(entry.repo), options.projector
+        )
+        if projector is None:
+            return entry
+        directory = ensure_private_dir(_local_dir(paths, entry.repo))
+        projector_path = _fetch(entry.repo, projector, directory, base)[0]
+    except ModelError:
+        raise
+    except (huggingface_hub.errors.HfHubHTTPError, OSError, ValueError) as exc:
+        raise _hub_error(exc, ref) from None
+    read_model_file(projector_path)
+    updated = replace(entry, projector=str(projector_path))
+    ModelRegistry(paths.data_dir).put(updated)
+    return updated

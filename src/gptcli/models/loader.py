@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING
 from gptcli.config import DEFAULT_MODEL, Settings, where_model_is_set
 from gptcli.engine.base import Backend, Cancellation
 from gptcli.errors import ModelError
+from gptcli.models.names import PullReport
 from gptcli.paths import AppPaths
 
 if TYPE_CHECKING:
@@ -23,11 +24,15 @@ def open_backend(
     cancel: Cancellation,
     debug: bool = False,
     environ: Mapping[str, str] | None = None,
+    report: PullReport | None = None,
 ) -> tuple[Backend, list[str]]:
-    """Load the configured model or connect to the configured server; returns notices too."""
+    """Load the configured model or connect to the configured server; returns notices too.
+
+    ``report`` hears of a download on first use (a short name or a hub reference).
+    """
     if settings.backend == "openai":
         return _open_remote(settings), []
-    return _open_local(settings, paths, cancel, debug, environ)
+    return _open_local(settings, paths, cancel, debug, environ, report)
 
 
 def served_models(settings: Settings) -> list[str]:
@@ -84,16 +89,17 @@ def _open_local(
     cancel: Cancellation,
     debug: bool,
     environ: Mapping[str, str] | None,
+    report: PullReport | None,
 ) -> tuple[Backend, list[str]]:
     from gptcli.engine.cpuprobe import decide_extra_buffers
     from gptcli.engine.kvcache import DEFAULT_KV_TYPE
     from gptcli.engine.llama import LlamaBackend, LoadOptions
     from gptcli.engine.modelfile import read_model_file
-    from gptcli.models.projectors import find_projector
+    from gptcli.models.projectors import model_projector
     from gptcli.models.resolve import resolve_model
 
     try:
-        path = resolve_model(settings.model, paths)
+        path = resolve_model(settings.model, paths, report=report)
         info = read_model_file(path)  # validated before any native code reads it
     except ModelError as exc:
         origin = where_model_is_set(settings, paths.config_file)
@@ -104,7 +110,7 @@ def _open_local(
         path, info.quantization, paths.cache_dir, os.environ if environ is None else environ
     )
     engine = settings.engine
-    projector = find_projector(path, engine.mmproj)
+    projector = model_projector(path, engine.mmproj, paths.data_dir)
     backend = LlamaBackend(
         LoadOptions(
             path=path,

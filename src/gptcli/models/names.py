@@ -7,6 +7,7 @@ neither imports the other at start-up.
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 _HF_REF = re.compile(r"^(?:hf:|hf\.co/|huggingface\.co/)?([\w.-]+/[\w.-]+)(?::([\w.+-]+))?$")
@@ -21,6 +22,14 @@ class HubRef:
 
     def __str__(self) -> str:
         return f"{self.repo}:{self.selector}" if self.selector else self.repo
+
+
+@dataclass(frozen=True)
+class PullReport:
+    """How a download on first use speaks: a note before it starts, a bar on a terminal."""
+
+    note: Callable[[str], None]
+    progress: bool = False
 
 
 def parse_hub_ref(name: str) -> HubRef | None:

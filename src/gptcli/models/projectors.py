@@ -44,6 +44,14 @@ def find_projector(
     return None
 
 
+def model_projector(model: Path, given: str | None, data_dir: Path) -> ProjectorChoice | None:
+    """:func:`find_projector` with the projector that ``models pull`` kept with the model."""
+    from gptcli.models.registry import ModelRegistry
+
+    entry = ModelRegistry(data_dir).entry_for(model)
+    return find_projector(model, given, entry.projector if entry is not None else None)
+
+
 def _beside(model: Path) -> Path | None:
     """The projector in the model's folder: the only one, else the one whose name shares
     the longest start with the model's (``gemma-3-4b-it-Q4_K_M.gguf`` beside

@@ -1,7 +1,9 @@
 """Models the user registered or downloaded, kept in ``<data dir>/models.json``.
 
-An entry maps an alias to a file. Entries made by ``models pull`` are marked
-as downloaded: only those files are deleted when their alias is removed.
+An entry maps an alias to a file, and to the file's projector (``mmproj``) when
+the model sees images. Entries made by ``models pull`` are marked as downloaded:
+only those files are deleted when their alias is removed. Registries written
+before projectors were kept load as entries without one.
 """
 
 from __future__ import annotations
@@ -34,6 +36,12 @@ class ModelEntry:
     filename: str | None = None
     sha256: str | None = None
     added: float = 0.0
+    projector: str | None = None
+
+    @property
+    def projector_path(self) -> Path | None:
+        """The projector file kept with this model, when there is one."""
+        return Path(self.projector) if self.projector else None
 
 
 def check_alias(alias: str) -> str:
@@ -62,6 +70,8 @@ class ModelRegistry:
         for alias, fields in (raw.get("models") or {}).items():
             if isinstance(fields, dict) and isinstance(fields.get("path"), str):
                 known = {k: v for k, v in fields.items() if k in ModelEntry.__dataclass_fields__}
+                if not isinstance(known.get("projector"), str):
+                    known.pop("projector", None)  # absent in older files; junk if hand-edited
                 entries[alias] = ModelEntry(**{**known, "alias": alias})
         return entries
 
@@ -82,6 +92,23 @@ class ModelRegistry:
         entries = self.load()
         entries[entry.alias] = ModelEntry(**{**asdict(entry), "added": entry.added or time.time()})
         self._save(entries)
+
+    def entry_for(self, path: Path) -> ModelEntry | None:
+        """The entry whose model file is ``path`` (how a resolved file finds its projector)."""
+        wanted = path.resolve()
+        for entry in self.load().values():
+            if Path(entry.path).resolve() == wanted:
+                return entry
+        return None
+
+    def projector_users(self, projector: str) -> list[str]:
+        """Aliases whose entry keeps ``projector``: it is deleted only when none is left."""
+        wanted = Path(projector).resolve()
+        return [
+            e.alias
+            for e in self.load().values()
+            if e.projector and Path(e.projector).resolve() == wanted
+        ]
 
     def remove(self, alias: str) -> ModelEntry | None:
         entries = self.load()

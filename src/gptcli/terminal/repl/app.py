@@ -10,12 +10,14 @@ from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from gptcli.answering.attaching import dropped_path
 from gptcli.answering.chat import ChatState, ChatTurns
 from gptcli.config import SAMPLING_KEYS, Settings, ThinkMode, check_setting
 from gptcli.conversation.chat import Reply
 from gptcli.conversation.context import check_policy
 from gptcli.engine.base import Cancellation
 from gptcli.errors import ContextOverflowError, GptcliError
+from gptcli.models.names import PullReport
 from gptcli.paths import AppPaths, ensure_private_dir
 from gptcli.store.sessions import SessionStore, new_session_name
 from gptcli.terminal.display import EventDisplay
@@ -126,6 +128,20 @@ class Repl:
             except EOFError:
                 return None
 
+    def _offered_as_attachment(self, line: str, parsed: tuple[str, str] | None) -> bool:
+        """A path pasted or dropped on its own (an absolute one looks like a command that
+        does not exist) is offered as an attachment; declined, it is sent as a message.
+        True when the line was dealt with here."""
+        dropped = dropped_path(line)
+        if dropped is None or (parsed is not None and commands.find(parsed[0]) is not None):
+            return False
+        answer = views.yes_or_no(self._session, f"attach {dropped}? [Y/n] ")
+        if answer:
+            self._command("attach", dropped)
+        elif answer is not None:
+            self._send(line.strip())
+        return True
+
     # -- loop ----------------------------------------------------------------
 
     def run(self) -> int:
@@ -142,6 +158,8 @@ class Repl:
             if not line.strip():
                 continue
             parsed = commands.parse(line)
+            if self._offered_as_attachment(line, parsed):
+                continue
             if parsed is None:
                 text = unwrap_block(line)
                 self._send(text[1:] if text.startswith("//") else text)
@@ -339,7 +357,10 @@ class Repl:
         cancel = Cancellation()
         try:
             with signals_cancel(cancel):
-                backend, notices = open_backend(settings, self.paths, cancel, self.options.debug)
+                report = PullReport(lambda m: self._note(f"note: {m}"), progress=True)
+                backend, notices = open_backend(
+                    settings, self.paths, cancel, self.options.debug, report=report
+                )
         except GptcliError as exc:
             self._note(f"model not changed: {exc.message}", "red")
             return
@@ -436,15 +457,17 @@ def run_repl(settings: Settings, options: ReplOptions, console: Console | None =
     env = terminal_environment(debug=options.debug, notify=views.console_notes(console))
     store = SessionStore(env.paths.data_dir)
     name = options.resume or (store.most_recent() if options.continue_last else None)
-    conversation = resume(store, name, settings.system, console)
+    conversation, attached = resume(store, name, settings.system, console)
     if not options.plain:
         threading.Thread(target=warm_up, name="gptcli-warm-up", daemon=True).start()
     cancel = Cancellation()
     with signals_cancel(cancel):
-        backend, notices = open_backend(settings, env.paths, cancel, options.debug)
+        # Before the chat starts its notes go where the load's notices go: stderr.
+        report = PullReport(_stderr_note, env.stderr_interactive)
+        backend, notices = open_backend(settings, env.paths, cancel, options.debug, report=report)
     for notice in notices:
         sys.stderr.write(f"gptcli: note: {notice}\n")
-    state = ChatState(settings, backend, conversation)
+    state = ChatState(settings, backend, conversation, last_attached=attached)
     state.session_name = name or new_session_name()
     repl = Repl(ChatTurns(state, env), options, console)
     if options.save:
@@ -462,3 +485,7 @@ def run_repl(settings: Settings, options: ReplOptions, console: Console | None =
         repl.save_snapshot()
         repl.turns.keep_prompt()
         state.backend.close()
+
+
+def _stderr_note(message: str) -> None:
+    sys.stderr.write(f"gptcli: note: {message}\n")

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING
 
 from gptcli.answering.chat import ChatState, ChatTurns
 from gptcli.conversation.chat import Conversation
-from gptcli.conversation.recorder import SessionRecorder, conversation_of
+from gptcli.conversation.recorder import SessionRecorder, conversation_of, last_attachments
 from gptcli.errors import GptcliError
 from gptcli.paths import AppPaths
 from gptcli.store.sessions import SessionError, SessionStore, check_name, new_session_name
@@ -16,6 +16,8 @@ from gptcli.terminal.render import sanitize
 
 if TYPE_CHECKING:
     from rich.console import Console
+
+    from gptcli.attachments.attached import Attached
 
 
 Note = Callable[[str, str], None]
@@ -132,6 +134,7 @@ class SessionKeeper:
         self.save_snapshot()
         warn = lambda message: self.note(message, "yellow")  # noqa: E731
         self.state.conversation = conversation_of(session, None, self.store.blobs, warn)
+        self.state.last_attached = last_attachments(session, self.store.blobs)
         self.state.session_name = name
         self.state.recorder = self.recorder(name) if self.save_turns else None
         self.state.context_used = 0
@@ -144,11 +147,12 @@ class SessionKeeper:
 
 def resume(
     store: SessionStore, name: str | None, system: str | None, console: Console
-) -> Conversation:
-    """The conversation saved as ``name``, or a new one (``name`` becomes its name)."""
+) -> tuple[Conversation, tuple[Attached, ...]]:
+    """The conversation saved as ``name``, or a new one (``name`` becomes its name), and
+    what its last message had attached (for ``/edit``)."""
     conversation = Conversation(system=system)
     if name is None:
-        return conversation
+        return conversation, ()
     check_name(name)
     try:
         session = store.load(name)
@@ -158,10 +162,13 @@ def resume(
         if "corrupt" in exc.message:
             console.print(exc.message, style="red", markup=False)
         console.print(f"(new session {name})", style="dim", markup=False)
-        return conversation
+        return conversation, ()
     console.print(f"(resumed session {name}: {session.turns} turns)", style="dim", markup=False)
 
     def warn(message: str) -> None:
         console.print(message, style="yellow", markup=False)
 
-    return conversation_of(session, system, store.blobs, warn)
+    return (
+        conversation_of(session, system, store.blobs, warn),
+        last_attachments(session, store.blobs),
+    )

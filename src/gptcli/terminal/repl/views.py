@@ -1,4 +1,5 @@
-"""What the chat shows on request: its options and model (/show), speed (/stats), notes."""
+"""What the chat shows on request: its options and model (/show), speed (/stats), notes;
+and the one question it asks in a line of its own (yes or no)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from gptcli.terminal.render import sanitize
 from gptcli.terminal.tools import show_results
 
 if TYPE_CHECKING:
+    from prompt_toolkit import PromptSession
     from rich.console import Console
 
 
@@ -109,3 +111,17 @@ def console_notes(console: Console) -> Callable[[str, str], None]:
         console.print(Text(sanitize(message), style=styles.get(kind, kind)))
 
     return notify
+
+
+def yes_or_no(session: PromptSession[str], question: str) -> bool | None:
+    """A yes (Enter, y) or no to ``question`` on the chat's terminal; None for Ctrl-C."""
+    from prompt_toolkit import PromptSession as Session
+
+    asking: Session[str] = Session(
+        message=sanitize(question), input=session.input, output=session.output
+    )
+    try:
+        answer = asking.prompt()
+    except (KeyboardInterrupt, EOFError):
+        return None
+    return answer.strip().lower() in ("", "y", "yes")
