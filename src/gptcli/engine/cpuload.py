@@ -65,3 +65,23 @@ def default_threads(physical: int, busy: float | None) -> int:
     cpus = os.cpu_count() or physical
     taken = math.floor(busy + (1 - WHOLE_CORE))
     return max(1, min(physical, cpus - taken))
+
+
+def physical_cores() -> int:
+    """Physical cores (not hyper-threads): llama.cpp decodes fastest with one thread each."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as handle:
+            cores = set()
+            physical = ""
+            for line in handle:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "physical id":
+                    physical = value.strip()
+                elif key == "core id":
+                    cores.add((physical, value.strip()))
+        if cores:
+            return len(cores)
+    except OSError:
+        pass
+    return max(1, (os.cpu_count() or 2) // 2) if (os.cpu_count() or 1) > 1 else 1

@@ -13,7 +13,6 @@ tokens.
 from __future__ import annotations
 
 import ctypes
-import os
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,7 @@ from gptcli.engine.base import (
     ToolRequest,
     ToolSpec,
 )
-from gptcli.engine.cpuload import CpuSample, busy_elsewhere, default_threads
+from gptcli.engine.cpuload import CpuSample, busy_elsewhere, default_threads, physical_cores
 from gptcli.engine.grammar import ToolGrammar, tool_grammar
 from gptcli.engine.jobs import SlotBatch, default_parallel, physical_memory
 from gptcli.engine.modelfile import ModelFileInfo, read_model_file
@@ -69,26 +68,6 @@ class LoadOptions:
     debug: bool = False
 
 
-def physical_cores() -> int:
-    """Physical cores (not hyper-threads): llama.cpp decodes fastest with one thread each."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="replace") as handle:
-            cores = set()
-            physical = ""
-            for line in handle:
-                key, _, value = line.partition(":")
-                key = key.strip()
-                if key == "physical id":
-                    physical = value.strip()
-                elif key == "core id":
-                    cores.add((physical, value.strip()))
-        if cores:
-            return len(cores)
-    except OSError:
-        pass
-    return max(1, (os.cpu_count() or 2) // 2) if (os.cpu_count() or 1) > 1 else 1
-
-
 def _chatml(bos: str, eos: str) -> ChatTemplate:
     return ChatTemplate("built-in ChatML (fallback)", CHATML_TEMPLATE, bos, eos)
 
@@ -125,20 +104,7 @@ class LlamaBackend:
         self._gpu_layers = gpu_layers
         mparams.n_gpu_layers = gpu_layers
         mparams.use_extra_bufts = options.extra_buffers
-
-        @lib.llama_progress_callback  # type: ignore[untyped-decorator]
-        def on_progress(progress: float, user_data: ctypes.c_void_p) -> bool:
-            return not cancel.cancelled
-
-        self._on_progress = on_progress  # kept alive as long as llama.cpp may call it
-        mparams.progress_callback = on_progress
-        self._model = lib.llama_model_load_from_file(str(options.path).encode(), mparams)
-        if not self._model:
-            if cancel.cancelled:
-                raise KeyboardInterrupt
-            raise ModelError(
-                f"llama.cpp could not load {options.path} (run with --debug for details)"
-            )
+        self._model = native.load_model(lib, options.path, mparams, cancel)
         self._vocab = lib.llama_model_get_vocab(self._model)
 
     def _create_context(self, options: LoadOptions) -> None:
