@@ -17,6 +17,8 @@ from gptcli.cli.options import (
     BaseUrlOpt,
     CtxOpt,
     DebugOpt,
+    DraftMaxOpt,
+    DraftOpt,
     FunctionsOpt,
     GpuLayersOpt,
     MaxTokensOpt,
@@ -62,6 +64,8 @@ def chat(
     gpu_layers: GpuLayersOpt = None,
     think: ThinkOpt = None,
     speculate: SpeculateOpt = None,
+    draft: DraftOpt = None,
+    draft_max: DraftMaxOpt = None,
     show_thinking: ShowThinkingOpt = False,
     plain: Annotated[
         bool, typer.Option("--plain", help="Print answers as exact text, no Markdown.")

@@ -132,7 +132,7 @@ _VALIDATORS: dict[str, Validator] = {
     "timeout": _seconds,
     "on_overflow": _choice("error", "truncate", "summarize"),
     "think": _choice("on", "off", "auto"),
-    "speculate": _choice("auto", "ngram", "off"),
+    "speculate": _choice("auto", "ngram", "draft", "off"),
     "model": _text(allow_empty=False),
     "system": _text(allow_empty=True),
     "stop": _stops,
@@ -146,6 +146,8 @@ _VALIDATORS: dict[str, Validator] = {
     "ctx": _context,
     "threads": _integer(1),
     "gpu_layers": _gpu_layers,
+    "draft": _text(allow_empty=False),
+    "draft_max": _integer(1, below=129),
 }
 
 

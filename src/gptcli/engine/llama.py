@@ -30,6 +30,7 @@ from gptcli.engine.base import (
     ToolSpec,
 )
 from gptcli.engine.cpuload import CpuSample, busy_elsewhere, default_threads, physical_cores
+from gptcli.engine.draft import DraftModel, DraftOptions, Placement
 from gptcli.engine.grammar import ToolGrammar, tool_grammar
 from gptcli.engine.jobs import SlotBatch, default_parallel, physical_memory
 from gptcli.engine.modelfile import ModelFileInfo, read_model_file
@@ -66,6 +67,7 @@ class LoadOptions:
     gpu_layers: int | None = None
     extra_buffers: bool = True
     debug: bool = False
+    draft: DraftOptions | None = None  # a draft model to speculate with (engine/draft.py)
 
 
 def _chatml(bos: str, eos: str) -> ChatTemplate:
@@ -88,9 +90,12 @@ class LlamaBackend:
         self._model: Any = None
         self._ctx: Any = None
         self._scheduler: Scheduler | None = None
+        self._draft: DraftModel | None = None
         self._load_model(options, cancel or Cancellation())
         self._busy_elsewhere = busy_elsewhere(loading, CpuSample.take())
         self._create_context(options)
+        if options.draft is not None:
+            self._load_draft(options.draft, cancel or Cancellation())
         self._token_bytes: int | None = None
         self._template = self._load_template()
 
@@ -132,16 +137,30 @@ class LlamaBackend:
         )
         self._path = options.path
         try:
-            self._scheduler = Scheduler(
-                lib,
-                self._vocab,
-                Layout(1, self._window, grow=True, initial=min(self._window, INITIAL_CONTEXT)),
-                self._new_context,
-            )
+            self._layout = Layout(1, self._window, True, min(self._window, INITIAL_CONTEXT))
+            self._scheduler = Scheduler(lib, self._vocab, self._layout, self._new_context)
         except ModelError:
             self.close()
             raise
         self._scheduler.draft_cost = GPU_COST if on_gpu else CPU_COST
+
+    def _load_draft(self, options: DraftOptions, cancel: Cancellation) -> None:
+        """The draft model, placed as the target, with a context beside the scheduler's."""
+        placement = Placement(self._gpu_layers, self._threads, self._flash)
+        try:
+            self._draft = DraftModel(self._lib, options, self._vocab, placement, cancel)
+            self._open_drafts(self.scheduler, self._layout)
+        except BaseException:  # Ctrl-C in the load too: nothing stays loaded
+            self.close()
+            raise
+
+    def _open_drafts(self, scheduler: Scheduler, layout: Layout) -> None:
+        if self._draft is not None:
+
+            def cancelled() -> bool:
+                return scheduler.cancelled
+
+            scheduler.drafts = self._draft.open(layout, cancelled)
 
     def _check_window(self, requested: int, trained: int | None) -> None:
         """Refuse a window whose KV cache no memory here could hold (the context grows
@@ -396,8 +415,14 @@ class LlamaBackend:
         def context(cells: int) -> Any:
             return self.parallel_context(parallel, cells, BATCH_TOKENS)
 
-        scheduler = Scheduler(self._lib, self._vocab, Layout(parallel, cells_each), context)
+        layout = Layout(parallel, cells_each)
+        scheduler = Scheduler(self._lib, self._vocab, layout, context)
         scheduler.draft_cost = self.scheduler.draft_cost
+        try:
+            self._open_drafts(scheduler, layout)
+        except ModelError:
+            scheduler.close()
+            raise
         return SlotBatch(self.prompt_for, scheduler, parallel, cells_each)
 
     def parallel_context(self, sequences: int, cells_each: int, n_batch: int) -> Any:
@@ -455,6 +480,9 @@ class LlamaBackend:
         if self._scheduler is not None:
             self._scheduler.close()
             self._scheduler = None
+        if self._draft is not None:
+            self._draft.close()
+            self._draft = None
         if self._model:
             self._lib.llama_model_free(self._model)
             self._model = None

@@ -5,11 +5,15 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from gptcli.config import DEFAULT_MODEL, Settings, where_model_is_set
 from gptcli.engine.base import Backend, Cancellation
-from gptcli.errors import ModelError
+from gptcli.errors import ModelError, UsageError
 from gptcli.paths import AppPaths
+
+if TYPE_CHECKING:
+    from gptcli.engine.draft import DraftOptions
 
 
 def open_backend(
@@ -46,7 +50,6 @@ def _open_remote(settings: Settings) -> Backend:
     (llama-server's per-slot context, vLLM's ``max_model_len``), else the backend's fallback.
     """
     from gptcli.engine.openai import OpenAIBackend, RemoteOptions
-    from gptcli.errors import UsageError
 
     if not settings.base_url:
         raise UsageError("the openai backend needs --base-url (or base_url in a profile)")
@@ -85,6 +88,8 @@ def _open_local(
     from gptcli.engine.modelfile import read_model_file
     from gptcli.models.resolve import resolve_model
 
+    if settings.sampling.speculate == "draft" and not settings.engine.draft:
+        raise UsageError("--speculate draft needs a draft model (--draft MODEL)")
     try:
         path = resolve_model(settings.model, paths)
         info = read_model_file(path)  # validated before any native code reads it
@@ -93,10 +98,10 @@ def _open_local(
         if origin is None:
             raise
         raise ModelError(f"{exc.message} ({origin})") from None
-    verdict = decide_extra_buffers(
-        path, info.quantization, paths.cache_dir, os.environ if environ is None else environ
-    )
+    environ = os.environ if environ is None else environ
+    verdict = decide_extra_buffers(path, info.quantization, paths.cache_dir, environ)
     engine = settings.engine
+    draft = _draft_options(settings, paths, environ) if engine.draft else None
     backend = LlamaBackend(
         LoadOptions(
             path=path,
@@ -105,9 +110,29 @@ def _open_local(
             gpu_layers=engine.gpu_layers,
             extra_buffers=verdict.extra_buffers,
             debug=debug,
+            draft=draft,
         ),
         cancel,
         info,
     )
     notices = [verdict.notice] if verdict.notice else []
     return backend, notices + list(backend.notices)
+
+
+def _draft_options(settings: Settings, paths: AppPaths, environ: Mapping[str, str]) -> DraftOptions:
+    """The draft model named by ``--draft`` (or ``draft``), resolved and validated as the
+    model is, before native code reads it."""
+    from gptcli.engine.cpuprobe import decide_extra_buffers
+    from gptcli.engine.draft import DraftOptions
+    from gptcli.engine.modelfile import read_model_file
+    from gptcli.models.resolve import resolve_model
+
+    engine = settings.engine
+    assert engine.draft is not None
+    try:
+        path = resolve_model(engine.draft, paths)
+        info = read_model_file(path)
+    except ModelError as exc:
+        raise ModelError(f"the draft model: {exc.message}") from None
+    verdict = decide_extra_buffers(path, info.quantization, paths.cache_dir, environ)
+    return DraftOptions(path, engine.draft_max, verdict.extra_buffers)
