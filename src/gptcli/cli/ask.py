@@ -16,6 +16,8 @@ from gptcli.cli.options import (
     BaseUrlOpt,
     CtxOpt,
     DebugOpt,
+    DraftMaxOpt,
+    DraftOpt,
     FunctionsOpt,
     GpuLayersOpt,
     KvTypeOpt,
@@ -75,6 +77,8 @@ def ask(
     mmproj: MmprojOpt = None,
     think: ThinkOpt = None,
     speculate: SpeculateOpt = None,
+    draft: DraftOpt = None,
+    draft_max: DraftMaxOpt = None,
     show_thinking: ShowThinkingOpt = False,
     json_output: Annotated[
         bool, typer.Option("--json", help="Print one JSON object with text, usage and timings.")

@@ -17,6 +17,8 @@ from gptcli.cli.options import (
     BaseUrlOpt,
     CtxOpt,
     DebugOpt,
+    DraftMaxOpt,
+    DraftOpt,
     FunctionsOpt,
     GpuLayersOpt,
     KvTypeOpt,
@@ -68,6 +70,8 @@ def chat(
     mmproj: MmprojOpt = None,
     think: ThinkOpt = None,
     speculate: SpeculateOpt = None,
+    draft: DraftOpt = None,
+    draft_max: DraftMaxOpt = None,
     show_thinking: ShowThinkingOpt = False,
     plain: Annotated[
         bool, typer.Option("--plain", help="Print answers as exact text, no Markdown.")

@@ -141,8 +141,26 @@ SpeculateOpt = Annotated[
     Optional[str],  # noqa: UP045
     typer.Option(
         "--speculate",
-        help="Draft tokens from n-grams of the prompt and answer and verify them in one "
-        "batch: auto (where it pays), ngram (wherever a match is) or off [default: auto].",
+        help="Draft tokens and verify them in one batch: auto (the draft model if one is "
+        "given, else n-grams where they pay), ngram (wherever the prompt or answer has a "
+        "match), draft (the draft model) or off [default: auto].",
+        show_default=False,
+    ),
+]
+DraftOpt = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option(
+        "--draft",
+        help="A small model with the same vocabulary that drafts tokens for the model to "
+        "verify (alias, path or owner/repo[:QUANT], as for --model).",
+        autocompletion=model_names,
+    ),
+]
+DraftMaxOpt = Annotated[
+    Optional[int],  # noqa: UP045
+    typer.Option(
+        "--draft-max",
+        help="The most tokens the draft model drafts at a time [default: 16].",
         show_default=False,
     ),
 ]

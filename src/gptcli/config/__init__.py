@@ -23,9 +23,12 @@ The config file is TOML at ``<config dir>/config.toml``::
     on_overflow = "truncate"     # error | truncate | summarize (default: error in ask,
                                  # truncate in the chat)
     think = "auto"               # on | off | auto: a reasoning model's thinking switch
-    speculate = "auto"           # auto | ngram | off: draft tokens from n-grams of the text
     prompt_cache = true          # reuse earlier runs' prompt prefixes (--no-cache: not now)
     prompt_cache_size = "2 GiB"  # what the prompt cache may hold on disk
+    speculate = "auto"           # auto | ngram | draft | off: draft tokens from n-grams of the
+                                 # text, or from the draft model
+    draft = "path/to/small.gguf" # a draft model with the model's vocabulary (as for model)
+    draft_max = 16               # the most tokens the draft model drafts at a time
 
     [tools]
     enabled = ["time", "calc"]   # tools offered by default (names as for -T)

@@ -9,7 +9,7 @@ from typing import Any, Literal
 
 DEFAULT_MODEL = "smollm2"
 ThinkMode = Literal["on", "off", "auto"]
-SpeculateMode = Literal["auto", "ngram", "off"]
+SpeculateMode = Literal["auto", "ngram", "draft", "off"]
 
 
 @dataclass(frozen=True)
@@ -28,21 +28,24 @@ class SamplingOptions:
     schema: dict[str, Any] | None = None  # the JSON schema behind `grammar`, for remote servers
     ignore_eos: bool = False  # keep generating past end-of-turn (benchmarks)
     think: ThinkMode = "auto"  # on | off | auto (the model's default): its thinking switch
-    # auto | ngram | off: draft tokens from n-grams of the prompt and answer (engine/speculate.py)
+    # auto | ngram | draft | off: draft tokens from n-grams of the prompt and answer, or
+    # from the draft model (engine/speculate.py)
     speculate: SpeculateMode = "auto"
 
 
 @dataclass(frozen=True)
 class EngineOptions:
     """How the model is loaded: context size, CPU threads, GPU offload, the KV cache's type,
-    and the multimodal projector loaded beside it (else one found beside the model,
-    models/projectors.py)."""
+    the multimodal projector loaded beside it (else one found beside the model,
+    models/projectors.py), and a draft model."""
 
     ctx: int | None = None
     threads: int | None = None
     gpu_layers: int | None = None
     kv_type: str | None = None  # f16 | q8_0 | q4_0 | f32; None: f16
     mmproj: str | None = None
+    draft: str | None = None  # a small model of the same vocabulary to draft tokens, as -m
+    draft_max: int = 16  # the most tokens it drafts at a time (llama.cpp's default)
 
 
 @dataclass(frozen=True)

@@ -145,7 +145,7 @@ _VALIDATORS: dict[str, Validator] = {
     "timeout": _seconds,
     "on_overflow": _choice("error", "truncate", "summarize"),
     "think": _choice("on", "off", "auto"),
-    "speculate": _choice("auto", "ngram", "off"),
+    "speculate": _choice("auto", "ngram", "draft", "off"),
     "model": _text(allow_empty=False),
     "system": _text(allow_empty=True),
     "stop": _stops,
@@ -163,6 +163,8 @@ _VALIDATORS: dict[str, Validator] = {
     "prompt_cache_size": _size,
     "kv_type": _choice("f16", "q8_0", "q4_0", "f32"),
     "mmproj": _text(allow_empty=False),
+    "draft": _text(allow_empty=False),
+    "draft_max": _integer(1, below=129),
 }
 
 

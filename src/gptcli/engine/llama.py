@@ -12,7 +12,6 @@ tokens.
 
 from __future__ import annotations
 
-import ctypes
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,6 +30,7 @@ from gptcli.engine.base import (
     ToolSpec,
 )
 from gptcli.engine.cpuload import CpuSample, busy_elsewhere, default_threads, physical_cores
+from gptcli.engine.draft import DraftModel, DraftOptions, Placement
 from gptcli.engine.grammar import ToolGrammar, tool_grammar
 from gptcli.engine.jobs import SlotBatch, default_parallel, physical_memory
 from gptcli.engine.kvcache import DEFAULT_KV_TYPE, QUANTIZED, cell_bytes, model_shape, shape_of
@@ -76,6 +76,7 @@ class LoadOptions:
     prompt_cache: PromptStore | None = None  # earlier runs' prompts (engine/promptcache.py)
     mmproj: Path | None = None  # a multimodal projector to load beside the model
     mmproj_optional: bool = False  # found, not asked for: one that does not fit is a notice
+    draft: DraftOptions | None = None  # a draft model to speculate with (engine/draft.py)
 
 
 def _chatml(bos: str, eos: str) -> ChatTemplate:
@@ -99,6 +100,7 @@ class LlamaBackend:
         self._ctx: Any = None
         self._scheduler: Scheduler | None = None
         self._projector: Projector | None = None
+        self._draft: DraftModel | None = None
         self._load_model(options, cancel or Cancellation())
         self._busy_elsewhere = busy_elsewhere(loading, CpuSample.take())
         self._create_context(options)
@@ -107,6 +109,8 @@ class LlamaBackend:
         self._prompt_cache = (
             PromptCache(options.prompt_cache, self._prompt_key()) if options.prompt_cache else None
         )
+        if options.draft is not None:
+            self._load_draft(options.draft, cancel or Cancellation())
         self._token_bytes: int | None = None
         self._template = self._load_template()
 
@@ -120,20 +124,7 @@ class LlamaBackend:
         self._gpu_layers = gpu_layers
         mparams.n_gpu_layers = gpu_layers
         mparams.use_extra_bufts = options.extra_buffers
-
-        @lib.llama_progress_callback  # type: ignore[untyped-decorator]
-        def on_progress(progress: float, user_data: ctypes.c_void_p) -> bool:
-            return not cancel.cancelled
-
-        self._on_progress = on_progress  # kept alive as long as llama.cpp may call it
-        mparams.progress_callback = on_progress
-        self._model = lib.llama_model_load_from_file(str(options.path).encode(), mparams)
-        if not self._model:
-            if cancel.cancelled:
-                raise KeyboardInterrupt
-            raise ModelError(
-                f"llama.cpp could not load {options.path} (run with --debug for details)"
-            )
+        self._model = native.load_model(lib, options.path, mparams, cancel)
         self._vocab = lib.llama_model_get_vocab(self._model)
 
     def _create_context(self, options: LoadOptions) -> None:
@@ -168,12 +159,8 @@ class LlamaBackend:
         )
         self._path = options.path
         try:
-            self._scheduler = Scheduler(
-                lib,
-                self._vocab,
-                Layout(1, self._window, grow=True, initial=min(self._window, INITIAL_CONTEXT)),
-                self._new_context,
-            )
+            self._layout = Layout(1, self._window, True, min(self._window, INITIAL_CONTEXT))
+            self._scheduler = Scheduler(lib, self._vocab, self._layout, self._new_context)
         except ModelError:
             self.close()
             raise
@@ -193,6 +180,24 @@ class LlamaBackend:
             self.close()
             raise
         self.scheduler.media = self._projector
+
+    def _load_draft(self, options: DraftOptions, cancel: Cancellation) -> None:
+        """The draft model, placed as the target, with a context beside the scheduler's."""
+        placement = Placement(self._gpu_layers, self._threads, self._flash)
+        try:
+            self._draft = DraftModel(self._lib, options, self._vocab, placement, cancel)
+            self._open_drafts(self.scheduler, self._layout)
+        except BaseException:  # Ctrl-C in the load too: nothing stays loaded
+            self.close()
+            raise
+
+    def _open_drafts(self, scheduler: Scheduler, layout: Layout) -> None:
+        if self._draft is not None:
+
+            def cancelled() -> bool:
+                return scheduler.cancelled
+
+            scheduler.drafts = self._draft.open(layout, cancelled)
 
     def _check_window(self, requested: int, trained: int | None) -> None:
         """Refuse a window whose KV cache no memory here could hold (the context grows
@@ -452,9 +457,15 @@ class LlamaBackend:
         def context(cells: int) -> Any:
             return self.parallel_context(parallel, cells, BATCH_TOKENS)
 
-        scheduler = Scheduler(self._lib, self._vocab, Layout(parallel, cells_each), context)
+        layout = Layout(parallel, cells_each)
+        scheduler = Scheduler(self._lib, self._vocab, layout, context)
         scheduler.draft_cost = self.scheduler.draft_cost
         scheduler.media = self._projector
+        try:
+            self._open_drafts(scheduler, layout)
+        except ModelError:
+            scheduler.close()
+            raise
         return SlotBatch(self.prompt_for, scheduler, parallel, cells_each)
 
     def parallel_context(self, sequences: int, cells_each: int, n_batch: int) -> Any:
@@ -540,6 +551,9 @@ class LlamaBackend:
         if self._scheduler is not None:
             self._scheduler.close()
             self._scheduler = None
+        if self._draft is not None:
+            self._draft.close()
+            self._draft = None
         if self._model:
             self._lib.llama_model_free(self._model)
             self._model = None

@@ -26,6 +26,9 @@ from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+from gptcli.engine.base import Cancellation
+from gptcli.errors import ModelError
+
 PACKAGE = "llama_cpp"
 _log_callback: Any = None
 _log_to_stderr = False
@@ -103,6 +106,23 @@ def mtmd_bindings(debug: bool = False) -> Any:
     mtmd.mtmd_log_set(_log_callback, ctypes.c_void_p(0))
     mtmd.mtmd_helper_log_set(_log_callback, ctypes.c_void_p(0))
     return mtmd
+
+
+def load_model(lib: Any, path: Path, mparams: Any, cancel: Cancellation) -> Any:
+    """The weights of ``path``, loaded with ``mparams``; Ctrl-C during the load stops
+    llama.cpp's loader (KeyboardInterrupt), a file it refuses is a ModelError."""
+
+    @lib.llama_progress_callback  # type: ignore[untyped-decorator]
+    def on_progress(progress: float, user_data: ctypes.c_void_p) -> bool:
+        return not cancel.cancelled
+
+    mparams.progress_callback = on_progress  # alive as long as llama.cpp may call it
+    model = lib.llama_model_load_from_file(str(path).encode(), mparams)
+    if not model:
+        if cancel.cancelled:
+            raise KeyboardInterrupt
+        raise ModelError(f"llama.cpp could not load {path} (run with --debug for details)")
+    return model
 
 
 @contextmanager

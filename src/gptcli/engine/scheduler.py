@@ -4,7 +4,8 @@ The way llama-server serves everything from slots: a chat is a slot whose cells
 stay between turns, `ask` is one slot, `batch` and notes on a long document are
 many. Each step samples every answer that has logits, builds one batch (the
 next token of each answer, then prompt chunks of the slots that have a new
-request) and calls ``llama_decode`` once; this is the only module that does.
+request) and calls ``llama_decode`` once; this is the only module that does,
+but for a draft model's own context (engine/draft.py, asked for drafts here).
 
 Decoding is pipelined where it pays: llama.cpp on a GPU computes asynchronously
 until the logits are read, so with one slot the host turns token t into text,
@@ -43,7 +44,7 @@ from gptcli.engine.slots import (
     round_up_cells,
     token_piece,
 )
-from gptcli.engine.speculate import CPU_COST, NgramDrafter, drafts_at_all
+from gptcli.engine.speculate import CPU_COST, DraftSource, check_mode, new_drafter
 from gptcli.errors import GptcliError
 
 BATCH_TOKENS = 512  # tokens per llama_decode call: answers' next tokens plus prompt chunks
@@ -75,6 +76,7 @@ class Scheduler:
         self._aborting = False
         self.draft_cost = CPU_COST  # what a drafted token adds to a step (speculate.py)
         self.media: Projector | None = None  # the embeddings of prompts' images and sounds
+        self.drafts: DraftSource | None = None  # a draft model's context beside this (draft.py)
 
         @lib.ggml_abort_callback  # type: ignore[untyped-decorator]
         def on_abort(user_data: ctypes.c_void_p) -> bool:
@@ -145,20 +147,26 @@ class Scheduler:
         grammar: ToolGrammar | None = None,
     ) -> Request:
         """A request for ``prompt``, with its sampler chain (seeded, constrained by ``grammar``
-        or the options' grammar). Raises GptcliError for a grammar llama.cpp refuses."""
+        or the options' grammar). Raises GptcliError for a grammar llama.cpp refuses, or
+        ``--speculate draft`` without a draft model."""
+        check_mode(options.speculate, self.drafts)
         seed = options.seed if options.seed is not None else new_seed()
         sampler = build_sampler(self._lib, self._vocab, options, seed, grammar)
         self._submitted += 1
-        request = Request(prompt, options, sampler, seed, special, order=self._submitted)
-        if drafts_at_all(options.speculate, self.draft_cost):
-            request.drafter = NgramDrafter(prompt, options.speculate)
-        return request
+        return Request(prompt, options, sampler, seed, special, order=self._submitted)
 
     def submit(self, slot: int, request: Request) -> None:
         """Give ``request`` to ``slot``, which must be free; it starts in the next step."""
         assert self._slots[slot].request is None
         request.slot = slot
         self._slots[slot].request = request
+        mode = request.options.speculate
+        request.drafter = new_drafter(mode, request.prompt, self.draft_cost, self.drafts, slot)
+
+    @property
+    def cancelled(self) -> bool:
+        """Whether the answers being decoded were interrupted (asked by the draft model)."""
+        return self._cancel.cancelled
 
     def answer(self, request: Request, cancel: Cancellation) -> Iterator[Event]:
         """``request`` in slot 0, the only one: its text, then Finished."""
@@ -224,7 +232,7 @@ class Scheduler:
                 continue
             self._sample_request(slot, request)
             if request.eog and not request.shown:
-                self._end(slot, "stop")
+                slot.end("stop")
             shown.append(request)
         return shown
 
@@ -449,18 +457,10 @@ class Scheduler:
 
     # -- ending ------------------------------------------------------------
 
-    def _end(self, slot: Slot, reason: FinishReason) -> None:
-        request = slot.request
-        assert request is not None
-        request.reason = reason
-        request.pending = -1
-        request.sampler.free()
-        slot.request = None
-
     def _finish(self, slot: Slot, reason: FinishReason) -> Iterator[tuple[Request, str | None]]:
         request = slot.request
         assert request is not None
-        self._end(slot, reason)
+        slot.end(reason)
         if reason != "stop":  # text held back for a stop string that never came
             tail = request.answer.flush()
             if tail:
@@ -515,6 +515,9 @@ class Scheduler:
 
     def close(self) -> None:
         lib = self._lib
+        if self.drafts is not None:
+            self.drafts.close()
+            self.drafts = None
         if self._batch is not None:
             lib.llama_batch_free(self._batch)
             self._batch = None

@@ -20,7 +20,7 @@ from typing import Any
 from gptcli.config import SamplingOptions
 from gptcli.engine.base import AnswerClock, Finished, FinishReason, Usage
 from gptcli.engine.sampler import Sampler
-from gptcli.engine.speculate import NgramDrafter
+from gptcli.engine.speculate import Drafter
 from gptcli.engine.textstream import AnswerText
 
 # A stream copy moves a whole KV stream (the bundled model: 22.5 KiB a cell, 23 MiB for
@@ -88,7 +88,7 @@ class Request:
     slot: int = -1
     pending: int = -1  # a sampled token to evaluate in the next batch
     drafts: list[int] = field(default_factory=list)  # guessed to follow it, in that batch
-    drafter: NgramDrafter | None = None
+    drafter: Drafter | None = None
     shown: list[int] = field(default_factory=list)  # the tokens sampled last, text to work out
     output: int = -2  # the pending token's logits' index in the batch being decoded; -2: none
     produced: int = 0
@@ -148,6 +148,15 @@ class Slot:
     seq: int
     cells: list[int] = field(default_factory=list)
     request: Request | None = None
+
+    def end(self, reason: FinishReason) -> None:
+        """End the request in this slot (its sampler freed); the slot is free again."""
+        request = self.request
+        assert request is not None
+        request.reason = reason
+        request.pending = -1
+        request.sampler.free()
+        self.request = None
 
 
 @dataclass(frozen=True)

@@ -21,11 +21,20 @@ expected tokens per unit of time, or nothing.
 acceptance rate as if drafts cost ``NGRAM_COST``. Neither times anything, so the
 drafts, like the text, depend only on the text: a seed gives the same answer in
 every run.
+
+A draft model (``--draft``, engine/draft.py) is the other kind of :class:`Drafter`:
+a small model with the target's vocabulary proposes its greedy continuation. Naming
+one is asking for it, so ``auto`` drafts with it wherever one is given (``draft``
+insists on it), the length adapting to the acceptance rate as ``ngram``'s does.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from typing import Protocol
+
 from gptcli.config import SpeculateMode
+from gptcli.errors import UsageError
 
 NGRAM_MIN = 2  # the shortest run of tokens looked up (shorter: too many false matches)
 NGRAM_MAX = 4
@@ -51,7 +60,7 @@ def best_length(acceptance: float, cost: float, limit: int) -> int:
     a = min(acceptance, 0.999)
     best, best_gain = 0, PAYS
     expected, power = 1.0, 1.0
-    for k in range(1, min(limit, DRAFT_MAX) + 1):
+    for k in range(1, limit + 1):
         power *= a
         expected += power
         gain = expected / (1.0 + cost * k)
@@ -60,26 +69,88 @@ def best_length(acceptance: float, cost: float, limit: int) -> int:
     return best
 
 
+class Drafter(Protocol):
+    """One answer's source of draft tokens, told every token the answer keeps."""
+
+    drafted: int
+    accepted: int
+
+    def push(self, token: int) -> None:
+        """A token of the answer, sampled (a draft kept counts as sampled)."""
+
+    def draft(self, limit: int, cost: float) -> list[int]:
+        """The tokens to verify after the last one pushed, at most ``limit``."""
+        ...
+
+    def verified(self, drafted: int, accepted: int) -> None:
+        """``accepted`` of ``drafted`` tokens were kept (they were pushed as sampled)."""
+
+
+class DraftSource(Protocol):
+    """A draft model's context beside a scheduler's: a drafter for the answer in a slot."""
+
+    def drafter(self, seq: int, prompt: Sequence[int]) -> Drafter: ...
+
+    def close(self) -> None: ...
+
+
+def check_mode(mode: SpeculateMode, source: DraftSource | None) -> None:
+    """Refuse ``--speculate draft`` where no draft model was loaded."""
+    if mode == "draft" and source is None:
+        raise UsageError("--speculate draft needs a draft model (--draft MODEL)")
+
+
+def new_drafter(
+    mode: SpeculateMode, prompt: list[int], cost: float, source: DraftSource | None, seq: int
+) -> Drafter | None:
+    """The drafter of an answer in sequence ``seq`` (None: it drafts nothing)."""
+    check_mode(mode, source)
+    if source is not None and mode in ("auto", "draft"):
+        return source.drafter(seq, prompt)
+    if drafts_at_all(mode, cost):
+        return NgramDrafter(prompt, mode)
+    return None
+
+
 def drafts_at_all(mode: SpeculateMode, cost: float) -> bool:
     """Whether an answer in ``mode`` could ever draft where a drafted token costs ``cost``:
     ``auto`` where even drafts that always come true would not pay keeps no n-gram index."""
-    if mode == "off":
+    if mode in ("off", "draft"):
         return False
     return mode == "ngram" or best_length(1.0, cost, DRAFT_MAX) > 0
 
 
-class NgramDrafter:
+class Acceptance:
+    """How often an answer's drafts come true: the counts, and a running estimate."""
+
+    def __init__(self) -> None:
+        self.acceptance = PRIOR_ACCEPTANCE
+        self.drafted = 0
+        self.accepted = 0
+
+    def _learn(self, hit: bool) -> None:
+        self.acceptance += ACCEPTANCE_WEIGHT * (float(hit) - self.acceptance)
+
+    def verified(self, drafted: int, accepted: int) -> None:
+        """``accepted`` of ``drafted`` tokens were kept (they were pushed as sampled)."""
+        self.drafted += drafted
+        self.accepted += accepted
+        for _ in range(accepted):
+            self._learn(True)
+        if accepted < drafted:
+            self._learn(False)
+
+
+class NgramDrafter(Acceptance):
     """One answer's drafts: the continuation of the latest earlier occurrence of its last
     ``NGRAM_MAX`` down to ``NGRAM_MIN`` tokens, and how often such drafts come true."""
 
     def __init__(self, prompt: list[int], mode: SpeculateMode) -> None:
+        super().__init__()
         self._tokens: list[int] = []
         self._index: dict[tuple[int, ...], int] = {}  # n tokens -> where what followed starts
         self._mode = mode
         self._shadow: list[int] = []  # a draft not sent, checked against the tokens to come
-        self.acceptance = PRIOR_ACCEPTANCE
-        self.drafted = 0
-        self.accepted = 0
         for token in prompt:
             self._append(token)
 
@@ -101,9 +172,6 @@ class NgramDrafter:
             else:
                 shadow.clear()
         self._append(token)
-
-    def _learn(self, hit: bool) -> None:
-        self.acceptance += ACCEPTANCE_WEIGHT * (float(hit) - self.acceptance)
 
     def _lookup(self, limit: int) -> list[int]:
         tokens = self._tokens
@@ -132,12 +200,3 @@ class NgramDrafter:
             return []
         self._shadow = []
         return proposal[:length]
-
-    def verified(self, drafted: int, accepted: int) -> None:
-        """``accepted`` of ``drafted`` tokens were kept (they were pushed as sampled)."""
-        self.drafted += drafted
-        self.accepted += accepted
-        for _ in range(accepted):
-            self._learn(True)
-        if accepted < drafted:
-            self._learn(False)

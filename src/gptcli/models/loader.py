@@ -10,11 +10,12 @@ from typing import TYPE_CHECKING
 
 from gptcli.config import DEFAULT_MODEL, Settings, where_model_is_set
 from gptcli.engine.base import Backend, Cancellation
-from gptcli.errors import ModelError
+from gptcli.errors import ModelError, UsageError
 from gptcli.models.names import PullReport
 from gptcli.paths import AppPaths
 
 if TYPE_CHECKING:
+    from gptcli.engine.draft import DraftOptions
     from gptcli.store.promptcache import PromptCacheDir
 
 
@@ -56,7 +57,6 @@ def _open_remote(settings: Settings) -> Backend:
     (llama-server's per-slot context, vLLM's ``max_model_len``), else the backend's fallback.
     """
     from gptcli.engine.openai import OpenAIBackend, RemoteOptions
-    from gptcli.errors import UsageError
 
     if not settings.base_url:
         raise UsageError("the openai backend needs --base-url (or base_url in a profile)")
@@ -98,6 +98,8 @@ def _open_local(
     from gptcli.models.projectors import model_projector
     from gptcli.models.resolve import resolve_model
 
+    if settings.sampling.speculate == "draft" and not settings.engine.draft:
+        raise UsageError("--speculate draft needs a draft model (--draft MODEL)")
     try:
         path = resolve_model(settings.model, paths, report=report)
         info = read_model_file(path)  # validated before any native code reads it
@@ -106,11 +108,11 @@ def _open_local(
         if origin is None:
             raise
         raise ModelError(f"{exc.message} ({origin})") from None
-    verdict = decide_extra_buffers(
-        path, info.quantization, paths.cache_dir, os.environ if environ is None else environ
-    )
+    environ = os.environ if environ is None else environ
+    verdict = decide_extra_buffers(path, info.quantization, paths.cache_dir, environ)
     engine = settings.engine
     projector = model_projector(path, engine.mmproj, paths.data_dir)
+    draft = _draft_options(settings, paths, environ) if engine.draft else None
     backend = LlamaBackend(
         LoadOptions(
             path=path,
@@ -123,6 +125,7 @@ def _open_local(
             prompt_cache=_prompt_store(settings, paths, path, info.name),
             mmproj=projector.path if projector is not None else None,
             mmproj_optional=projector is not None and not projector.asked,
+            draft=draft,
         ),
         cancel,
         info,
@@ -145,3 +148,22 @@ def _prompt_store(
     except OSError:
         return None
     return PromptCacheDir(paths.cache_dir / "prompts", settings.prompt_cache_size, digest, name)
+
+
+def _draft_options(settings: Settings, paths: AppPaths, environ: Mapping[str, str]) -> DraftOptions:
+    """The draft model named by ``--draft`` (or ``draft``), resolved and validated as the
+    model is, before native code reads it."""
+    from gptcli.engine.cpuprobe import decide_extra_buffers
+    from gptcli.engine.draft import DraftOptions
+    from gptcli.engine.modelfile import read_model_file
+    from gptcli.models.resolve import resolve_model
+
+    engine = settings.engine
+    assert engine.draft is not None
+    try:
+        path = resolve_model(engine.draft, paths)
+        info = read_model_file(path)
+    except ModelError as exc:
+        raise ModelError(f"the draft model: {exc.message}") from None
+    verdict = decide_extra_buffers(path, info.quantization, paths.cache_dir, environ)
+    return DraftOptions(path, engine.draft_max, verdict.extra_buffers)
