@@ -18,6 +18,12 @@ from tests.timing import patience
 
 SCRIPT_DIR = Path(sys.executable).parent
 
+# The suite runs in several worker processes (pytest-xdist) that share the cores. llama.cpp's
+# threads spin-wait for each other at every step, so two-thread decoding beside another busy
+# process slows many times over: under workers, each model gets one thread (the text is the
+# same at any thread count). None: the product's own choice.
+WORKER_THREADS = 1 if os.environ.get("PYTEST_XDIST_WORKER") else None
+
 
 def pytest_configure(config: pytest.Config) -> None:
     """The tests send Ctrl-C, hang-ups and quits as a terminal does: their targets must not
@@ -103,6 +109,8 @@ def clean_env(home: Path) -> dict[str, str]:
         if not k.startswith("GPTCLI_") and k not in ("NO_COLOR", "FORCE_COLOR")
     }
     env["GPTCLI_HOME"] = str(home)
+    if WORKER_THREADS is not None:
+        env["GPTCLI_THREADS"] = str(WORKER_THREADS)
     env["PYTHONUNBUFFERED"] = "1"
     return env
 
@@ -147,6 +155,6 @@ def llama_backend(bundled_model: Path) -> Iterator[Any]:
     start new conversations, which keep only the prefix they share with the cache."""
     from gptcli.engine.llama import LlamaBackend, LoadOptions
 
-    loaded = LlamaBackend(LoadOptions(bundled_model, extra_buffers=False))
+    loaded = LlamaBackend(LoadOptions(bundled_model, threads=WORKER_THREADS, extra_buffers=False))
     yield loaded
     loaded.close()

@@ -32,6 +32,19 @@ def test_flags_beat_environment_beat_file() -> None:
     assert resolve_settings(file, {}, {}).model == "file.gguf"
 
 
+def test_threads_from_the_environment_sit_between_the_file_and_the_flags() -> None:
+    from gptcli.config import env_overrides
+
+    env = env_overrides({"GPTCLI_THREADS": " 1 ", "GPTCLI_MODEL": ""})
+    assert env == {"threads": 1}
+    assert resolve_settings({"threads": 4}, env, {}).engine.threads == 1
+    assert resolve_settings({"threads": 4}, env, {"threads": 2}).engine.threads == 2
+    with pytest.raises(ConfigError, match=r"^GPTCLI_THREADS must be an integer$"):
+        resolve_settings({}, env_overrides({"GPTCLI_THREADS": "many"}), {})
+    with pytest.raises(ConfigError, match=r"^GPTCLI_THREADS must be >= 1$"):
+        resolve_settings({}, env_overrides({"GPTCLI_THREADS": "0"}), {})
+
+
 def test_invalid_flag_values_are_named() -> None:
     with pytest.raises(ConfigError, match="--min-p must be between 0 and 1"):
         resolve_settings({}, {}, {"min_p": 2.0})

@@ -21,11 +21,11 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import Gptcli, gptcli_executable
+from tests.conftest import WORKER_THREADS, Gptcli, gptcli_executable
 from tests.terminal import Terminal
 
 GOLDEN = Path(__file__).with_name("golden_outputs.json")
-COMMON = ["--threads", "2", "--plain", "-q"]
+COMMON = ["--threads", str(WORKER_THREADS or 2), "--plain", "-q"]
 CLI_CASES: list[list[str]] = [
     ["-t", "0", "-n", "24", "Name the capital city of France."],
     ["--seed", "7", "-t", "0.8", "-n", "48", "Tell me a short story about a fox."],
@@ -56,7 +56,7 @@ def converse(model: Path) -> list[str]:
     from gptcli.engine.base import Cancellation, TextDelta
     from gptcli.engine.llama import LlamaBackend, LoadOptions
 
-    backend = LlamaBackend(LoadOptions(model, threads=2, extra_buffers=False))
+    backend = LlamaBackend(LoadOptions(model, threads=WORKER_THREADS or 2, extra_buffers=False))
     try:
         conversation = Conversation(system="You are a helpful assistant.")
         answers = []
@@ -206,7 +206,9 @@ def test_a_growing_context_answers_as_a_full_size_one(
     ]
 
     def converse() -> tuple[list[str], list[tuple[int, int, int]]]:
-        backend = llama.LlamaBackend(llama.LoadOptions(bundled_model, extra_buffers=False))
+        backend = llama.LlamaBackend(
+            llama.LoadOptions(bundled_model, threads=WORKER_THREADS, extra_buffers=False)
+        )
         conversation, answers, sizes = Conversation(), [], []
         try:
             for text, temperature, limit in turns:

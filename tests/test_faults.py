@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from gptcli.store.index import INDEX_FILE
-from tests.conftest import Gptcli, gptcli_executable
+from tests.conftest import WORKER_THREADS, Gptcli, gptcli_executable
 from tests.depth import rounds
 from tests.fakeserver import FakeServer, Script
 from tests.terminal import Terminal
@@ -84,7 +84,9 @@ def test_interrupted_model_load_raises_keyboard_interrupt(bundled_model: Path) -
     cancel = Cancellation()
     cancel.cancel()
     with pytest.raises(KeyboardInterrupt):
-        LlamaBackend(LoadOptions(bundled_model, extra_buffers=False), cancel)
+        LlamaBackend(
+            LoadOptions(bundled_model, threads=WORKER_THREADS, extra_buffers=False), cancel
+        )
 
 
 def test_terminal_resized_while_an_answer_streams(gptcli: Gptcli) -> None:
@@ -130,7 +132,7 @@ def test_engine_failure_mid_answer_leaves_a_sound_engine(bundled_model: Path) ->
     from gptcli.errors import GptcliError
 
     options = SamplingOptions(temperature=0, max_tokens=24)
-    backend = LlamaBackend(LoadOptions(bundled_model, extra_buffers=False))
+    backend = LlamaBackend(LoadOptions(bundled_model, threads=WORKER_THREADS, extra_buffers=False))
     conversation = Conversation()
     working = backend.scheduler._llama_decode  # how each step is decoded
     calls = 0
@@ -156,7 +158,7 @@ def test_engine_failure_mid_answer_leaves_a_sound_engine(bundled_model: Path) ->
         pass
     backend.close()
 
-    fresh = LlamaBackend(LoadOptions(bundled_model, extra_buffers=False))
+    fresh = LlamaBackend(LoadOptions(bundled_model, threads=WORKER_THREADS, extra_buffers=False))
     replay = Conversation(messages=conversation.messages[:-1])
     again = Reply()
     for _ in replay.regenerate(fresh, options, Cancellation(), again):

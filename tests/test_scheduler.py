@@ -12,6 +12,7 @@ from gptcli.config import SamplingOptions
 from gptcli.engine.base import BatchJob, Cancellation, Message, TextDelta
 from gptcli.engine.scheduler import BATCH_TOKENS, Scheduler
 from gptcli.engine.slots import SHARED_PREFIX_MIN, Layout, Request
+from tests.conftest import WORKER_THREADS
 
 pytestmark = pytest.mark.slow
 GREEDY = SamplingOptions(temperature=0, max_tokens=16)
@@ -25,7 +26,9 @@ SYSTEM = (
 def backend(bundled_model: Path) -> Iterator[Any]:
     from gptcli.engine.llama import LlamaBackend, LoadOptions
 
-    loaded = LlamaBackend(LoadOptions(bundled_model, threads=2, extra_buffers=False))
+    loaded = LlamaBackend(
+        LoadOptions(bundled_model, threads=WORKER_THREADS or 2, extra_buffers=False)
+    )
     yield loaded
     loaded.close()
 

@@ -12,6 +12,7 @@ from gptcli.conversation.chat import Conversation, Reply
 from gptcli.engine.base import Cancellation, Message
 from gptcli.engine.llama import LlamaBackend, LoadOptions
 from gptcli.store.snapshot import MAGIC, load_snapshot, save_snapshot
+from tests.conftest import WORKER_THREADS
 
 pytestmark = pytest.mark.slow
 GREEDY = SamplingOptions(temperature=0, max_tokens=30)
@@ -19,7 +20,7 @@ GREEDY = SamplingOptions(temperature=0, max_tokens=30)
 
 def engine(model: Path, ctx: int = 2048) -> LlamaBackend:
     # The portable CPU path: these tests are about state, not kernels.
-    return LlamaBackend(LoadOptions(model, ctx=ctx, extra_buffers=False))
+    return LlamaBackend(LoadOptions(model, ctx=ctx, threads=WORKER_THREADS, extra_buffers=False))
 
 
 def answer(backend: LlamaBackend, conversation: Conversation, text: str) -> Reply:

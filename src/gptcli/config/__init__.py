@@ -108,8 +108,15 @@ __all__ = [
 
 
 def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
-    model = environ.get("GPTCLI_MODEL")
-    return {"model": model} if model else {}
+    """The environment's layer: ``GPTCLI_MODEL`` and ``GPTCLI_THREADS`` (a machine shared
+    with other work, or a test suite running several at once, sets the CPU threads for
+    every command without a config file)."""
+    values: dict[str, Any] = {}
+    if model := environ.get("GPTCLI_MODEL"):
+        values["model"] = model
+    if threads := environ.get("GPTCLI_THREADS", "").strip():
+        values["threads"] = int(threads) if threads.isdigit() else threads
+    return values
 
 
 def resolve_settings(
@@ -145,7 +152,13 @@ def resolve_settings(
             try:
                 merged[key] = check_value(key, value)
             except ValueError as exc:
-                label = f"--{key.replace('_', '-')}" if not origin else f"{origin} {key}"
+                label = (
+                    f"--{key.replace('_', '-')}"
+                    if not origin
+                    else f"GPTCLI_{key.upper()}"
+                    if origin == "environment"
+                    else f"{origin} {key}"
+                )
                 raise ConfigError(f"{label} {exc}") from exc
             if key == "model":
                 model_from = origin or "flag"

@@ -146,7 +146,8 @@ class LlamaBackend:
         if options.debug and not options.threads:
             busy = self._busy_elsewhere
             seen = "unknown" if busy is None else f"{busy:.1f}"
-            self._notices.append(f"{self._threads} threads (cores busy elsewhere: {seen})")
+            count = f"{self._threads} thread{'s' if self._threads != 1 else ''}"
+            self._notices.append(f"{count} (cores busy elsewhere: {seen})")
         # Flash attention decodes ~28% slower on CPU at 1k context; let GPU builds choose.
         # llama.cpp keeps a quantized V cache only with it.
         on_gpu = self._gpu_layers > 0 and lib.llama_supports_gpu_offload()
