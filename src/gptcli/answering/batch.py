@@ -13,7 +13,7 @@ from dataclasses import dataclass, replace
 from itertools import chain, islice
 from typing import Any, Protocol
 
-from gptcli.answering.attaching import check_media
+from gptcli.answering.attaching import check_media, for_model
 from gptcli.answering.environment import Environment
 from gptcli.answering.inputs import compose_prompt
 from gptcli.answering.settings import build_settings, constrained
@@ -172,6 +172,8 @@ class _Jobs:
 
         attached = [read_attachment(source, self._note) for source in item.attachments]
         if self.backend is not None:
+            mode = item.pdf_pages or self.plan.settings.pdf_pages
+            attached = for_model(attached, self.backend, mode, self._note)
             for each in attached:
                 check_media(each, self.backend)
         head = "\n\n".join(a.block() for a in attached)

@@ -163,6 +163,7 @@ _VALIDATORS: dict[str, Validator] = {
     "prompt_cache_size": _size,
     "kv_type": _choice("f16", "q8_0", "q4_0", "f32"),
     "mmproj": _text(allow_empty=False),
+    "pdf_pages": _choice("auto", "text", "images", "both"),
 }
 
 
