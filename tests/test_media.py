@@ -196,3 +196,47 @@ def test_a_server_gets_content_parts_and_its_refusal_is_one_line(
     # Without media the same answer is the server's error, reported as before (exit 6).
     assert plain.returncode == 6 and "takes no images" not in plain.stderr
     assert isinstance(server.script.bodies[-1]["messages"][-1]["content"], str)
+
+
+def test_chat_attaches_an_image_and_resumes_it_from_the_snapshot(
+    gptcli: Gptcli, media: dict[str, Path]
+) -> None:
+    """In a real terminal: /attach an image, ask, /show says what the model takes; the
+    session resumed in a new chat restores the turn's cells, image included."""
+    import re
+
+    from tests.test_repl import start
+
+    args = ("--mmproj", str(media["mmproj"]), *FAST, "--resume", "pic")
+    term = start(gptcli, *args, cols=200)
+    try:
+        term.type_line("/show")
+        term.wait_text("vision, 16 tokens per image")
+        term.type_line(f"/attach {media['red']}")
+        term.wait_text("(attached red.png: image, ")
+        term.type_line("What is it?")
+        term.wait_prompt(4)
+        term.type_line("/stats")
+        first = term.wait_for(lambda s: "reused from cache" in s)
+        evaluated = int(re.findall(r"\((\d+) prompt tokens evaluated", first)[-1])
+        assert evaluated > 16  # the image's tokens and the text around them
+        term.ctrl("d")
+        assert term.wait_exit() == 0
+    finally:
+        term.close()
+    term = start(gptcli, *args, cols=200)
+    try:
+        restored = term.wait_text("tokens need no processing)")
+        assert int(re.findall(r"restored the saved state: (\d+) tokens", restored)[-1]) > evaluated
+        term.type_line("And now?")
+        term.wait_prompt(2)
+        term.type_line("/stats")
+        second = term.wait_for(lambda s: s.count("reused from cache") >= 1)
+        assert int(re.findall(r"(\d+) reused from cache", second)[-1]) > evaluated
+        term.ctrl("d")
+        assert term.wait_exit() == 0
+    finally:
+        term.close()
+    saved = json.loads((gptcli.home / "data" / "sessions" / "pic.json").read_text())
+    users = [m for m in saved["messages"] if m["role"] == "user"]
+    assert [a["name"] for a in users[0]["attachments"]] == ["red.png"]

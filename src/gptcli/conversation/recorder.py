@@ -133,19 +133,25 @@ def last_attachments(session: Session, blobs: BlobStore) -> tuple[Attached, ...]
 
 
 def _attached_of(record: dict[str, Any], blobs: BlobStore) -> Attached | None:
+    name, kind = str(record["name"]), str(record["kind"])
+    if kind in MEDIA_KINDS:  # its bytes are the image or sound; its text a marker for them
+        data = blobs.get(str(record["sha256"]))
+        if data is None:
+            return None
+        item = MediaItem(kind, str(record.get("format", "")), name, data)  # type: ignore[arg-type]
+        return Attached(item.kind, name, media_marker(item), data, format=item.format)
     digest, original_digest = str(record.get("text_sha256") or record["sha256"]), record["sha256"]
     text = blobs.get(digest)
     original = blobs.get(str(original_digest)) if original_digest != digest else None
     if text is None or (original is None and original_digest != digest):
         return None
-    kind = _KINDS.get(str(record["kind"]), "text")
     images: list[str] = []
     decoded = _with_media(text.decode("utf-8", "surrogatepass"), record, blobs, images)
     if images:
         return None
     media = record.get("media") or ()
     pages = tuple(m["page"] if isinstance(m.get("page"), int) else 0 for m in media)
-    return Attached(kind, str(record["name"]), decoded, original, page_images=pages)
+    return Attached(_KINDS.get(kind, "text"), name, decoded, original, page_images=pages)
 
 
 def attachment_record(attached: Attached) -> dict[str, Any]:
