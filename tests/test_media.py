@@ -240,3 +240,27 @@ def test_chat_attaches_an_image_and_resumes_it_from_the_snapshot(
     saved = json.loads((gptcli.home / "data" / "sessions" / "pic.json").read_text())
     users = [m for m in saved["messages"] if m["role"] == "user"]
     assert [a["name"] for a in users[0]["attachments"]] == ["red.png"]
+
+
+def test_batch_records_each_items_attachments_with_their_encode_time(
+    gptcli: Gptcli, media: dict[str, Path], tmp_path: Path
+) -> None:
+    from tests.test_attachments import make_pdf
+
+    pdf = str(make_pdf(tmp_path / "report.pdf", ["Intro.", ""]))
+    items = [
+        {"id": "img", "prompt": "What is it?", "attachments": [str(media["red"])]},
+        {"id": "pages", "prompt": "Page 2?", "attachments": [pdf], "pdf_pages": "images"},
+        {"id": "text", "prompt": "Page 2?", "attachments": [pdf], "pdf_pages": "text"},
+    ]
+    lines = "".join(json.dumps(item) + "\n" for item in items)
+    args = ("--ordered", "--mmproj", str(media["mmproj"]), *FAST)
+    done = gptcli("batch", *args, input=lines, timeout=300)
+    assert done.returncode == 0, done.stderr
+    records = {r["id"]: r["attachments"] for r in map(json.loads, done.stdout.splitlines())}
+    (image,) = records["img"]
+    assert image["kind"] == "image" and image["tokens"] >= 16 and image["encode_s"] >= 0
+    (pages,) = records["pages"]
+    assert pages["page_images"] == [1, 2] and pages["encode_s"] >= 0 and pages["tokens"] >= 32
+    (text,) = records["text"]
+    assert text["kind"] == "pdf" and "encode_s" not in text and text["tokens"] < pages["tokens"]
