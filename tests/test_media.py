@@ -264,3 +264,45 @@ def test_batch_records_each_items_attachments_with_their_encode_time(
     assert pages["page_images"] == [1, 2] and pages["encode_s"] >= 0 and pages["tokens"] >= 32
     (text,) = records["text"]
     assert text["kind"] == "pdf" and "encode_s" not in text and text["tokens"] < pages["tokens"]
+
+
+@pytest.fixture(scope="module")
+def sound(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """An audio projector (whisper-style, ``qwen2a``) and one second of a 440 Hz sine."""
+    import wave
+
+    import numpy as np
+
+    from tests.mmproj import write_audio_projector
+
+    root = tmp_path_factory.mktemp("sound")
+    rate = 16000
+    samples = np.sin(2 * np.pi * 440 * np.arange(rate) / rate) * 0.3 * 32767
+    with wave.open(str(root / "tone.wav"), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(samples.astype(np.int16).tobytes())
+    return {"mmproj": write_audio_projector(root / "mmproj-audio.gguf"), "tone": root / "tone.wav"}
+
+
+def test_a_sound_is_encoded_and_its_tokens_counted(
+    gptcli: Gptcli, sound: dict[str, Path], tmp_path: Path
+) -> None:
+    """The first audio projector run here: mtmd computes the mel filters and pads a sound
+    to whisper's 30 s window, 1,500 positions pooled to 750 tokens."""
+    from tests.test_attachments import make_pdf
+
+    mmproj = str(sound["mmproj"])
+    done = gptcli(
+        "ask", *FAST, "-n", "1", "--json", "--mmproj", mmproj, "-a", str(sound["tone"]), "Hi"
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    (attached,) = result["attachments"]
+    assert attached["kind"] == "audio" and attached["encode_s"] >= 0
+    assert attached["tokens"] >= 750 and result["usage"]["prompt_tokens"] > attached["tokens"]
+    # The projector takes no images: a PDF's pages cannot be shown to it.
+    pdf = str(make_pdf(tmp_path / "p.pdf", ["Intro."]))
+    refused = gptcli("ask", *FAST, "--mmproj", mmproj, "--pdf-pages", "images", "-a", pdf, "Hi")
+    assert refused.returncode == 2 and "projector takes no images" in refused.stderr

@@ -112,8 +112,9 @@ def for_model(
         if item.kind == "pdf" and item.pages:
             mode = pdf_pages
             if mode in ("images", "both") and not sees:
+                why = MEDIA_HINT if facts is None else "this model's projector takes no images"
                 raise AttachmentError(
-                    f"{item.name}: --pdf-pages {mode} shows its pages as images; {MEDIA_HINT}"
+                    f"{item.name}: --pdf-pages {mode} shows its pages as images; {why}"
                 )
             if mode == "auto" and not (sees and facts is not None and facts.known):
                 mode = "text"

@@ -58,6 +58,7 @@ _WIDTH = {
     "pixtral": ("mm.2.weight", 1),
     "ultravox": ("mm.2.weight", 1),
     "voxtral": ("mm.2.weight", 1),
+    "qwen2a": ("mm.a.fc.weight", 1),
     "lfm2": ("mm.2.weight", 1),
     "kimivl": ("mm.2.weight", 1),
     "gemma3": ("mm.input_projection.weight", 0),
