@@ -8,11 +8,12 @@ from pathlib import Path
 
 import pytest
 
-from gptcli.answering.attaching import dropped_path
+from gptcli.answering.attaching import dropped_path, for_model
 from gptcli.attachments.attached import AttachmentError
 from gptcli.attachments.kinds import sniff
 from gptcli.attachments.limits import Limits
 from gptcli.attachments.read import read_attachment
+from tests.fakes import ScriptedBackend
 
 notes: list[str] = []
 
@@ -241,9 +242,10 @@ def test_pdf_refusals_are_one_line(tmp_path: Path) -> None:
     locked = make_pdf(tmp_path / "locked.pdf", ["secret"], encrypt="pw")
     with pytest.raises(AttachmentError, match=r"locked.pdf is an encrypted PDF"):
         read(locked)
-    scanned = make_pdf(tmp_path / "scan.pdf", ["", ""])
-    with pytest.raises(AttachmentError, match=r"no text layer .*none of its 2 pages"):
-        read(scanned)
+    scanned = read(make_pdf(tmp_path / "scan.pdf", ["", ""]))
+    # Read, for a model that may see its pages; refused for one shown none of them.
+    with pytest.raises(AttachmentError, match=r"no text layer .*none of its 2 pages.*--mmproj"):
+        for_model([scanned], ScriptedBackend([]), "auto", notes.append)  # type: ignore[list-item]
     good = make_pdf(tmp_path / "good.pdf", ["text"]).read_bytes()
     (tmp_path / "cut.pdf").write_bytes(good[: len(good) // 3])
     (tmp_path / "junk.pdf").write_bytes(b"%PDF-1.4\n" + b"\x13garbage" * 50)

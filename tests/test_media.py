@@ -196,3 +196,113 @@ def test_a_server_gets_content_parts_and_its_refusal_is_one_line(
     # Without media the same answer is the server's error, reported as before (exit 6).
     assert plain.returncode == 6 and "takes no images" not in plain.stderr
     assert isinstance(server.script.bodies[-1]["messages"][-1]["content"], str)
+
+
+def test_chat_attaches_an_image_and_resumes_it_from_the_snapshot(
+    gptcli: Gptcli, media: dict[str, Path]
+) -> None:
+    """In a real terminal: /attach an image, ask, /show says what the model takes; the
+    session resumed in a new chat restores the turn's cells, image included."""
+    import re
+
+    from tests.test_repl import start
+
+    args = ("--mmproj", str(media["mmproj"]), *FAST, "--resume", "pic")
+    term = start(gptcli, *args, cols=200)
+    try:
+        term.type_line("/show")
+        term.wait_text("vision, 16 tokens per image")
+        term.type_line(f"/attach {media['red']}")
+        term.wait_text("(attached red.png: image, ")
+        term.type_line("What is it?")
+        term.wait_prompt(4)
+        term.type_line("/stats")
+        first = term.wait_for(lambda s: "reused from cache" in s)
+        evaluated = int(re.findall(r"\((\d+) prompt tokens evaluated", first)[-1])
+        assert evaluated > 16  # the image's tokens and the text around them
+        term.ctrl("d")
+        assert term.wait_exit() == 0
+    finally:
+        term.close()
+    term = start(gptcli, *args, cols=200)
+    try:
+        restored = term.wait_text("tokens need no processing)")
+        assert int(re.findall(r"restored the saved state: (\d+) tokens", restored)[-1]) > evaluated
+        term.type_line("And now?")
+        term.wait_prompt(2)
+        term.type_line("/stats")
+        second = term.wait_for(lambda s: s.count("reused from cache") >= 1)
+        assert int(re.findall(r"(\d+) reused from cache", second)[-1]) > evaluated
+        term.ctrl("d")
+        assert term.wait_exit() == 0
+    finally:
+        term.close()
+    saved = json.loads((gptcli.home / "data" / "sessions" / "pic.json").read_text())
+    users = [m for m in saved["messages"] if m["role"] == "user"]
+    assert [a["name"] for a in users[0]["attachments"]] == ["red.png"]
+
+
+def test_batch_records_each_items_attachments_with_their_encode_time(
+    gptcli: Gptcli, media: dict[str, Path], tmp_path: Path
+) -> None:
+    from tests.test_attachments import make_pdf
+
+    pdf = str(make_pdf(tmp_path / "report.pdf", ["Intro.", ""]))
+    items = [
+        {"id": "img", "prompt": "What is it?", "attachments": [str(media["red"])]},
+        {"id": "pages", "prompt": "Page 2?", "attachments": [pdf], "pdf_pages": "images"},
+        {"id": "text", "prompt": "Page 2?", "attachments": [pdf], "pdf_pages": "text"},
+    ]
+    lines = "".join(json.dumps(item) + "\n" for item in items)
+    args = ("--ordered", "--mmproj", str(media["mmproj"]), *FAST)
+    done = gptcli("batch", *args, input=lines, timeout=300)
+    assert done.returncode == 0, done.stderr
+    records = {r["id"]: r["attachments"] for r in map(json.loads, done.stdout.splitlines())}
+    (image,) = records["img"]
+    assert image["kind"] == "image" and image["tokens"] >= 16 and image["encode_s"] >= 0
+    (pages,) = records["pages"]
+    assert pages["page_images"] == [1, 2] and pages["encode_s"] >= 0 and pages["tokens"] >= 32
+    (text,) = records["text"]
+    assert text["kind"] == "pdf" and "encode_s" not in text and text["tokens"] < pages["tokens"]
+
+
+@pytest.fixture(scope="module")
+def sound(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """An audio projector (whisper-style, ``qwen2a``) and one second of a 440 Hz sine."""
+    import wave
+
+    import numpy as np
+
+    from tests.mmproj import write_audio_projector
+
+    root = tmp_path_factory.mktemp("sound")
+    rate = 16000
+    samples = np.sin(2 * np.pi * 440 * np.arange(rate) / rate) * 0.3 * 32767
+    with wave.open(str(root / "tone.wav"), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(rate)
+        out.writeframes(samples.astype(np.int16).tobytes())
+    return {"mmproj": write_audio_projector(root / "mmproj-audio.gguf"), "tone": root / "tone.wav"}
+
+
+def test_a_sound_is_encoded_and_its_tokens_counted(
+    gptcli: Gptcli, sound: dict[str, Path], tmp_path: Path
+) -> None:
+    """The first audio projector run here: mtmd computes the mel filters and pads a sound
+    to whisper's 30 s window, 1,500 positions pooled to 750 tokens."""
+    from tests.test_attachments import make_pdf
+
+    mmproj = str(sound["mmproj"])
+    done = gptcli(
+        "ask", *FAST, "-n", "1", "--json", "--mmproj", mmproj, "-a", str(sound["tone"]), "Hi"
+    )
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    (attached,) = result["attachments"]
+    assert attached["kind"] == "audio" and attached["encode_s"] >= 0
+    assert attached["tokens"] >= 750 and result["usage"]["prompt_tokens"] > attached["tokens"]
+    # The projector takes no images: a PDF's pages cannot be shown to it.
+    pdf = str(make_pdf(tmp_path / "p.pdf", ["Intro."]))
+    refused = gptcli("ask", *FAST, "--mmproj", mmproj, "--pdf-pages", "images", "-a", pdf, "Hi")
+    assert refused.returncode == 2 and "projector takes no images" in refused.stderr

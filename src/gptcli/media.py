@@ -87,3 +87,35 @@ def media_of(text: str) -> list[MediaItem]:
     if not _registered:
         return []
     return [p for p in split_media(text) if isinstance(p, MediaItem)]
+
+
+def unmarked(text: str) -> tuple[str, list[tuple[int, MediaItem]]]:
+    """``text`` without its media markers, and where each named media stood in what is
+    left (what a session keeps of a text that holds media: the markers are this
+    process's own)."""
+    if not _registered:
+        return text, []
+    kept: list[str] = []
+    placed: list[tuple[int, MediaItem]] = []
+    size = 0
+    for part in split_media(text):
+        if isinstance(part, MediaItem):
+            placed.append((size, part))
+        else:
+            kept.append(part)
+            size += len(part)
+    return "".join(kept), placed
+
+
+def marked(text: str, placed: list[tuple[int, MediaItem | str]]) -> str:
+    """``text`` with markers for the media in ``placed`` put back where :func:`unmarked`
+    found them (a text in their place stands there as it is; an offset past the end puts
+    it at the end)."""
+    parts: list[str] = []
+    last = 0
+    for at, item in sorted(placed, key=lambda pair: pair[0]):
+        at = min(max(at, last), len(text))
+        parts += [text[last:at], item if isinstance(item, str) else media_marker(item)]
+        last = at
+    parts.append(text[last:])
+    return "".join(parts)

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from gptcli.answering.attaching import after_attachments, counted, read_attachments
+from gptcli.answering.attaching import after_attachments, counted, for_model, read_attachments
 from gptcli.answering.environment import Environment
 from gptcli.answering.events import Answered, Display
 from gptcli.answering.inputs import STDIN_ONLY, Attachment, compose_prompt
@@ -84,6 +84,8 @@ def run_ask(request: AskRequest, env: Environment, display: Display) -> ExitStat
     if request.chunked and (request.tools.names or request.tools.functions):
         raise UsageError("--chunked cannot be combined with tools (-T, --functions)")
     settings = build_settings(env.paths, request.flags, request.role, request.variables)
+    if request.chunked and settings.pdf_pages in ("images", "both"):
+        raise UsageError(f"--chunked reads PDFs as text: not with --pdf-pages {settings.pdf_pages}")
     policy = check_policy(request.on_overflow or settings.on_overflow or "error")
     sampling, schema = constrained(settings.sampling, request.schema, request.grammar)
     sampling = replace(sampling, ignore_eos=request.ignore_eos)
@@ -160,7 +162,12 @@ def _answer(
     display: Display,
 ) -> ExitStatus:
     conversation, recorder = _open_session(request, turn.settings, env)
-    attached = turn.inputs[1].attached
+    attachment = turn.inputs[1]
+    # --chunked summarises text in parts: a page image is not cut into them.
+    pdf_pages = "text" if request.chunked else turn.settings.pdf_pages
+    attachment.attached = attached = tuple(
+        for_model(attachment.attached, backend, pdf_pages, env.note)
+    )
     infos = counted(attached, backend)
     if recorder is not None and conversation.messages:
         _restore_state(recorder, backend, env)

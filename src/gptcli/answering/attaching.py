@@ -4,15 +4,17 @@ part of a user message that follows them (what a session stores as its content).
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from gptcli.answering.environment import Environment
 from gptcli.attachments.attached import Attached, AttachmentError
+from gptcli.attachments.limits import DEFAULT_LIMITS
 from gptcli.attachments.read import STDIN, read_attachment
+from gptcli.config import PdfPagesMode
 from gptcli.engine.abilities import abilities
-from gptcli.engine.base import Backend, Message
+from gptcli.engine.base import Backend, MediaFacts, Message
 from gptcli.media import MEDIA_HINT
 
 
@@ -26,6 +28,7 @@ class AttachmentInfo:
     tokens: int
     read_s: float
     encode_s: float | None = None  # an image's or sound's encoding, where the model encodes
+    page_images: tuple[int, ...] = ()  # a PDF's pages shown as images
 
     def record(self) -> dict[str, object]:
         record: dict[str, object] = {
@@ -37,6 +40,8 @@ class AttachmentInfo:
         }
         if self.encode_s is not None:
             record["encode_s"] = round(self.encode_s, 4)
+        if self.page_images:
+            record["page_images"] = list(self.page_images)
         return record
 
 
@@ -64,25 +69,72 @@ def counted(attached: Sequence[Attached], backend: Backend) -> list[AttachmentIn
             max(0, backend.count_tokens([Message("user", item.block())]) - empty),
             item.seconds,
             seconds,
+            item.page_images,
         )
         for item, seconds in zip(attached, encoded, strict=True)
     ]
 
 
 def check_media(item: Attached, backend: Backend) -> float | None:
-    """Whether ``backend`` takes ``item`` (an image or sound), the one place that asks:
-    the seconds encoding it took; None for an attachment that is text."""
-    media = item.media
-    if media is None:
+    """Whether ``backend`` takes ``item``'s images and sounds (the attachment itself, or a
+    PDF's page images), the one place that asks: the seconds encoding them took; None for
+    an attachment that is text only."""
+    media = item.media_items
+    if not media:
         return None
     found = abilities(backend)
-    if found.media is None or found.media_facts is None:
-        what = "an image" if media.kind == "image" else "audio"
-        raise AttachmentError(f"{item.name} is {what} ({media.format.upper()}); {MEDIA_HINT}")
-    if not found.media_facts.takes(media.kind):
-        what = "images" if media.kind == "image" else "audio"
-        raise AttachmentError(f"{item.name}: this model's projector takes no {what}")
-    return found.media.prepare_media(media)
+    seconds = 0.0
+    for each in media:
+        if found.media is None or found.media_facts is None:
+            what = "an image" if each.kind == "image" else "audio"
+            raise AttachmentError(f"{item.name} is {what} ({each.format.upper()}); {MEDIA_HINT}")
+        if not found.media_facts.takes(each.kind):
+            what = "images" if each.kind == "image" else "audio"
+            raise AttachmentError(f"{item.name}: this model's projector takes no {what}")
+        seconds += found.media.prepare_media(each)
+    return seconds
+
+
+def for_model(
+    attached: Sequence[Attached],
+    backend: Backend,
+    pdf_pages: PdfPagesMode,
+    note: Callable[[str], None],
+) -> list[Attached]:
+    """The attachments as the loaded model takes them: a PDF with its pages as images where
+    ``pdf_pages`` asks for them (auto: the pages with little text, for a model known to
+    see). Refused in one line (exit 2): images asked of a model that takes none, and a
+    PDF without text for a model shown no page of it."""
+    facts = abilities(backend).media_facts
+    sees = facts is not None and facts.vision
+    found = []
+    for item in attached:
+        if item.kind == "pdf" and item.pages:
+            mode = pdf_pages
+            if mode in ("images", "both") and not sees:
+                why = MEDIA_HINT if facts is None else "this model's projector takes no images"
+                raise AttachmentError(
+                    f"{item.name}: --pdf-pages {mode} shows its pages as images; {why}"
+                )
+            if mode == "auto" and not (sees and facts is not None and facts.known):
+                mode = "text"
+            item = _with_pages(item, mode, facts, note)
+        found.append(item)
+    return found
+
+
+def _with_pages(
+    item: Attached, mode: PdfPagesMode, facts: MediaFacts | None, note: Callable[[str], None]
+) -> Attached:
+    from gptcli.attachments.pages import SERVER_SIDE, with_page_images
+    from gptcli.attachments.pdf import no_text_layer
+
+    if mode != "text":
+        side = (facts.image_size if facts is not None else None) or SERVER_SIDE
+        item = with_page_images(item, mode, side, DEFAULT_LIMITS, note)
+    if not item.page_images and not any(item.pages):
+        raise no_text_layer(item.name, item.pages)
+    return item
 
 
 def after_attachments(text: str, attached: Sequence[Attached]) -> str:

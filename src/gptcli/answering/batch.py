@@ -8,12 +8,12 @@ records (terminal/batch.py) and may skip ids an earlier run finished (``--resume
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from itertools import chain, islice
 from typing import Any, Protocol
 
-from gptcli.answering.attaching import check_media
+from gptcli.answering.attaching import AttachmentInfo, counted, for_model
 from gptcli.answering.environment import Environment
 from gptcli.answering.inputs import compose_prompt
 from gptcli.answering.settings import build_settings, constrained
@@ -44,7 +44,15 @@ class BatchRequest:
 class BatchResults(Protocol):
     """Where a batch's results go, in finishing order."""
 
-    def answered(self, index: int, item_id: ItemId, outcome: BatchOutcome) -> None: ...
+    def answered(
+        self,
+        index: int,
+        item_id: ItemId,
+        outcome: BatchOutcome,
+        attachments: Sequence[AttachmentInfo] = (),
+    ) -> None:
+        """An item answered, with what its attachments cost (tokens, encoding)."""
+        ...
 
     def failed(self, index: int, item_id: ItemId | None, error: GptcliError) -> None: ...
 
@@ -113,11 +121,12 @@ def _answer_all(
         for outcome in engine.run(chain(first, pending), cancel):
             item_id = jobs.ids.pop(outcome.index)
             checked = _checked(outcome, jobs.schemas.pop(outcome.index, None))
+            attached = jobs.attached.pop(outcome.index, ())
             if checked.error is not None or checked.finished is None:
                 error = checked.error or GptcliError("no answer")
                 jobs.results.failed(outcome.index, item_id, error)
             else:
-                jobs.results.answered(outcome.index, item_id, checked)
+                jobs.results.answered(outcome.index, item_id, checked, attached)
     finally:
         engine.close()
         jobs.results.stopped()
@@ -141,6 +150,7 @@ class _Jobs:
         self._unknown: set[str] = set()
         self.ids: dict[int, ItemId] = {}  # jobs handed out and not yet answered
         self.schemas: dict[int, dict[str, Any]] = {}  # of those, the ones bound to a schema
+        self.attached: dict[int, list[AttachmentInfo]] = {}  # of those, what they attach
         self.backend: Backend | None = None  # once loaded: it says which media it takes
 
     def each(self, items: Iterator[Item | ItemError]) -> Iterator[BatchJob]:
@@ -172,8 +182,9 @@ class _Jobs:
 
         attached = [read_attachment(source, self._note) for source in item.attachments]
         if self.backend is not None:
-            for each in attached:
-                check_media(each, self.backend)
+            mode = item.pdf_pages or self.plan.settings.pdf_pages
+            attached = for_model(attached, self.backend, mode, self._note)
+            self.attached[item.index] = counted(attached, self.backend)
         head = "\n\n".join(a.block() for a in attached)
         return replace(item, prompt=compose_prompt(item.prompt, head))
 

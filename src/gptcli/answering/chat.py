@@ -17,6 +17,7 @@ from gptcli.answering.attaching import (
     AttachmentInfo,
     after_attachments,
     counted,
+    for_model,
     mentioned_paths,
     read_attachments,
 )
@@ -85,8 +86,10 @@ class ChatTurns:
     def attach(self, source: str) -> AttachmentInfo:
         """Read ``source`` now (AttachmentError if it cannot be); it goes with the next
         message."""
-        (attached,) = read_attachments([source], self.env)
-        self.state.pending.append(attached)
+        (read,) = read_attachments([source], self.env)
+        state = self.state
+        (attached,) = for_model([read], state.backend, state.settings.pdf_pages, self.env.note)
+        state.pending.append(attached)
         return counted([attached], self.state.backend)[0]
 
     def send(self, message: str, display: Display) -> Reply:

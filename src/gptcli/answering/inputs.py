@@ -154,7 +154,10 @@ class Attachment:
         return True
 
     def blocks(self) -> Iterator[str]:
-        """The text, once: what was read ahead, then the rest as it is read."""
+        """The text, once: the attachments as they are now (a PDF's page images are added
+        once the model has loaded), what was read ahead, then the rest as it is read."""
+        for index, item in enumerate(self.attached):
+            yield ("\n\n" if index else "") + item.block()
         while self._ahead:
             yield self._ahead.pop(0)
         yield from self._source
@@ -174,10 +177,8 @@ class Attachment:
                 yield text
 
     def _text(self) -> Iterator[str]:
-        separator = ""
-        for item in self.attached:
-            yield f"{separator}{item.block()}"
-            separator = "\n\n"
+        """The files and stdin, after the attachments (they are in memory already)."""
+        separator = "\n\n" if self.attached else ""
         for path, handle in self._files:
             with handle:
                 yield f"{separator}=== {path.name} ===\n"

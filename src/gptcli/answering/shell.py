@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
-from gptcli.answering.attaching import check_media, read_attachments
+from gptcli.answering.attaching import check_media, for_model, read_attachments
 from gptcli.answering.environment import Environment
 from gptcli.answering.inputs import compose_prompt
 from gptcli.answering.settings import build_settings
@@ -21,23 +21,21 @@ DESCRIBE = SamplingOptions(temperature=0.2, max_tokens=200)
 
 def suggest_command(
     request: str,
-    model: str | None,
+    flags: Mapping[str, str | None],
     env: Environment,
     attachments: Sequence[str] = (),
-    mmproj: str | None = None,
 ) -> str:
     """One command for ``request``, in the user's shell, for this system (the shell role);
-    ``attachments`` (-a) are read first and given before the request (an image or sound
-    needs a model that takes it: exit 2 otherwise, before anything is sent)."""
+    ``flags`` are the settings given (model, mmproj, pdf_pages); ``attachments`` (-a) are
+    read first and given before the request (an image or sound needs a model that takes
+    it: exit 2 otherwise, before anything is sent)."""
     if not request.strip():
         raise UsageError("the request is empty: say what the command should do")
     attached = read_attachments(attachments, env)
     shell, _ = detect_shell()
     variables = (f"shell={shell}", f"os={os_description()}")
-    settings = build_settings(env.paths, {"model": model, "mmproj": mmproj}, "shell", variables)
-    head = "\n\n".join(item.block() for item in attached)
-    text = compose_prompt(request, head) if attached else request
-    messages = [Message("system", settings.system or ""), Message("user", text)]
+    settings = build_settings(env.paths, flags, "shell", variables)
+    messages = [Message("system", settings.system or ""), Message("user", request)]
     command = clean_command(_complete(settings, messages, settings.sampling, env, attached))
     if not command:
         raise UsageError("the model gave no command; try rephrasing the request")
@@ -64,8 +62,13 @@ def _complete(
     with env.cancelling(cancel):
         backend, _ = open_backend(settings, env.paths, cancel, env.debug, report=env.pull_report())
         try:
-            for item in attached:
-                check_media(item, backend)
+            if attached:  # before the last message, as the model takes them
+                attached = for_model(attached, backend, settings.pdf_pages, env.note)
+                for item in attached:
+                    check_media(item, backend)
+                head = "\n\n".join(item.block() for item in attached)
+                last = compose_prompt(messages[-1].content, head)
+                messages = [*messages[:-1], Message("user", last)]
             # Too long for the window: refused (exit 4) rather than cut.
             conversation = Conversation(system=messages[0].content if len(messages) > 1 else None)
             fit_conversation(conversation, messages[-1].content, backend, "error", options, cancel)

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Literal
 
 from gptcli.errors import UsageError
-from gptcli.media import MediaItem
+from gptcli.media import MediaItem, media_of, unmarked
 
 AttachedKind = Literal["text", "pdf", "folder", "url", "image", "audio"]
 MEDIA_KINDS = ("image", "audio")
@@ -32,6 +32,8 @@ class Attached:
     original: bytes | None = None
     seconds: float = 0.0
     format: str = ""  # an image's or sound's format (png, wav, ...)
+    pages: tuple[str, ...] = field(default=(), repr=False)  # a PDF's text, page by page
+    page_images: tuple[int, ...] = ()  # the pages of a PDF the model is shown as images
 
     @cached_property
     def media(self) -> MediaItem | None:
@@ -39,6 +41,20 @@ class Attached:
         if self.kind not in MEDIA_KINDS or self.original is None:
             return None
         return MediaItem(self.kind, self.format, self.name, self.original)  # type: ignore[arg-type]
+
+    @cached_property
+    def media_items(self) -> list[MediaItem]:
+        """Every image or sound the model is given with this attachment: itself, or the
+        page images in a PDF's text."""
+        if self.media is not None:
+            return [self.media]
+        return media_of(self.text) if self.page_images else []
+
+    @cached_property
+    def kept_text(self) -> tuple[str, list[tuple[int, MediaItem]]]:
+        """What a session keeps of the text: without the page images' markers (they are
+        this process's own), and where each image stood."""
+        return unmarked(self.text) if self.page_images else (self.text, [])
 
     @cached_property
     def data(self) -> bytes:
@@ -51,7 +67,7 @@ class Attached:
 
     @cached_property
     def text_bytes(self) -> bytes:
-        return self.text.encode("utf-8", "surrogatepass")
+        return self.kept_text[0].encode("utf-8", "surrogatepass")
 
     @cached_property
     def text_sha256(self) -> str:

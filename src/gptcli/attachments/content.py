@@ -22,7 +22,7 @@ def from_bytes(data: bytes, name: str, note: Note, limits: Limits) -> Attached:
     if kind.kind == "binary":
         raise AttachmentError(f"{name} looks like {kind.format}, not text")
     if kind.kind == "pdf":
-        from gptcli.attachments.pdf import pdf_text
+        from gptcli.attachments.pdf import read_pdf
 
-        return Attached("pdf", name, pdf_text(data, name, limits), data)
+        return read_pdf(data, name, limits)
     return Attached("text", name, decode_text(data, name, note), data)

@@ -15,6 +15,7 @@ class Limits:
     media_bytes: int = 20 * MiB  # an image or a sound file
     image_pixels: int = 50_000_000  # an image's width x height, as its header says
     pdf_pages: int = 1000
+    pdf_page_images: int = 50  # pages of one PDF drawn as images for a model that sees
     folder_files: int = 500  # text files taken from one folder
     folder_bytes: int = 2 * MiB  # their text, in total
     folder_entries: int = 20_000  # names looked at in one folder tree, taken or not

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Annotated, Optional
 import typer
 
 from gptcli.cli.completion_values import model_names
-from gptcli.cli.options import AttachOpt, MmprojOpt
+from gptcli.cli.options import AttachOpt, MmprojOpt, PdfPagesOpt
 
 if TYPE_CHECKING:
     from gptcli.answering.environment import Environment
@@ -24,6 +24,7 @@ def cmd(
     ] = None,
     attach: AttachOpt = None,
     mmproj: MmprojOpt = None,
+    pdf_pages: PdfPagesOpt = None,
     debug: Annotated[bool, typer.Option("--debug")] = False,
 ) -> None:
     """Suggest one shell command; on a terminal: Execute, Edit, Describe or Abort.
@@ -37,7 +38,8 @@ def cmd(
     from gptcli.terminal.environment import terminal_environment
 
     env = terminal_environment(debug=debug)
-    command = suggest_command(request, model, env, tuple(attach or ()), mmproj)
+    flags = {"model": model, "mmproj": mmproj, "pdf_pages": pdf_pages}
+    command = suggest_command(request, flags, env, tuple(attach or ()))
     interactive = sys.stdin.isatty() and sys.stdout.isatty()
     if not interactive:
         typer.echo(command)

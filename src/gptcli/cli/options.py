@@ -225,6 +225,16 @@ AttachOpt = Annotated[
         show_default=False,
     ),
 ]
+PdfPagesOpt = Annotated[
+    Optional[str],  # noqa: UP045
+    typer.Option(
+        "--pdf-pages",
+        help="How an attached PDF reaches a model that sees: text, images (each page drawn), "
+        "both, or auto (the text, plus an image of each page with little text: a scan, a "
+        "chart) [default: auto].",
+        show_default=False,
+    ),
+]
 JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts.")]
 DebugOpt = Annotated[
     bool, typer.Option("--debug", help="Show llama.cpp's log and tracebacks on errors.")
@@ -236,7 +246,7 @@ def setting_flags(arguments: Mapping[str, Any]) -> dict[str, Any]:
     arguments (``ask`` and ``chat`` pass their ``locals()``)."""
     from gptcli.config import ENGINE_KEYS, SAMPLING_KEYS  # not at import: --help stays fast
 
-    names = ("model", "system", *SAMPLING_KEYS, *ENGINE_KEYS, "profile", "backend")
+    names = ("model", "system", *SAMPLING_KEYS, *ENGINE_KEYS, "profile", "backend", "pdf_pages")
     given = {name: arguments.get(name) for name in (*names, "base_url", "api_key_env")}
     stop = given.get("stop")
     return {

@@ -17,6 +17,7 @@ The config file is TOML at ``<config dir>/config.toml``::
     gpu_layers = "auto"          # auto (all with a GPU build, else 0), all, or a number
     kv_type = "f16"              # f16 | q8_0 | q4_0 | f32: the KV cache's element type
     mmproj = "~/models/mmproj-gemma-3-4b-f16.gguf"  # a projector for images and audio
+    pdf_pages = "auto"           # auto | text | images | both: a PDF for a model that sees
     vi_mode = false              # REPL key bindings
     history = true               # REPL input history file
     save = true                  # save chat sessions (false = incognito)
@@ -72,6 +73,7 @@ from gptcli.config.options import (
     SAMPLING_KEYS,
     EngineOptions,
     McpServerSettings,
+    PdfPagesMode,
     SamplingOptions,
     Settings,
     SpeculateMode,
@@ -88,6 +90,7 @@ __all__ = [
     "SAMPLING_KEYS",
     "EngineOptions",
     "McpServerSettings",
+    "PdfPagesMode",
     "SamplingOptions",
     "Settings",
     "SpeculateMode",

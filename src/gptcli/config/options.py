@@ -10,6 +10,9 @@ from typing import Any, Literal
 DEFAULT_MODEL = "smollm2"
 ThinkMode = Literal["on", "off", "auto"]
 SpeculateMode = Literal["auto", "ngram", "draft", "off"]
+# How a PDF reaches a model that sees: its text, its pages as images, both, or (auto) the
+# text plus an image of each page with little text (attachments/pages.py).
+PdfPagesMode = Literal["auto", "text", "images", "both"]
 
 
 @dataclass(frozen=True)
@@ -91,6 +94,7 @@ class Settings:
     profile: str | None = None
     prompt_cache: bool = True  # reuse earlier runs' prompt prefixes (engine/promptcache.py)
     prompt_cache_size: int = 2 * 2**30  # bytes the prompt cache may hold on disk
+    pdf_pages: PdfPagesMode = "auto"
     # Which layer named the model: "default", "config", "environment", "profile", "role"
     # or "flag"; an error about the model says where to change it.
     model_from: str = "default"
@@ -122,6 +126,7 @@ _TOP_KEYS = {
     "profile",
     "prompt_cache",
     "prompt_cache_size",
+    "pdf_pages",
 }
 _BOOL_KEYS = {"vi_mode", "history", "save", "prompt_cache"}
 KNOWN_KEYS = frozenset(_SAMPLING_KEYS | _ENGINE_KEYS | _TOP_KEYS)

@@ -165,6 +165,7 @@ _VALIDATORS: dict[str, Validator] = {
     "mmproj": _text(allow_empty=False),
     "draft": _text(allow_empty=False),
     "draft_max": _integer(1, below=129),
+    "pdf_pages": _choice("auto", "text", "images", "both"),
 }
 
 

@@ -2,8 +2,8 @@
 
 An item may set what one request can: ``system``, every sampling option by its
 config name (``temperature``, ``top_p``, ``max_tokens``, ``seed``, ``stop``, ``think``,
-...), a JSON ``schema`` its answer must follow, and ``attachments`` (paths, folders or
-URLs, read as ``-a`` reads them); these override the settings. A
+...), a JSON ``schema`` its answer must follow, ``attachments`` (paths, folders or
+URLs, read as ``-a`` reads them) and ``pdf_pages``; these override the settings. A
 field that is none of these is reported (a typo such as ``temprature`` must not pass
 unnoticed) and otherwise left alone, so an input can carry data of its own. A line
 that is not a usable item becomes an :class:`ItemError` that names the line, and the
@@ -19,14 +19,14 @@ from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field, replace
 from typing import Any
 
-from gptcli.config import SAMPLING_KEYS, SamplingOptions, check_value
+from gptcli.config import SAMPLING_KEYS, PdfPagesMode, SamplingOptions, check_value
 from gptcli.conversation.structured import check_schema, schema_grammar
 from gptcli.engine.base import Message
 from gptcli.errors import GptcliError
 from gptcli.parsing import loads_json
 
 ItemId = str | int
-FIELDS = ("id", "prompt", "system", "schema", "attachments", *SAMPLING_KEYS)
+FIELDS = ("id", "prompt", "system", "schema", "attachments", "pdf_pages", *SAMPLING_KEYS)
 
 
 @dataclass(frozen=True)
@@ -41,6 +41,7 @@ class Item:
     schema: dict[str, Any] | None = None
     unknown: tuple[str, ...] = ()  # its fields that are none of FIELDS
     attachments: tuple[str, ...] = ()  # read when the item is taken (answering/batch.py)
+    pdf_pages: PdfPagesMode | None = None  # how its PDFs reach a model that sees
 
 
 @dataclass(frozen=True)
@@ -144,6 +145,7 @@ def _parse(index: int, number: int, text: str) -> Item | ItemError:
             options=_options(value),
             schema=_schema(value.get("schema")),
             attachments=_attachments(value.get("attachments")),
+            pdf_pages=_pdf_pages(value.get("pdf_pages")),
             unknown=tuple(key for key in value if key not in FIELDS),
         )
     except ValueError as exc:
@@ -167,6 +169,14 @@ def _attachments(value: Any) -> tuple[str, ...]:
     if "-" in value:
         raise ValueError("attachments cannot read stdin ('-'): it holds the items")
     return tuple(value)
+
+
+def _pdf_pages(value: Any) -> PdfPagesMode | None:
+    try:
+        mode: PdfPagesMode | None = check_value("pdf_pages", value)
+    except ValueError as exc:
+        raise ValueError(f"pdf_pages {exc}") from None
+    return mode
 
 
 def _options(value: dict[str, Any]) -> dict[str, Any]:

@@ -25,7 +25,7 @@ from gptcli.conversation.chat import Conversation
 from gptcli.engine.abilities import abilities
 from gptcli.engine.base import Backend, Finished, Message, ToolCall
 from gptcli.errors import GptcliError
-from gptcli.media import MediaItem, media_marker
+from gptcli.media import MediaItem, marked, media_marker
 from gptcli.store.blobs import BlobStore
 from gptcli.store.sessions import (
     Session,
@@ -93,9 +93,29 @@ def user_text(
             item = MediaItem(kind, str(attached.get("format", "")), name, data)  # type: ignore[arg-type]
             text = media_marker(item)
         else:
-            text = data.decode("utf-8", "surrogatepass")
+            text = _with_media(data.decode("utf-8", "surrogatepass"), attached, blobs, missing)
         blocks.append(attachment_block(kind, name, text))
     return with_attachments(blocks, stored.content)
+
+
+def _with_media(
+    text: str, record: dict[str, Any], blobs: BlobStore | None, missing: list[str] | None
+) -> str:
+    """A stored text with its images (a PDF's pages) back where they stood; one whose copy
+    is gone is a note in its place, and named in ``missing``."""
+    placed: list[tuple[int, MediaItem | str]] = []
+    for each in record.get("media") or ():
+        name = str(each["name"])
+        data = blobs.get(str(each["sha256"])) if blobs is not None else None
+        if data is None:
+            if missing is not None:
+                missing.append(name)
+            note = f"(the image {name} is missing: its stored copy was removed)"
+            placed.append((int(each["at"]), note))
+            continue
+        item = MediaItem("image", str(each.get("format", "png")), name, data)
+        placed.append((int(each["at"]), item))
+    return marked(text, placed) if placed else text
 
 
 def last_attachments(session: Session, blobs: BlobStore) -> tuple[Attached, ...]:
@@ -113,13 +133,25 @@ def last_attachments(session: Session, blobs: BlobStore) -> tuple[Attached, ...]
 
 
 def _attached_of(record: dict[str, Any], blobs: BlobStore) -> Attached | None:
+    name, kind = str(record["name"]), str(record["kind"])
+    if kind in MEDIA_KINDS:  # its bytes are the image or sound; its text a marker for them
+        data = blobs.get(str(record["sha256"]))
+        if data is None:
+            return None
+        item = MediaItem(kind, str(record.get("format", "")), name, data)  # type: ignore[arg-type]
+        return Attached(item.kind, name, media_marker(item), data, format=item.format)
     digest, original_digest = str(record.get("text_sha256") or record["sha256"]), record["sha256"]
     text = blobs.get(digest)
     original = blobs.get(str(original_digest)) if original_digest != digest else None
     if text is None or (original is None and original_digest != digest):
         return None
-    kind = _KINDS.get(str(record["kind"]), "text")
-    return Attached(kind, str(record["name"]), text.decode("utf-8", "surrogatepass"), original)
+    images: list[str] = []
+    decoded = _with_media(text.decode("utf-8", "surrogatepass"), record, blobs, images)
+    if images:
+        return None
+    media = record.get("media") or ()
+    pages = tuple(m["page"] if isinstance(m.get("page"), int) else 0 for m in media)
+    return Attached(_KINDS.get(kind, "text"), name, decoded, original, page_images=pages)
 
 
 def attachment_record(attached: Attached) -> dict[str, Any]:
@@ -132,13 +164,26 @@ def attachment_record(attached: Attached) -> dict[str, Any]:
             "sha256": attached.sha256,
             "format": attached.format,
         }
-    return {
+    record: dict[str, Any] = {
         "kind": attached.kind,
         "name": attached.name,
         "bytes": attached.size,
         "sha256": attached.sha256,
         "text_sha256": attached.text_sha256,
     }
+    placed = attached.kept_text[1]
+    if placed:  # a PDF's page images, each where it stands in the text kept
+        record["media"] = [
+            {
+                "at": at,
+                "page": page,
+                "name": f"{attached.name} page {page}",
+                "sha256": item.sha256,
+                "format": "png",
+            }
+            for (at, item), page in zip(placed, attached.page_images, strict=True)
+        ]
+    return record
 
 
 def stored_step(message: Message) -> StoredMessage:
@@ -210,6 +255,8 @@ class SessionRecorder:
                     blobs.put(item.data)
                     if item.media is None:
                         blobs.put(item.text_bytes)
+                        for _, image in item.kept_text[1]:
+                            blobs.put(image.data)
                 self._apply(change)
         except (OSError, TimeoutError) as exc:
             self._fail(getattr(exc, "strerror", None) or str(exc))

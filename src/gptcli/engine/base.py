@@ -297,6 +297,8 @@ class MediaFacts:
     audio: bool
     image_tokens: int | None = None
     projector: str = ""  # the projector file, or where the media go (a server)
+    image_size: int | None = None  # the side of the encoder's images, where known
+    known: bool = True  # False where media are sent for the server to take or refuse
 
     def takes(self, kind: MediaKind) -> bool:
         return self.vision if kind == "image" else self.audio

@@ -148,7 +148,7 @@ class OpenAIBackend:
 
     def media_facts(self) -> MediaFacts:
         """A server is sent what it is given; its model's refusal is one line (exit 2)."""
-        return MediaFacts(vision=True, audio=True, projector=self._options.base_url)
+        return MediaFacts(True, True, projector=self._options.base_url, known=False)
 
     def prepare_media(self, item: MediaItem) -> float:
         return 0.0

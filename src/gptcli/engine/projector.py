@@ -31,7 +31,9 @@ from gptcli.media import MediaItem, registered, split_media
 
 STAND_IN_SPAN = 2**20  # positions one image or sound may take
 MAX_PIXELS = 50_000_000  # an image is decoded only below this (its header says how big)
-KEPT_MEDIA = 8  # images and sounds kept tokenized and encoded, the most recent ones
+# The most recent images and sounds are kept tokenized and encoded, up to this many bytes of
+# embeddings (a PDF's pages are all encoded when attached, and again only past it).
+KEPT_BYTES = 512 * 2**20
 _BOOL, _I32, _U32, _F32, _STRING, _ARRAY = 7, 5, 4, 6, 8, 9
 # The type clip.cpp reads each key of the projector with (anything else under clip.* is
 # read as a uint32); a key of another type aborts the process there.
@@ -56,6 +58,7 @@ _WIDTH = {
     "pixtral": ("mm.2.weight", 1),
     "ultravox": ("mm.2.weight", 1),
     "voxtral": ("mm.2.weight", 1),
+    "qwen2a": ("mm.a.fc.weight", 1),
     "lfm2": ("mm.2.weight", 1),
     "kimivl": ("mm.2.weight", 1),
     "gemma3": ("mm.input_projection.weight", 0),
@@ -169,7 +172,13 @@ class Projector:
         return self.vision if item.kind == "image" else self.audio
 
     def facts(self) -> MediaFacts:
-        return MediaFacts(self.vision, self.audio, self.image_tokens(), str(self.path))
+        size = self.image_size() if self.vision else None
+        return MediaFacts(self.vision, self.audio, self.image_tokens(), str(self.path), size)
+
+    def image_size(self) -> int:
+        """The side of the images the encoder works at (clip.vision.image_size)."""
+        side = self.info.metadata.get("clip.vision.image_size")
+        return side if isinstance(side, int) and 0 < side <= 4096 else 336
 
     def image_tokens(self) -> int | None:
         """The tokens of an image of the encoder's own size (others are resized to it or,
@@ -177,8 +186,7 @@ class Projector:
         if self._image_tokens is None and self.vision:
             from PIL import Image
 
-            side = self.info.metadata.get("clip.vision.image_size")
-            side = side if isinstance(side, int) and 0 < side <= 4096 else 336
+            side = self.image_size()
             png = io.BytesIO()
             Image.new("RGB", (side, side), (128, 128, 128)).save(png, "PNG")
             item = MediaItem("image", "png", "probe", png.getvalue())
@@ -210,10 +218,16 @@ class Projector:
         done = self._tokenize(item)
         self._items[digest] = done
         self._bases[done.base] = digest
-        while len(self._items) > KEPT_MEDIA:
+        kept = sum(self._bytes(each) for each in self._items.values())
+        while len(self._items) > 1 and kept > KEPT_BYTES:
             _, old = self._items.popitem(last=False)
+            kept -= self._bytes(old)
             self._free(old)
         return done
+
+    def _bytes(self, done: _Tokenized) -> int:
+        """What an item's embeddings take (or will, once encoded)."""
+        return sum(piece.count for piece in done.pieces) * self.width * 4
 
     def _tokenize(self, item: MediaItem) -> _Tokenized:
         mtmd = self._mtmd
@@ -285,6 +299,9 @@ class Projector:
         embeddings = (ctypes.c_float * size)()
         ctypes.memmove(embeddings, mtmd.mtmd_get_output_embd(self._ctx), size * 4)
         piece.embeddings = embeddings
+        # The preprocessed image (often larger than its embeddings) is not needed again.
+        mtmd.mtmd_input_chunk_free(piece.chunk)
+        piece.chunk = None
 
     # -- decoding (engine/scheduler.py) --------------------------------------
 

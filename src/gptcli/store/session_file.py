@@ -83,18 +83,22 @@ class StoredMessage:
     tool_call_id: str | None = None
     name: str | None = None
     # What was attached to a user message, each {"kind", "name", "bytes", "sha256",
-    # "text_sha256"}: the content holds what followed the attachments; the message the
-    # model saw is rebuilt from the stored texts (conversation/recorder.py).
+    # "text_sha256"} and, for a PDF shown as page images, "media": [{"at", "page", "name",
+    # "sha256", "format"}] (where each image stands in the text): the content holds what
+    # followed the attachments; the message the model saw is rebuilt from the stored
+    # texts and images (conversation/recorder.py).
     attachments: list[dict[str, Any]] | None = None
 
     @property
     def attachment_hashes(self) -> set[str]:
-        return {
+        found = {
             str(a[key])
             for a in self.attachments or ()
             for key in ("sha256", "text_sha256")
             if isinstance(a.get(key), str)
         }
+        found.update(str(m["sha256"]) for a in self.attachments or () for m in a.get("media") or ())
+        return found
 
     @classmethod
     def from_json(cls, raw: object) -> StoredMessage:
@@ -126,6 +130,22 @@ def _is_attachment(value: object) -> bool:
         isinstance(value, dict)
         and all(isinstance(value.get(key), str) for key in ("kind", "name", "sha256"))
         and isinstance(value.get("bytes"), int)
+        and _is_media_list(value.get("media"))
+    )
+
+
+def _is_media_list(value: object) -> bool:
+    """A PDF's page images as a session file keeps them (absent for other attachments)."""
+    return value is None or (
+        isinstance(value, list)
+        and all(
+            isinstance(m, dict)
+            and isinstance(m.get("sha256"), str)
+            and isinstance(m.get("name"), str)
+            and isinstance(m.get("at"), int)
+            and not isinstance(m.get("at"), bool)
+            for m in value
+        )
     )
 
 

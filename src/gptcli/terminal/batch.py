@@ -13,11 +13,12 @@ import json
 import os
 import sys
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from gptcli.answering.attaching import AttachmentInfo
 from gptcli.answering.batch import BatchRequest, run_batch
 from gptcli.conversation.batchitems import ItemId, id_key, read_items
 from gptcli.engine.batch import BatchOutcome
@@ -94,12 +95,16 @@ def error_record(item_id: ItemId | None, error: GptcliError) -> dict[str, Any]:
     return {"id": item_id, "error": {"kind": kind, "message": error.message}}
 
 
-def answer_record(item_id: ItemId, outcome: BatchOutcome) -> dict[str, Any]:
-    """An answered item's record: its text, how it ended, usage and timings."""
+def answer_record(
+    item_id: ItemId, outcome: BatchOutcome, attachments: Sequence[AttachmentInfo] = ()
+) -> dict[str, Any]:
+    """An answered item's record: its text, how it ended, usage and timings, and what its
+    attachments took (as `ask --json` gives them: tokens, read and encode seconds)."""
     finished = outcome.finished
     if outcome.error is not None or finished is None:
         return error_record(item_id, outcome.error or GptcliError("no answer"))
     timings = finished.timings
+    extra = {"attachments": [info.record() for info in attachments]} if attachments else {}
     return {
         "id": item_id,
         "text": outcome.text,
@@ -119,6 +124,7 @@ def answer_record(item_id: ItemId, outcome: BatchOutcome) -> dict[str, Any]:
             "drafted": timings.drafted,
             "accepted": timings.accepted,
         },
+        **extra,
     }
 
 
@@ -204,8 +210,14 @@ class _Records:
         self._command = command
         self._progress: _ProgressLine | None = None
 
-    def answered(self, index: int, item_id: ItemId, outcome: BatchOutcome) -> None:
-        self._writer.put(index, answer_record(item_id, outcome))
+    def answered(
+        self,
+        index: int,
+        item_id: ItemId,
+        outcome: BatchOutcome,
+        attachments: Sequence[AttachmentInfo] = (),
+    ) -> None:
+        self._writer.put(index, answer_record(item_id, outcome, attachments))
         self._advance()
 
     def failed(self, index: int, item_id: ItemId | None, error: GptcliError) -> None:
