@@ -106,7 +106,9 @@ def clean_env(home: Path) -> dict[str, str]:
     env = {
         k: v
         for k, v in os.environ.items()
-        if not k.startswith("GPTCLI_") and k not in ("NO_COLOR", "FORCE_COLOR")
+        # COLUMNS and LINES (pytest-xdist's workers set 80x24) would fix a terminal's size
+        # for Rich whatever the pseudo-terminal says, through every resize.
+        if not k.startswith("GPTCLI_") and k not in ("NO_COLOR", "FORCE_COLOR", "COLUMNS", "LINES")
     }
     env["GPTCLI_HOME"] = str(home)
     if WORKER_THREADS is not None:
