@@ -169,3 +169,38 @@ def test_prompt_cache_off_in_the_config_file(gptcli: Gptcli, tmp_path: Path) -> 
     ask(gptcli, doc, "What is this about?")
     assert cached(ask(gptcli, doc, "Name one word.")) == 0
     assert entries(gptcli) == []
+
+
+def test_a_batch_restores_the_shared_prefix_and_answers_the_same(
+    gptcli: Gptcli, tmp_path: Path
+) -> None:
+    # Three items for two slots: the slot of the first takes the third, so what is left to
+    # write is the prefix they share (the text and the template around it), not one prompt.
+    doc = document(tmp_path / "notes.txt")
+    questions = ["What is this about?", "Which words repeat?", "Name one word."]
+    items = tmp_path / "in.jsonl"
+    items.write_text(
+        "".join(
+            json.dumps({"id": n, "prompt": q, "attachments": [str(doc)]}) + "\n"
+            for n, q in enumerate(questions)
+        )
+    )
+
+    def batch(*extra: str) -> list[dict[str, object]]:
+        command = ("batch", "--ordered", "-t", "0", "-n", "4", "--parallel", "2", *extra)
+        done = gptcli(*command, str(items))
+        assert done.returncode == 0, done.stderr
+        return [json.loads(line) for line in done.stdout.splitlines()]
+
+    first = batch()
+    assert cached(first[0]) == 0  # the others copy it from the first item's slot
+    [entry] = entries(gptcli)
+    fresh = batch("--no-cache")
+    assert cached(fresh[0]) == 0 and entries(gptcli) == [entry]
+    second = batch()
+    usage = second[0]["usage"]
+    assert isinstance(usage, dict)
+    assert cached(second[0]) >= 256
+    assert usage["prompt_tokens"] - cached(second[0]) < 20  # the question and the template's tail
+    assert [r["text"] for r in second] == [r["text"] for r in fresh] == [r["text"] for r in first]
+    assert entries(gptcli) == [entry]  # nothing new to write

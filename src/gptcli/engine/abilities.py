@@ -66,6 +66,12 @@ class BatchEngine(Protocol):
 
     def run(self, jobs: Iterator[BatchJob], cancel: Cancellation) -> Generator[BatchOutcome]: ...
 
+    def save_prompt_cache(self) -> PromptWrite | None:
+        """After a run: write the long prefix its first job shares with the others (or its
+        whole prompt) to the prompt cache if it is worth an entry; None where there is no
+        cache. Raises OSError where the disk refuses."""
+        ...
+
     def close(self) -> None: ...
 
 

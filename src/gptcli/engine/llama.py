@@ -420,7 +420,7 @@ class LlamaBackend:
         except ModelError:
             scheduler.close()
             raise
-        return SlotBatch(self.prompt_for, scheduler, parallel, cells_each)
+        return SlotBatch(self.prompt_for, scheduler, cells_each, self._new_prompt_cache())
 
     def parallel_context(self, sequences: int, cells_each: int, n_batch: int) -> Any:
         """A new context on this model for ``sequences`` independent sequences of

@@ -100,6 +100,10 @@ class Scheduler:
         return self._size
 
     @property
+    def slot_count(self) -> int:
+        return len(self._slots)
+
+    @property
     def tokens_generated(self) -> int:
         """Answer tokens produced so far, over all slots (for progress)."""
         return self._generated
@@ -397,13 +401,14 @@ class Scheduler:
         return list(self._slots[slot].cells), ctypes.string_at(state, written)
 
     def import_state(self, tokens: list[int], state: bytes, slot: int = 0) -> bool:
-        """Restore a KV cache made by ``export_state`` into ``slot`` (free, and no decode
-        in flight); on any failure the slot starts clean."""
+        """Restore a KV cache made by ``export_state`` into ``slot`` (free); on any failure
+        the slot starts clean."""
         n_vocab = self._lib.llama_vocab_n_tokens(self._vocab)
         lowest = 0 if self.media is None else -(2**31)  # stand-ins for media are negative
         if len(tokens) > self._layout.cells or any(not lowest <= t < n_vocab for t in tokens):
             return False
         target = self._slots[slot]
+        self._lib.llama_synchronize(self._ctx)  # a decode in flight may still write
         self._forget(target, 0)
         self._reserve(len(tokens) + 1)
         buf = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
