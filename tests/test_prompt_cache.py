@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import Gptcli, gptcli_executable
+from tests.terminal import Terminal
 
 WORDS = [
     "river",
@@ -204,3 +206,25 @@ def test_a_batch_restores_the_shared_prefix_and_answers_the_same(
     assert usage["prompt_tokens"] - cached(second[0]) < 20  # the question and the template's tail
     assert [r["text"] for r in second] == [r["text"] for r in fresh] == [r["text"] for r in first]
     assert entries(gptcli) == [entry]  # nothing new to write
+
+
+def test_a_chat_killed_after_its_first_answer_has_written_its_entry(
+    gptcli: Gptcli, tmp_path: Path
+) -> None:
+    doc = document(tmp_path / "notes.txt")
+    env = {**gptcli.env, "TERM": "xterm-256color"}
+    chat = [gptcli_executable(), "-t", "0", "-n", "4", "-a", str(doc)]
+    term = Terminal(chat, env)
+    try:
+        term.wait_prompt(1)
+        term.type_line("What is this about?")
+        term.wait_prompt(2)  # the answer is out: its entry is written before the next prompt
+        term.child.kill(signal.SIGKILL)  # no exit, no handler: only what is on disk stays
+        term.child.wait()
+        assert term.child.signalstatus == signal.SIGKILL
+    finally:
+        term.close()
+    assert len(entries(gptcli)) == 1
+    answer = ask(gptcli, doc, "Which words repeat?")
+    assert cached(answer) >= 256
+    assert answer["text"] == ask(gptcli, doc, "Which words repeat?", "--no-cache")["text"]

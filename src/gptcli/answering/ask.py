@@ -311,12 +311,13 @@ def _keep_state(
         )
 
 
-def keep_prompt(backend: Backend, env: Environment) -> None:
-    """Write the prompt cache's entry for the answer's prompt, once it is out (the backend's
-    cells beyond that prompt go); a disk that refuses is one note."""
+def keep_prompt(backend: Backend, env: Environment, keep_answer: bool = False) -> None:
+    """Write the prompt cache's entry for the first answer's prompt, once it is out (the
+    backend's cells beyond that prompt go, or with ``keep_answer`` stay and are written
+    too); a disk that refuses is one note."""
     caching = abilities(backend).prompt_cache
     if caching is not None:
-        write_prompt_cache(caching.save_prompt_cache, env)
+        write_prompt_cache(lambda: caching.save_prompt_cache(keep_answer), env)
 
 
 def write_prompt_cache(save: Callable[[], PromptWrite | None], env: Environment) -> None:

@@ -444,12 +444,13 @@ class LlamaBackend:
         """The projector's, whose work an image's cells are."""
         return self._projector.identity() if self._projector is not None else None
 
-    def save_prompt_cache(self) -> PromptWrite | None:
+    def save_prompt_cache(self, keep_answer: bool = False) -> PromptWrite | None:
         """Write the first answer's prompt to the prompt cache, if it is worth an entry; the
-        conversation's cells beyond that prompt go. Raises OSError where the disk refuses."""
+        conversation's cells beyond that prompt go, or with ``keep_answer`` stay and are
+        written too. Raises OSError where the disk refuses."""
         if self._prompt_cache is None:
             return None
-        return self._prompt_cache.save(self.scheduler)
+        return self._prompt_cache.save(self.scheduler, keep_answer)
 
     def state_size(self) -> int:
         """Bytes ``export_state`` would return, without copying them."""

@@ -7,10 +7,11 @@ prompt; its cells are loaded into the slot, and the scheduler keeps the shared p
 as it keeps a conversation's own cells (``cached_prompt_tokens`` counts them); a
 batch's other slots copy it from there as they copy any shared prefix. Afterwards,
 when that answer evaluated ``CACHE_MIN`` prompt tokens or more that no entry held,
-the slot is cut back to the prompt (a batch: to the longest prefix its first item
-shares with what a slot holds) and its cells are written as a new entry: an entry
-the new one extends is replaced. An entry llama.cpp refuses is deleted, and the
-prompt is evaluated as if there were none.
+its cells are written as a new entry: ``ask`` and a batch cut the slot back to the
+prompt first (a batch: to the longest prefix its first item shares with what a slot
+holds), a chat writes its slot whole, the answer's cells too, so that its next turn
+evaluates nothing again. An entry the new one extends is replaced. An entry
+llama.cpp refuses is deleted, and the prompt is evaluated as if there were none.
 """
 
 from __future__ import annotations
@@ -92,10 +93,11 @@ class PromptCache:
         self._restored = (found.name, found.tokens, found.shared)
         return found.shared
 
-    def save(self, scheduler: Scheduler) -> PromptWrite | None:
+    def save(self, scheduler: Scheduler, keep_answer: bool = False) -> PromptWrite | None:
         """Write the cells of the first answer's prompt as an entry, from the slot that
         holds most of it, if they add ``CACHE_MIN`` tokens to what was restored; that slot
-        keeps only them. Raises OSError where the disk refuses.
+        keeps only them, or, ``keep_answer``, keeps all its cells (a chat's next turn
+        needs them) and they are all written. Raises OSError where the disk refuses.
 
         In a batch, where slots took other items since, that is the longest prefix the
         first item shares with one of them (a system prompt and a document).
@@ -110,7 +112,8 @@ class PromptCache:
         name, tokens, shared = self._restored or ("", [], 0)
         if cells - shared < CACHE_MIN:
             return None
-        scheduler.forget(slot, cells)
+        if not keep_answer:
+            scheduler.forget(slot, cells)
         kept, state = scheduler.export_state(slot)
         extends = bool(tokens) and kept[: len(tokens)] == tokens
         written = self._store.keep(self._key, kept, state, name if extends else None)
