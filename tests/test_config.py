@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from gptcli.config import Settings, load_config_file, resolve_settings
+from gptcli.config.values import check_setting
 from gptcli.errors import ConfigError
 from gptcli.paths import app_paths
 from tests.conftest import Gptcli
@@ -208,3 +209,21 @@ def test_broken_tool_settings_name_file_and_line(tmp_path: Path, text: str, frag
         load_config_file(path)
     assert str(path) in caught.value.message
     assert fragment in caught.value.message
+
+
+@pytest.mark.parametrize(
+    ("key", "typed", "value"),
+    [("speculate", "ngram", "ngram"), ("speculate", "OFF", "off"), ("think", "on", "on"),
+     ("top_k", "20", 20), ("temperature", "0", 0.0), ("seed", "none", None)],
+)  # fmt: skip
+def test_set_parses_each_value_as_its_kind(key: str, typed: str, value: object) -> None:
+    assert check_setting(key, typed) == value
+
+
+@pytest.mark.parametrize(
+    ("key", "typed", "message"),
+    [("speculate", "3", "must be auto, ngram, draft or off"), ("top_k", "many", "an integer")],
+)
+def test_set_refuses_a_value_of_another_kind(key: str, typed: str, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        check_setting(key, typed)

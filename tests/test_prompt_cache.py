@@ -9,12 +9,14 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 from pathlib import Path
 
 import pytest
 
 from tests.conftest import Gptcli, gptcli_executable
+from tests.terminal import Terminal
 
 WORDS = [
     "river",
@@ -169,3 +171,60 @@ def test_prompt_cache_off_in_the_config_file(gptcli: Gptcli, tmp_path: Path) -> 
     ask(gptcli, doc, "What is this about?")
     assert cached(ask(gptcli, doc, "Name one word.")) == 0
     assert entries(gptcli) == []
+
+
+def test_a_batch_restores_the_shared_prefix_and_answers_the_same(
+    gptcli: Gptcli, tmp_path: Path
+) -> None:
+    # Three items for two slots: the slot of the first takes the third, so what is left to
+    # write is the prefix they share (the text and the template around it), not one prompt.
+    doc = document(tmp_path / "notes.txt")
+    questions = ["What is this about?", "Which words repeat?", "Name one word."]
+    items = tmp_path / "in.jsonl"
+    items.write_text(
+        "".join(
+            json.dumps({"id": n, "prompt": q, "attachments": [str(doc)]}) + "\n"
+            for n, q in enumerate(questions)
+        )
+    )
+
+    def batch(*extra: str) -> list[dict[str, object]]:
+        command = ("batch", "--ordered", "-t", "0", "-n", "4", "--parallel", "2", *extra)
+        done = gptcli(*command, str(items))
+        assert done.returncode == 0, done.stderr
+        return [json.loads(line) for line in done.stdout.splitlines()]
+
+    first = batch()
+    assert cached(first[0]) == 0  # the others copy it from the first item's slot
+    [entry] = entries(gptcli)
+    fresh = batch("--no-cache")
+    assert cached(fresh[0]) == 0 and entries(gptcli) == [entry]
+    second = batch()
+    usage = second[0]["usage"]
+    assert isinstance(usage, dict)
+    assert cached(second[0]) >= 256
+    assert usage["prompt_tokens"] - cached(second[0]) < 20  # the question and the template's tail
+    assert [r["text"] for r in second] == [r["text"] for r in fresh] == [r["text"] for r in first]
+    assert entries(gptcli) == [entry]  # nothing new to write
+
+
+def test_a_chat_killed_after_its_first_answer_has_written_its_entry(
+    gptcli: Gptcli, tmp_path: Path
+) -> None:
+    doc = document(tmp_path / "notes.txt")
+    env = {**gptcli.env, "TERM": "xterm-256color"}
+    chat = [gptcli_executable(), "-t", "0", "-n", "4", "-a", str(doc)]
+    term = Terminal(chat, env)
+    try:
+        term.wait_prompt(1)
+        term.type_line("What is this about?")
+        term.wait_prompt(2)  # the answer is out: its entry is written before the next prompt
+        term.child.kill(signal.SIGKILL)  # no exit, no handler: only what is on disk stays
+        term.child.wait()
+        assert term.child.signalstatus == signal.SIGKILL
+    finally:
+        term.close()
+    assert len(entries(gptcli)) == 1
+    answer = ask(gptcli, doc, "Which words repeat?")
+    assert cached(answer) >= 256
+    assert answer["text"] == ask(gptcli, doc, "Which words repeat?", "--no-cache")["text"]

@@ -255,12 +255,17 @@ def test_role_switches_the_tools_too(gptcli: Gptcli) -> None:
 def test_show_gives_values_as_a_person_types_them(gptcli: Gptcli) -> None:
     term = start(gptcli)
     try:
+        term.type_line("/set speculate ngram")  # a word, where /set once took only numbers
+        term.wait_text("(speculate = ngram)")
         term.type_line("/show")
-        term.wait_prompt(2)
+        term.wait_prompt(3)
         shown = "\n".join(term.scrollback())
         shown = shown[shown.rindex(">>> /show") :]
         for line in ("seed            random", "stop            none", "think           auto"):
             assert line in shown, shown
+        assert "speculate       ngram" in shown
+        # The bundled model's cells: 22.5 KiB of f16 K and V a token, 4,096 of them.
+        assert "kv cache        f16, 22.5 KiB per token (90.0 MiB full)" in shown
         assert "None" not in shown and "'auto'" not in shown and "()" not in shown
         assert shown.count("schema") == 1
     finally:

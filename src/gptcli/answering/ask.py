@@ -38,6 +38,7 @@ from gptcli.conversation.recorder import SessionRecorder, answer_facts, conversa
 from gptcli.conversation.toolloop import AnswerEvent, ToolUse
 from gptcli.engine.abilities import abilities
 from gptcli.engine.base import Backend, Cancellation, Finished, TextDelta, ThinkingDelta
+from gptcli.engine.promptcache import PromptWrite
 from gptcli.errors import ExitStatus, UsageError
 from gptcli.store.sessions import SessionError, SessionStore, check_name, new_session_name
 
@@ -317,14 +318,19 @@ def _keep_state(
         )
 
 
-def keep_prompt(backend: Backend, env: Environment) -> None:
-    """Write the prompt cache's entry for the answer's prompt, once it is out (the backend's
-    cells beyond that prompt go); a disk that refuses is one note."""
+def keep_prompt(backend: Backend, env: Environment, keep_answer: bool = False) -> None:
+    """Write the prompt cache's entry for the first answer's prompt, once it is out (the
+    backend's cells beyond that prompt go, or with ``keep_answer`` stay and are written
+    too); a disk that refuses is one note."""
     caching = abilities(backend).prompt_cache
-    if caching is None:
-        return
+    if caching is not None:
+        write_prompt_cache(lambda: caching.save_prompt_cache(keep_answer), env)
+
+
+def write_prompt_cache(save: Callable[[], PromptWrite | None], env: Environment) -> None:
+    """Write a prompt cache entry with ``save``: a disk that refuses is one note."""
     try:
-        written = caching.save_prompt_cache()
+        written = save()
     except OSError as exc:
         env.note(f"the prompt cache could not be written ({exc.strerror}); it is skipped")
         return

@@ -13,6 +13,7 @@ from dataclasses import dataclass, replace
 from itertools import chain, islice
 from typing import Any, Protocol
 
+from gptcli.answering.ask import write_prompt_cache
 from gptcli.answering.attaching import AttachmentInfo, counted, for_model
 from gptcli.answering.environment import Environment
 from gptcli.answering.inputs import compose_prompt
@@ -98,7 +99,7 @@ def run_batch(
             env.note(notice)
         jobs.backend = backend
         try:
-            _answer_all(request, backend, jobs, pending, cancel)
+            _answer_all(request, backend, jobs, pending, cancel, env)
         finally:
             backend.close()
     return ExitStatus.INTERRUPTED if cancel.cancelled else ExitStatus.OK
@@ -110,6 +111,7 @@ def _answer_all(
     jobs: _Jobs,
     pending: Iterator[BatchJob],
     cancel: Cancellation,
+    env: Environment,
 ) -> None:
     # The engine is no larger than the input: its first jobs are read ahead to know.
     window = backend.details.context_size
@@ -127,6 +129,8 @@ def _answer_all(
                 jobs.results.failed(outcome.index, item_id, error)
             else:
                 jobs.results.answered(outcome.index, item_id, checked, attached)
+        if not (cancel.cancelled or env.ending()):  # every record is out
+            write_prompt_cache(engine.save_prompt_cache, env)
     finally:
         engine.close()
         jobs.results.stopped()

@@ -203,11 +203,13 @@ class ChatTurns:
         except OSError as exc:
             self.env.notify(f"(could not save the session's state: {exc.strerror})", "dim")
 
-    def keep_prompt(self) -> None:
-        """Write the first turn's prompt to the prompt cache (the chat is over with this
-        model: its cells beyond that prompt go); not when ending on a signal."""
+    def keep_prompt(self, keep_answer: bool = False) -> None:
+        """Write the first turn's prompt to the prompt cache, if it is not written yet:
+        after that turn (``keep_answer``: the answer's cells stay for the next turn and go
+        into the entry too), or when the chat is over with this model (its cells beyond
+        that prompt go); not when ending on a signal."""
         if not self.env.ending():
-            keep_prompt(self.state.backend, self.env)
+            keep_prompt(self.state.backend, self.env, keep_answer)
 
     def restore_snapshot(self) -> int:
         """Load the session's KV snapshot, if it is valid for this model; tokens restored."""

@@ -175,6 +175,7 @@ def check_value(key: str, value: Any) -> Any:
 
 
 _FLOAT_KEYS = {"temperature", "top_p", "min_p", "repeat_penalty"}
+_WORD_KEYS = {"think", "speculate"}  # one of a few words, not a number
 
 
 def check_setting(key: str, raw: str) -> Any:
@@ -191,6 +192,8 @@ def check_setting(key: str, raw: str) -> Any:
             except json.JSONDecodeError:
                 raise ValueError('must be a JSON list such as ["###", "END"]') from None
         return check_value(key, [text])
+    if key in _WORD_KEYS:
+        return check_value(key, text.lower())
     try:
         value: Any = float(text) if key in _FLOAT_KEYS else int(text)
     except ValueError:

@@ -52,9 +52,10 @@ class KvSnapshots(Protocol):
 class PromptCaching(Protocol):
     """A backend that keeps prompts' cells across runs (``engine.promptcache``)."""
 
-    def save_prompt_cache(self) -> PromptWrite | None:
+    def save_prompt_cache(self, keep_answer: bool = False) -> PromptWrite | None:
         """Write the first answer's prompt as an entry if it is worth one; the conversation's
-        cells beyond it go. Raises OSError where the disk refuses."""
+        cells beyond it go, or with ``keep_answer`` stay and are written too (a chat's next
+        turn needs them). Raises OSError where the disk refuses."""
         ...
 
 
@@ -65,6 +66,12 @@ class BatchEngine(Protocol):
     def tokens_generated(self) -> int: ...
 
     def run(self, jobs: Iterator[BatchJob], cancel: Cancellation) -> Generator[BatchOutcome]: ...
+
+    def save_prompt_cache(self) -> PromptWrite | None:
+        """After a run: write the long prefix its first job shares with the others (or its
+        whole prompt) to the prompt cache if it is worth an entry; None where there is no
+        cache. Raises OSError where the disk refuses."""
+        ...
 
     def close(self) -> None: ...
 

@@ -26,6 +26,7 @@ from gptcli.engine.base import (
     TextDelta,
     new_seed,
 )
+from gptcli.engine.promptcache import PromptWrite
 from gptcli.errors import GptcliError, UsageError
 
 __all__ = [
@@ -131,6 +132,9 @@ class StreamPool:
                     yield outcome
             finally:
                 stop.cancel()  # the threads still streaming stop at their next chunk
+
+    def save_prompt_cache(self) -> PromptWrite | None:
+        return None  # a server keeps its own
 
     def close(self) -> None:
         pass

@@ -21,6 +21,7 @@ from gptcli.engine.base import (
     TextDelta,
     Usage,
 )
+from gptcli.engine.promptcache import PromptCache, PromptWrite
 from gptcli.engine.scheduler import Scheduler
 from gptcli.engine.slots import Request, finished
 from gptcli.engine.thinking import Splitter
@@ -81,11 +82,18 @@ class _Job:
 class SlotBatch:
     """Continuous batching of jobs over the slots of ``scheduler``, ``cells`` each."""
 
-    def __init__(self, prompt_for: PromptMaker, scheduler: Scheduler, slots: int, cells: int):
+    def __init__(
+        self,
+        prompt_for: PromptMaker,
+        scheduler: Scheduler,
+        cells: int,
+        cache: PromptCache | None = None,
+    ) -> None:
         self._prompt_for = prompt_for
         self._scheduler = scheduler
-        self._slots = slots
+        self._slots = scheduler.slot_count
         self._cells = cells
+        self._cache = cache  # the first job's prompt prefix from earlier runs, and back
         self._running: dict[int, _Job] = {}  # id(request) -> its job
         self._free: list[int] = []
         self._jobs: Iterator[BatchJob] | None = None
@@ -129,7 +137,10 @@ class SlotBatch:
                 yield started
                 continue
             request, entry = started
-            self._scheduler.submit(self._free.pop(), request)
+            slot = self._free.pop()
+            if self._cache is not None:
+                self._cache.restore(self._scheduler, request.prompt, slot)
+            self._scheduler.submit(slot, request)
             self._running[id(request)] = entry
 
     def _start(self, job: BatchJob) -> tuple[Request, _Job] | BatchOutcome:
@@ -148,6 +159,13 @@ class SlotBatch:
         except GptcliError as exc:
             return BatchOutcome(job.index, error=exc)
         return request, _Job(job, splitter)
+
+    def save_prompt_cache(self) -> PromptWrite | None:
+        """Write the first job's prompt, as far as a slot still holds it, to the prompt
+        cache if it is worth an entry. Raises OSError where the disk refuses."""
+        if self._cache is None:
+            return None
+        return self._cache.save(self._scheduler)
 
     def close(self) -> None:
         self._scheduler.close()

@@ -29,17 +29,22 @@ from gptcli.engine.base import (
     ToolRequest,
     ToolSpec,
 )
+from gptcli.engine.contexts import (
+    ContextMaker,
+    attention_kernel,
+    check_window,
+    requested_window,
+)
 from gptcli.engine.cpuload import CpuSample, busy_elsewhere, default_threads, physical_cores
 from gptcli.engine.draft import DraftModel, DraftOptions, Placement
 from gptcli.engine.grammar import ToolGrammar, tool_grammar
-from gptcli.engine.jobs import SlotBatch, default_parallel, physical_memory
-from gptcli.engine.kvcache import DEFAULT_KV_TYPE, QUANTIZED, cell_bytes, model_shape, shape_of
-from gptcli.engine.kvcache import type_sizes as kv_type_sizes
+from gptcli.engine.jobs import SlotBatch, default_parallel
+from gptcli.engine.kvcache import DEFAULT_KV_TYPE, cell_bytes, model_shape, shape_of
 from gptcli.engine.modelfile import ModelFileInfo, read_model_file
 from gptcli.engine.projector import Projector, media_parts
 from gptcli.engine.promptcache import PromptCache, PromptStore, PromptWrite
 from gptcli.engine.scheduler import BATCH_TOKENS, Scheduler
-from gptcli.engine.slots import CONTEXT_STEP, Layout, longest_piece, round_up_cells, token_piece
+from gptcli.engine.slots import Layout, longest_piece, round_up_cells, token_piece
 from gptcli.engine.speculate import CPU_COST, GPU_COST
 from gptcli.engine.template import CHATML_TEMPLATE, ChatTemplate, PromptPiece, TemplateError
 from gptcli.engine.thinking import (
@@ -56,9 +61,7 @@ from gptcli.engine.toolformat import offered
 from gptcli.errors import ContextOverflowError, GptcliError, ModelError, UsageError
 from gptcli.media import MEDIA_HINT, MediaItem
 
-DEFAULT_CONTEXT = 4096
 INITIAL_CONTEXT = 1024  # the context grows from here, by doubling, up to the window
-MAX_CONTEXT = 2**32 - CONTEXT_STEP  # llama.cpp's n_ctx is a uint32
 ALL_LAYERS = 0x7FFFFFFF
 
 
@@ -106,9 +109,8 @@ class LlamaBackend:
         self._create_context(options)
         if options.mmproj is not None:
             self._load_projector(options)
-        self._prompt_cache = (
-            PromptCache(options.prompt_cache, self._prompt_key()) if options.prompt_cache else None
-        )
+        self._prompt_store = options.prompt_cache
+        self._prompt_cache = self._new_prompt_cache()
         if options.draft is not None:
             self._load_draft(options.draft, cancel or Cancellation())
         self._token_bytes: int | None = None
@@ -130,42 +132,38 @@ class LlamaBackend:
     def _create_context(self, options: LoadOptions) -> None:
         """The KV cache and compute buffers: context size, threads, attention kernel.
 
-        The window (``--ctx``, else the model's trained context up to 4,096) is what
-        a conversation may fill; the context starts smaller and doubles as it fills,
-        carrying its cache over. Decoding in a 4,096-cell cache was 2-4% slower than
-        in a 1,024-cell one here at equal use, and its KV buffer takes 90 MiB.
+        Decoding in a 4,096-cell cache was 2-4% slower than in a 1,024-cell one here
+        at equal use, and its KV buffer takes 90 MiB: the one-slot context starts at
+        INITIAL_CONTEXT cells and grows into the window (engine/contexts.py).
         """
         lib = self._lib
         self._kv_type = options.kv_type
-        self._kv_type_id = kv_type_sizes(options.kv_type)[0]
         trained = self._info.context_length
-        requested = options.ctx or min(trained or DEFAULT_CONTEXT, DEFAULT_CONTEXT)
+        requested = requested_window(options.ctx, trained)
         self._window = round_up_cells(requested)
-        self._check_window(requested, trained)
+        cell = self.kv_bytes_per_cell()
+        try:
+            self._notices += check_window(self._window, requested, trained, cell)
+        except UsageError:
+            self.close()
+            raise
         self._threads = options.threads or default_threads(physical_cores(), self._busy_elsewhere)
         if options.debug and not options.threads:
             busy = self._busy_elsewhere
             seen = "unknown" if busy is None else f"{busy:.1f}"
             count = f"{self._threads} thread{'s' if self._threads != 1 else ''}"
             self._notices.append(f"{count} (cores busy elsewhere: {seen})")
-        # Flash attention decodes ~28% slower on CPU at 1k context; let GPU builds choose.
-        # llama.cpp keeps a quantized V cache only with it.
-        on_gpu = self._gpu_layers > 0 and lib.llama_supports_gpu_offload()
-        self._flash = (
-            lib.LLAMA_FLASH_ATTN_TYPE_ENABLED
-            if options.kv_type in QUANTIZED
-            else lib.LLAMA_FLASH_ATTN_TYPE_AUTO
-            if on_gpu
-            else lib.LLAMA_FLASH_ATTN_TYPE_DISABLED
+        self._flash = attention_kernel(lib, options.kv_type, self.on_gpu)
+        self._contexts = ContextMaker(
+            lib, self._model, options.path, self._threads, self._flash, options.kv_type
         )
-        self._path = options.path
         try:
             self._layout = Layout(1, self._window, True, min(self._window, INITIAL_CONTEXT))
             self._scheduler = Scheduler(lib, self._vocab, self._layout, self._new_context)
         except ModelError:
             self.close()
             raise
-        self._scheduler.draft_cost = GPU_COST if on_gpu else CPU_COST
+        self._scheduler.draft_cost = GPU_COST if self.on_gpu else CPU_COST
 
     def _load_projector(self, options: LoadOptions) -> None:
         """The multimodal projector, beside the model; the scheduler decodes its embeddings."""
@@ -200,53 +198,9 @@ class LlamaBackend:
 
             scheduler.drafts = self._draft.open(layout, cancelled)
 
-    def _check_window(self, requested: int, trained: int | None) -> None:
-        """Refuse a window whose KV cache no memory here could hold (the context grows
-        into it, so it would fail mid-conversation); note what llama.cpp would warn of."""
-        needed = self._window * self.kv_bytes_per_cell()
-        memory = physical_memory()
-        if self._window > MAX_CONTEXT or (memory is not None and needed > memory):
-            self.close()
-            have = f"; this machine has {memory / 2**30:,.1f} GiB" if memory is not None else ""
-            trained_note = f"; the model was trained on {trained:,}" if trained else ""
-            raise UsageError(
-                f"a {self._window:,}-token context window needs {needed / 2**30:,.1f} GiB of KV "
-                f"cache for this model{have} (try a smaller --ctx{trained_note})"
-            )
-        if self._window != requested:
-            self._notices.append(
-                f"the context window is {self._window:,} tokens, not {requested:,}: llama.cpp "
-                f"allocates it in steps of {CONTEXT_STEP}"
-            )
-        if trained and self._window > trained:
-            self._notices.append(
-                f"the context window ({self._window:,} tokens) is larger than the model's "
-                f"trained context ({trained:,}): past that, answers may lose coherence"
-            )
-
-    def _context_params(self, cells: int, n_batch: int) -> Any:
-        """llama.cpp's parameters for a context of ``cells`` cells (one sequence's)."""
-        cparams = self._lib.llama_context_default_params()
-        cparams.n_ctx = cells
-        cparams.n_batch = n_batch
-        cparams.n_ubatch = n_batch
-        cparams.n_threads = self._threads
-        cparams.n_threads_batch = self._threads
-        cparams.no_perf = True
-        cparams.flash_attn_type = self._flash
-        cparams.type_k = cparams.type_v = self._kv_type_id
-        return cparams
-
     def _new_context(self, size: int) -> Any:
         """A context of ``size`` cells for one sequence (the scheduler frees it)."""
-        cparams = self._context_params(size, min(size, BATCH_TOKENS))
-        ctx = self._lib.llama_init_from_model(self._model, cparams)
-        if not ctx:
-            raise ModelError(
-                f"llama.cpp could not create a {size}-token context for {self._path} "
-                "(out of memory? try a smaller --ctx)"
-            )
-        return ctx
+        return self._contexts.single(size, min(size, BATCH_TOKENS))
 
     @property
     def scheduler(self) -> Scheduler:
@@ -467,61 +421,37 @@ class LlamaBackend:
         except ModelError:
             scheduler.close()
             raise
-        return SlotBatch(self.prompt_for, scheduler, parallel, cells_each)
+        return SlotBatch(self.prompt_for, scheduler, cells_each, self._new_prompt_cache())
 
     def parallel_context(self, sequences: int, cells_each: int, n_batch: int) -> Any:
-        """A new context on this model for ``sequences`` independent sequences.
-
-        Each sequence gets a KV stream of its own of ``cells_each`` cells (kv_unified
-        off): attention then runs over one sequence's cells only, which llama.h
-        recommends for sequences that share no long prefix. The caller frees it.
-        """
-        cparams = self._context_params(sequences * cells_each, n_batch)
-        cparams.n_seq_max = sequences
-        cparams.kv_unified = False
-        ctx = self._lib.llama_init_from_model(self._model, cparams)
-        if not ctx:
-            raise ModelError(
-                f"llama.cpp could not create a context of {sequences} x {cells_each} tokens "
-                f"for {self._path} (out of memory? try a smaller --parallel or --ctx)"
-            )
-        return ctx
+        """A new context on this model for ``sequences`` independent sequences of
+        ``cells_each`` cells each (engine/contexts.py). The caller frees it."""
+        return self._contexts.parallel(sequences, cells_each, n_batch)
 
     # -- state snapshots ---------------------------------------------------
 
     def state_key(self) -> dict[str, object]:
         """What a saved KV state is only valid for (with the model file's sha256)."""
-        import hashlib
+        key = self._contexts.state_key(self._window, self._template.text, self._identity())
+        return {**key, "gpu_layers": self._gpu_layers}
 
-        key: dict[str, object] = {
-            "n_ctx": self._window,
-            "template_sha256": hashlib.sha256(self._template.text.encode()).hexdigest(),
-            "llama_cpp": native.engine_version(),
-            "gpu_layers": self._gpu_layers,
-            "kv_type": self._kv_type,
-        }
-        if self._projector is not None:  # an image's cells are the projector's work
-            key["projector"] = self._projector.identity()
-        return key
+    def _new_prompt_cache(self) -> PromptCache | None:
+        """The prompt cache, for the first answer of a conversation or a batch."""
+        store = self._prompt_store
+        key = self._contexts.prompt_key(self._gpu_layers, self._identity())
+        return PromptCache(store, key) if store is not None else None
 
-    def _prompt_key(self) -> dict[str, object]:
-        """What a prompt-cache entry is only valid for (with the model file's sha256)."""
-        key: dict[str, object] = {
-            "llama_cpp": native.engine_version(),
-            "kv_type": self._kv_type,
-            "flash_attn": int(self._flash),
-            "gpu_layers": self._gpu_layers,
-        }
-        if self._projector is not None:  # an image's cells are the projector's work
-            key["projector"] = self._projector.identity()
-        return key
+    def _identity(self) -> str | None:
+        """The projector's, whose work an image's cells are."""
+        return self._projector.identity() if self._projector is not None else None
 
-    def save_prompt_cache(self) -> PromptWrite | None:
+    def save_prompt_cache(self, keep_answer: bool = False) -> PromptWrite | None:
         """Write the first answer's prompt to the prompt cache, if it is worth an entry; the
-        conversation's cells beyond that prompt go. Raises OSError where the disk refuses."""
+        conversation's cells beyond that prompt go, or with ``keep_answer`` stay and are
+        written too. Raises OSError where the disk refuses."""
         if self._prompt_cache is None:
             return None
-        return self._prompt_cache.save(self.scheduler)
+        return self._prompt_cache.save(self.scheduler, keep_answer)
 
     def state_size(self) -> int:
         """Bytes ``export_state`` would return, without copying them."""

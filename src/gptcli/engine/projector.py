@@ -6,7 +6,7 @@ cells, a KV snapshot) each such position holds a stand-in: a negative number mad
 from the media's sha256 and the position's offset in it, so prefix reuse keeps an
 image's cells only for the same image, and a snapshot resumes a turn that holds one.
 The scheduler decodes a run of stand-ins with the embeddings :meth:`Projector.fill`
-puts in an embeddings batch; ``llama_decode`` stays the scheduler's.
+puts in an embeddings batch; decoding stays the scheduler's.
 
 The projector file is untrusted input, as a model file is: its header is validated
 in Python first (:func:`check_projector`), since clip.cpp aborts the process on a

@@ -4,7 +4,7 @@ The way llama-server serves everything from slots: a chat is a slot whose cells
 stay between turns, `ask` is one slot, `batch` and notes on a long document are
 many. Each step samples every answer that has logits, builds one batch (the
 next token of each answer, then prompt chunks of the slots that have a new
-request) and calls ``llama_decode`` once; this is the only module that does,
+request: engine/stepbatch.py) and calls ``llama_decode`` once; this is the only module that does,
 but for a draft model's own context (engine/draft.py, asked for drafts here).
 
 Decoding is pipelined where it pays: llama.cpp on a GPU computes asynchronously
@@ -45,6 +45,7 @@ from gptcli.engine.slots import (
     token_piece,
 )
 from gptcli.engine.speculate import CPU_COST, DraftSource, check_mode, new_drafter
+from gptcli.engine.stepbatch import StepBatch
 from gptcli.errors import GptcliError
 
 BATCH_TOKENS = 512  # tokens per llama_decode call: answers' next tokens plus prompt chunks
@@ -64,9 +65,7 @@ class Scheduler:
         self._size = 0
         self._use_context(new_context(layout.initial if layout.grow else layout.cells))
         self._slots = [Slot(seq) for seq in range(layout.slots)]
-        self._batch = lib.llama_batch_init(BATCH_TOKENS, 0, 1)
-        self._one = (lib.llama_token * 1)()  # a lone generated token goes in this batch
-        self._one_batch = lib.llama_batch_get_one(self._one, 1)
+        self._step = StepBatch(lib, BATCH_TOKENS)
         self._llama_decode = lib.llama_decode  # one lookup per step, not two
         self._pieces: tuple[dict[int, bytes], dict[int, bytes]] = ({}, {})
         self._pipelined = layout.slots == 1
@@ -99,6 +98,10 @@ class Scheduler:
     def size(self) -> int:
         """The cells a slot may hold now (a growing one: before it grows again)."""
         return self._size
+
+    @property
+    def slot_count(self) -> int:
+        return len(self._slots)
 
     @property
     def tokens_generated(self) -> int:
@@ -316,13 +319,12 @@ class Scheduler:
         """One llama_decode of the queued tokens and prompt chunks; False when interrupted."""
         if self.media is not None and not self._feed_media(cancel):
             return False
-        filled, prompts = self._fill()
+        step = self._step.fill(self._slots, self._n_batch, self._size, self.draft_cost)
+        filled, prompts = step.filled, step.prompts
         if not filled:
             return True
         self._abort_on(prompts)
-        lone = len(filled) == 1 and not prompts and filled[0][0].seq == 0
-        lone = lone and not filled[0][1].drafts
-        status = self._llama_decode(self._ctx, self._one_batch if lone else self._batch)
+        status = self._llama_decode(self._ctx, step.batch)
         if status == 0 and not (prompts and cancel.cancelled):
             if prompts:
                 now = time.perf_counter()
@@ -363,90 +365,6 @@ class Scheduler:
                 slot.cells.extend(request.prompt[fed : request.fed])
         return True
 
-    def _fill(self) -> tuple[list[tuple[Slot, Request, int]], bool]:
-        """Put the answers' next tokens, then prompt chunks, into the batch.
-
-        Returns each (slot, request, first cell it fills) and whether prompt tokens
-        are in. A lone generated token of slot 0 goes in the one-token batch instead.
-        """
-        filled = self._answers()
-        lone = len(filled) == 1 and not filled[0][1].drafts
-        if lone and filled[0][0].seq == 0 and not self._prompts_left():
-            slot, request, _ = filled[0]
-            self._one[0] = request.pending
-            slot.cells.append(request.pending)
-            request.pending, request.output = -1, -1
-            return filled, False
-        batch, count = self._batch, 0
-        for slot, request, _ in filled:
-            count = self._add(slot, request.pending, count, False)
-            request.pending, request.output = -1, count - 1
-            for token in request.drafts:
-                count = self._add(slot, token, count, True)
-        answers = count
-        count = self._add_prompts(filled, count)
-        for _, request, _ in filled:
-            if request.output >= 0:
-                batch.logits[request.output] = True
-        batch.n_tokens = count
-        return filled, count > answers
-
-    def _answers(self) -> list[tuple[Slot, Request, int]]:
-        """The requests with a token to evaluate, each with its drafts chosen."""
-        filled = [(s, s.request, len(s.cells)) for s in self._slots if s.request is not None]
-        filled = [entry for entry in filled if entry[1].pending >= 0]
-        room = self._n_batch - len(filled)
-        for slot, request, _ in filled:
-            if request.drafter is not None:
-                request.drafts = self._draft(slot, request, room)
-                room -= len(request.drafts)
-        return filled
-
-    def _add_prompts(self, filled: list[tuple[Slot, Request, int]], count: int) -> int:
-        """Prompt chunks after the answers' tokens, while the batch has room."""
-        for slot in self._slots:
-            request = slot.request
-            if request is None or request.waiting or request.fed >= len(request.prompt):
-                continue
-            if count >= self._n_batch:
-                break
-            filled.append((slot, request, len(slot.cells)))
-            end = min(len(request.prompt), request.fed + self._n_batch - count)
-            for position in range(request.fed, end):
-                if request.prompt[position] < 0:  # an image: _feed_media's, in the next step
-                    end = position
-                    break
-                count = self._add(slot, request.prompt[position], count, False)
-            if end == len(request.prompt):
-                request.output = count - 1
-            request.fed = end
-        return count
-
-    def _draft(self, slot: Slot, request: Request, room: int) -> list[int]:
-        """Tokens guessed to follow the pending one, as many as the answer, its cells and
-        the batch have room for (and as pays)."""
-        assert request.drafter is not None
-        left = request.limit - request.produced - 1
-        limit = min(left, self._size - len(slot.cells) - 1, room)
-        return request.drafter.draft(limit, self.draft_cost)
-
-    def _prompts_left(self) -> bool:
-        for slot in self._slots:
-            request = slot.request
-            if request is not None and not request.waiting and request.fed < len(request.prompt):
-                return True
-        return False
-
-    def _add(self, slot: Slot, token: int, count: int, logits: bool) -> int:
-        batch = self._batch
-        batch.token[count] = token
-        batch.pos[count] = len(slot.cells)
-        batch.n_seq_id[count] = 1
-        batch.seq_id[count][0] = slot.seq
-        batch.logits[count] = logits
-        slot.cells.append(token)
-        return count + 1
-
     def _abort_on(self, wanted: bool) -> None:
         """Let Ctrl-C stop llama.cpp inside a decode. Only while prompt chunks are decoded:
         llama.cpp asks after every graph node, a call into Python each time."""
@@ -483,13 +401,14 @@ class Scheduler:
         return list(self._slots[slot].cells), ctypes.string_at(state, written)
 
     def import_state(self, tokens: list[int], state: bytes, slot: int = 0) -> bool:
-        """Restore a KV cache made by ``export_state`` into ``slot`` (free, and no decode
-        in flight); on any failure the slot starts clean."""
+        """Restore a KV cache made by ``export_state`` into ``slot`` (free); on any failure
+        the slot starts clean."""
         n_vocab = self._lib.llama_vocab_n_tokens(self._vocab)
         lowest = 0 if self.media is None else -(2**31)  # stand-ins for media are negative
         if len(tokens) > self._layout.cells or any(not lowest <= t < n_vocab for t in tokens):
             return False
         target = self._slots[slot]
+        self._lib.llama_synchronize(self._ctx)  # a decode in flight may still write
         self._forget(target, 0)
         self._reserve(len(tokens) + 1)
         buf = (ctypes.c_uint8 * len(state)).from_buffer_copy(state)
@@ -518,9 +437,7 @@ class Scheduler:
         if self.drafts is not None:
             self.drafts.close()
             self.drafts = None
-        if self._batch is not None:
-            lib.llama_batch_free(self._batch)
-            self._batch = None
+        self._step.close()
         if self._ctx:
             lib.llama_free(self._ctx)
             self._ctx = None

@@ -216,6 +216,8 @@ class Repl:
             self._note("(interrupted)", "dim")
         elif finished.reason == "length":
             self._note(f"(answer cut at {finished.usage.completion_tokens} tokens)", "dim")
+        # Once the answer and its notes are out: a chat killed later keeps its first prompt.
+        self.turns.keep_prompt(keep_answer=True)
 
     # -- sessions (see gptcli.terminal.repl.sessions) ---------------------------------
 
