@@ -14,14 +14,14 @@ pytestmark = pytest.mark.slow
 SECRET = "The secret word is banana. What is the secret word?"
 
 
-def long_session(home: Path) -> None:
+def long_session(home: Path, exchanges: int = 8) -> None:
     store = SessionStore(home / "data")
 
     def fill(session: object) -> None:
         from gptcli.store.sessions import Session
 
         assert isinstance(session, Session)
-        for n in range(8):
+        for n in range(exchanges):
             session.messages.append(StoredMessage("user", f"Tell me about town number {n}."))
             session.messages.append(
                 StoredMessage("assistant", f"Town {n} has a market, a river and a mill. " * 6)
@@ -261,7 +261,7 @@ def test_a_broken_grammar_is_one_line_and_the_parser_log_needs_debug(gptcli: Gpt
 
 
 def test_summarize_works_in_a_small_window(gptcli: Gptcli) -> None:
-    long_session(gptcli.home)
+    long_session(gptcli.home, exchanges=4)  # twice the window: a summary of several parts
     result = gptcli(
         "ask", "--session", "long", "--ctx", "256", "-n", "40", "-t", "0", "--json",
         "--on-overflow", "summarize", SECRET,
