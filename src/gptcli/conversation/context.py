@@ -151,13 +151,15 @@ def read_within(blocks: Iterable[str], backend: Backend, limit: int, cancel: Can
     counting. Otherwise the blocks are counted as they come (one token of slack per
     block boundary, where a cut may split what would be one token).
     """
-    per_token = backend.token_bytes()
+    per_token: int | None = None
     count = _count_text(backend)
     parts: list[str] = []
     size = 0
     for block in blocks:
         if cancel.cancelled:
             raise KeyboardInterrupt
+        if not parts:  # asked once there is input: the answer scans the whole vocabulary
+            per_token = backend.token_bytes()
         parts.append(block)
         if per_token is not None:
             size += len(block.encode("utf-8", errors="surrogatepass"))
