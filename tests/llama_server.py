@@ -1,4 +1,5 @@
-"""llama-cpp-python's own OpenAI-compatible server on 127.0.0.1, serving the bundled model."""
+"""llama-cpp-python's own OpenAI-compatible server on 127.0.0.1, serving the bundled model,
+optionally with a projector for images."""
 
 from __future__ import annotations
 
@@ -33,11 +34,28 @@ def free_port() -> int:
 
 
 class LlamaServer:
-    """Starts the server and waits until it lists its model."""
+    """Starts the server and waits until it lists its model.
+
+    With ``projector`` the server takes images as LLaVA-1.5 does (``--chat_format llava-1-5``,
+    its handler over libmtmd, with its own USER/ASSISTANT template and system message). The
+    handler encodes on the model's ``n_threads``: such a server runs on one thread, as the
+    projector's tests do (two threads beside other busy processes encode many times slower).
+    """
 
     def __init__(
-        self, model: Path, log: Path, alias: str = "smol", extra: tuple[str, ...] = ()
+        self,
+        model: Path,
+        log: Path,
+        alias: str = "smol",
+        extra: tuple[str, ...] = (),
+        projector: Path | None = None,
+        ctx: int = 2048,
     ) -> None:
+        threads: tuple[str, ...] = ("--n_threads", "2")
+        vision: tuple[str, ...] = ()
+        if projector is not None:
+            threads = ("--n_threads", "1", "--n_threads_batch", "1")
+            vision = ("--chat_format", "llava-1-5", "--clip_model_path", str(projector))
         self.port = free_port()
         self.log = log
         self.url = f"http://127.0.0.1:{self.port}/v1"
@@ -55,9 +73,9 @@ class LlamaServer:
                 "--port",
                 str(self.port),
                 "--n_ctx",
-                "2048",
-                "--n_threads",
-                "2",
+                str(ctx),
+                *threads,
+                *vision,
                 *extra,
             ],
             stdout=subprocess.DEVNULL,

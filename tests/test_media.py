@@ -306,3 +306,64 @@ def test_a_sound_is_encoded_and_its_tokens_counted(
     pdf = str(make_pdf(tmp_path / "p.pdf", ["Intro."]))
     refused = gptcli("ask", *FAST, "--mmproj", mmproj, "--pdf-pages", "images", "-a", pdf, "Hi")
     assert refused.returncode == 2 and "projector takes no images" in refused.stderr
+
+
+def _served(url: str, body: dict[str, Any]) -> dict[str, Any]:
+    """The server's answer to ``body`` whole, not streamed: llama-cpp-python's server says
+    its usage only then (a stream ends without it, and gptcli reports its own estimate)."""
+    import urllib.request
+
+    from tests.timing import patience
+
+    once = {key: value for key, value in body.items() if key != "stream_options"}
+    once["stream"] = False
+    request = urllib.request.Request(
+        f"{url}/chat/completions",
+        json.dumps(once).encode(),
+        {"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=patience(60)) as answer:
+        result: dict[str, Any] = json.load(answer)
+    return result
+
+
+@pytest.mark.slow
+def test_llama_cpp_pythons_server_encodes_the_image_gptcli_sends(
+    gptcli: Gptcli, media: dict[str, Path], bundled_model: Path, tmp_path: Path
+) -> None:
+    """The same pair served by llama-cpp-python's own server (chat format llava-1-5, libmtmd
+    underneath): gptcli's request is encoded there, image and all."""
+    from tests.llama_server import LlamaServer
+
+    ask = ("-t", "0", "-n", "8", "--json", "Describe the picture.")
+    # The request as gptcli sends it, caught by a fake server first.
+    fake = FakeServer(Script(steps=["ok"]))
+    try:
+        caught = gptcli("ask", "--base-url", fake.url, "-m", "smol", "-a", str(media["red"]), *ask)
+    finally:
+        fake.close()
+    assert caught.returncode == 0, caught.stderr
+    (body,) = fake.script.bodies
+    server = LlamaServer(bundled_model, tmp_path / "server.log", projector=media["mmproj"], ctx=512)
+    try:
+        answers: dict[str, str] = {}
+        for name in ("red", "gradient"):
+            done = gptcli("ask", "--base-url", server.url, "-a", str(media[name]), *ask)
+            assert done.returncode == 0, done.stderr + server.log.read_text("latin-1")[-2000:]
+            answers[name] = json.loads(done.stdout)["text"]
+        seen = _served(server.url, body)
+        message = body["messages"][-1]
+        parts = [part for part in message["content"] if part["type"] != "image_url"]
+        blind = {**body, "messages": [*body["messages"][:-1], {**message, "content": parts}]}
+        unseen = _served(server.url, blind)
+    finally:
+        server.close()
+    # The server's own count: the image's 16 tokens (64 x 64 pixels, 16-pixel patches) more
+    # than the same request without it (67 and 51 here: its template puts the image between
+    # "USER: " and the text, which tokenizes the same with or without it).
+    grown = seen["usage"]["prompt_tokens"] - unseen["usage"]["prompt_tokens"]
+    assert grown == ProjectorShape().patches, (seen["usage"], unseen["usage"])
+    # What gptcli printed is the server's greedy answer to that request, and another image
+    # changes it.
+    assert seen["choices"][0]["message"]["content"] == answers["red"]
+    assert answers["red"] != answers["gradient"]
