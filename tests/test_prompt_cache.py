@@ -76,13 +76,7 @@ def test_a_second_ask_reuses_the_text_and_answers_the_same(gptcli: Gptcli, tmp_p
     assert len(entries(gptcli)) == 2
 
 
-@pytest.mark.parametrize("damage", ["flipped", "truncated", "garbage"])
-def test_a_corrupt_entry_is_dropped_and_the_answer_is_right(
-    gptcli: Gptcli, tmp_path: Path, damage: str
-) -> None:
-    doc = document(tmp_path / "notes.txt")
-    ask(gptcli, doc, "What is this about?")
-    [entry] = entries(gptcli)
+def damaged(entry: Path, damage: str) -> None:
     data = bytearray(entry.read_bytes())
     if damage == "flipped":
         data[len(data) // 2] ^= 0xFF  # in the state: only its checksum can tell
@@ -91,9 +85,19 @@ def test_a_corrupt_entry_is_dropped_and_the_answer_is_right(
     else:
         data[:] = b"not an entry\n" * 10
     entry.write_bytes(bytes(data))
-    answer = ask(gptcli, doc, "Which words repeat?")
-    assert cached(answer) == 0
-    assert answer["text"] == ask(gptcli, doc, "Which words repeat?", "--no-cache")["text"]
+
+
+def test_a_corrupt_entry_is_dropped_and_the_answer_is_right(gptcli: Gptcli, tmp_path: Path) -> None:
+    doc = document(tmp_path / "notes.txt")
+    ask(gptcli, doc, "What is this about?")
+    right = ask(gptcli, doc, "Which words repeat?", "--no-cache")["text"]
+    for damage in ("flipped", "truncated", "garbage"):
+        # Each round damages the entry the round before wrote in place of a dropped one.
+        [entry] = entries(gptcli)
+        damaged(entry, damage)
+        answer = ask(gptcli, doc, "Which words repeat?")
+        assert cached(answer) == 0, damage
+        assert answer["text"] == right, damage
     # Dropped and written again: the next run reuses the new entry.
     assert cached(ask(gptcli, doc, "Name one word.")) >= 256
 
