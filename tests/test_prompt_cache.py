@@ -108,6 +108,7 @@ def test_a_cache_that_cannot_be_written_is_one_note(
 ) -> None:
     prompts = gptcli.home / "cache" / "prompts"
     if how == "not-a-directory":
+        prompts.parent.mkdir(parents=True, exist_ok=True)
         prompts.write_text("")
     else:
         if os.geteuid() == 0:

@@ -27,9 +27,10 @@ from typing import Any
 from gptcli.engine import native
 from gptcli.engine.base import Cancellation
 from gptcli.engine.scheduler import BATCH_TOKENS
-from gptcli.engine.slots import SHARED_PREFIX_MIN, Layout, common_prefix, round_up_cells
+from gptcli.engine.slots import SHARED_PREFIX_MIN, Layout, round_up_cells
 from gptcli.engine.speculate import NGRAM_COST, Acceptance, Drafter, best_length
 from gptcli.errors import ModelError, UsageError
+from gptcli.tokens import common_prefix
 
 P_MIN = 0.75  # the draft model's likeliest token must have this probability (llama.cpp's)
 # What a drafted token is taken to cost when choosing the length: as for --speculate ngram,

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from gptcli.engine.scheduler import Scheduler
-from gptcli.engine.slots import common_prefix
+from gptcli.tokens import common_prefix
 
 CACHE_MIN = 256  # fewer shared tokens than this are quicker to evaluate than to read
 

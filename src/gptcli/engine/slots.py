@@ -22,6 +22,7 @@ from gptcli.engine.base import AnswerClock, Finished, FinishReason, Usage
 from gptcli.engine.sampler import Sampler
 from gptcli.engine.speculate import Drafter
 from gptcli.engine.textstream import AnswerText
+from gptcli.tokens import common_prefix
 
 # A stream copy moves a whole KV stream (the bundled model: 22.5 KiB a cell, 23 MiB for
 # 1,024 cells, a few ms here), while a prompt token costs ~3.6 ms to evaluate here:
@@ -166,15 +167,6 @@ class PrefixPlan:
     source: int
     length: int
     waiting: bool = False
-
-
-def common_prefix(a: Sequence[int], b: Sequence[int], limit: int) -> int:
-    """How many leading tokens ``a`` and ``b`` share, at most ``limit``."""
-    n = min(len(a), len(b), limit)
-    for i in range(n):
-        if a[i] != b[i]:
-            return i
-    return n
 
 
 def whole_media(prompt: Sequence[int], length: int) -> int:

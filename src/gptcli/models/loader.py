@@ -143,10 +143,13 @@ def _prompt_store(
 
     if not settings.prompt_cache or settings.prompt_cache_size <= 0:
         return None
-    try:
-        digest = file_sha256(path, paths.cache_dir)
-    except OSError:
-        return None
+
+    def digest() -> str | None:
+        try:
+            return file_sha256(path, paths.cache_dir)
+        except OSError:
+            return None
+
     return PromptCacheDir(paths.cache_dir / "prompts", settings.prompt_cache_size, digest, name)
 
 

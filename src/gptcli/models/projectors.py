@@ -25,12 +25,11 @@ class ProjectorChoice:
     asked: bool
 
 
-def find_projector(
-    model: Path, given: str | None, entry_projector: str | None = None
-) -> ProjectorChoice | None:
+def model_projector(model: Path, given: str | None, data_dir: Path) -> ProjectorChoice | None:
     """The projector for ``model``: ``given`` (--mmproj or the config; UsageError when
     it is missing), else the only or best-named ``mmproj*.gguf`` in the model's folder,
-    else the registry entry's ``entry_projector``; None if there is none."""
+    else the one ``models pull`` kept with the model (its registry entry); None if there is
+    none."""
     if given:
         path = Path(given).expanduser()
         if not path.is_file():
@@ -39,17 +38,11 @@ def find_projector(
     beside = _beside(model)
     if beside is not None:
         return ProjectorChoice(beside, asked=False)
-    if entry_projector and Path(entry_projector).is_file():
-        return ProjectorChoice(Path(entry_projector), asked=False)
-    return None
-
-
-def model_projector(model: Path, given: str | None, data_dir: Path) -> ProjectorChoice | None:
-    """:func:`find_projector` with the projector that ``models pull`` kept with the model."""
     from gptcli.models.registry import ModelRegistry
 
     entry = ModelRegistry(data_dir).entry_for(model)
-    return find_projector(model, given, entry.projector if entry is not None else None)
+    kept = entry.projector_path if entry is not None else None
+    return ProjectorChoice(kept, asked=False) if kept is not None and kept.is_file() else None
 
 
 def _beside(model: Path) -> Path | None:

@@ -19,12 +19,13 @@ import json
 import os
 import time
 from array import array
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from gptcli.paths import ensure_private_dir
 from gptcli.store.kvfile import read_kv_file, read_kv_header, write_kv_file
+from gptcli.tokens import common_prefix
 
 MAGIC = b"GPTCLI-PROMPT 1\n"
 HEAD_TOKENS = 256  # the shortest prefix worth an entry; its digest is in the file name
@@ -37,14 +38,6 @@ def _digest(data: bytes) -> str:
 
 def _tokens_digest(tokens: Sequence[int]) -> str:
     return _digest(array("q", tokens).tobytes())
-
-
-def common_prefix(a: Sequence[int], b: Sequence[int], limit: int) -> int:
-    n = min(len(a), len(b), limit)
-    for i in range(n):
-        if a[i] != b[i]:
-            return i
-    return n
 
 
 @dataclass(frozen=True)
@@ -71,18 +64,26 @@ class CacheEntry:
 class PromptCacheDir:
     """The entries of one model file in ``directory``, bounded to ``max_bytes`` in all."""
 
-    def __init__(self, directory: Path, max_bytes: int, model_sha256: str, model: str) -> None:
+    def __init__(
+        self, directory: Path, max_bytes: int, model_sha256: Callable[[], str | None], model: str
+    ) -> None:
         self.directory = directory
         self._max_bytes = max_bytes
-        self._sha256 = model_sha256
+        self._sha256_of = model_sha256  # None: the file cannot be read whole (no entries)
+        self._sha256: str | None = None
+        self._hashed = False
         self._model = model
 
-    def _name(self, key: Mapping[str, object], tokens: Sequence[int], full: str = "*") -> str:
-        keyed = _digest(json.dumps(self._key(key), sort_keys=True).encode())
+    @staticmethod
+    def _name(full_key: Mapping[str, object], tokens: Sequence[int], full: str = "*") -> str:
+        keyed = _digest(json.dumps(full_key, sort_keys=True).encode())
         return f"{keyed}-{_tokens_digest(tokens[:HEAD_TOKENS])}-{full}.kv"
 
-    def _key(self, key: Mapping[str, object]) -> dict[str, object]:
-        return {**key, "model_sha256": self._sha256}
+    def _key(self, key: Mapping[str, object]) -> dict[str, object] | None:
+        # The model file is read whole only once a prompt is long enough to cache.
+        if not self._hashed:
+            self._sha256, self._hashed = self._sha256_of(), True
+        return None if self._sha256 is None else {**key, "model_sha256": self._sha256}
 
     def find(
         self, key: Mapping[str, object], tokens: Sequence[int], minimum: int
@@ -90,10 +91,10 @@ class PromptCacheDir:
         """The entry sharing the longest prefix (at least ``minimum`` tokens, leaving the
         prompt's last token to evaluate) with ``tokens``; None if there is none."""
         limit = len(tokens) - 1
-        if limit < max(minimum, HEAD_TOKENS):
+        if limit < max(minimum, HEAD_TOKENS) or (full_key := self._key(key)) is None:
             return None
         best: tuple[int, Path] | None = None
-        for path in self.directory.glob(self._name(key, tokens)):
+        for path in self.directory.glob(self._name(full_key, tokens)):
             try:
                 header, _ = read_kv_header(path, MAGIC)
             except FileNotFoundError:
@@ -101,7 +102,7 @@ class PromptCacheDir:
             except (OSError, ValueError):
                 self.drop(path.name)
                 continue
-            if header.get("key") != self._key(key):
+            if header.get("key") != full_key:
                 self.drop(path.name)
                 continue
             shared = common_prefix(header["tokens"], tokens, limit)
@@ -126,11 +127,12 @@ class PromptCacheDir:
     ) -> int:
         """Write an entry for ``tokens``; ``replaces``, an entry it extends, goes. Bytes
         written (0: larger than the whole cache may be). Raises OSError where the disk refuses."""
-        if len(state) + 16 * len(tokens) > self._max_bytes:
+        full_key = self._key(key)
+        if full_key is None or len(state) + 16 * len(tokens) > self._max_bytes:
             return 0
-        name = self._name(key, tokens, _tokens_digest(tokens))
+        name = self._name(full_key, tokens, _tokens_digest(tokens))
         ensure_private_dir(self.directory)
-        header = {"key": self._key(key), "model": self._model, "tokens": list(tokens)}
+        header = {"key": full_key, "model": self._model, "tokens": list(tokens)}
         written = write_kv_file(self.directory / name, MAGIC, header, state)
         if replaces is not None and replaces != name:
             self.drop(replaces)
