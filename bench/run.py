@@ -159,7 +159,9 @@ def ask_json(args: list[str], stdin: str | None = None) -> dict[str, Any]:
 def gptcli_engine(threads: int) -> dict[str, float]:
     """One round of gptcli's figures, through `gptcli ask --json`."""
     prompt = "the " * 473  # one token each: 512 prompt tokens with the chat template
-    common = ["--threads", str(threads), "-t", "0"]
+    # --no-cache: the prompt is evaluated, as llama-bench's is, not restored from the prompt
+    # cache that an earlier round wrote.
+    common = ["--threads", str(threads), "-t", "0", "--no-cache"]
     # llama-bench sizes its context to the test (rounded up to 256 cells), and
     # decoding slows as the context grows: give gptcli the same room.
     data = ask_json([*common, "--ctx", "768", "-n", "1", "Repeat the words."], stdin=prompt)
