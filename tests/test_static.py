@@ -27,6 +27,47 @@ def test_ruff_format() -> None:
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+def test_complexity_within_budget() -> None:
+    """STYLE.md's budget: no function in src/ over ruff's default McCabe complexity of 10."""
+    done = _run("ruff", "check", "--select", "C901", "src")
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+def test_sizes_within_budget() -> None:
+    """No module over 500 lines; no function over 60. A command in cli/ is measured from its
+    body: its Typer signature is the list of its options."""
+    import ast
+
+    over = []
+    for path in sorted((ROOT / "src" / "gptcli").rglob("*.py")):
+        text = path.read_text(encoding="utf-8")
+        name = path.relative_to(ROOT / "src").as_posix()
+        lines = text.count("\n")
+        if lines > 500:
+            over.append(f"{name}: {lines} lines")
+        for node in ast.walk(ast.parse(text)):
+            if not isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef):
+                continue
+            assert node.end_lineno is not None
+            start = node.lineno
+            if name.startswith("gptcli/cli/"):
+                body = node.body[1:] if isinstance(node.body[0], ast.Expr) else node.body
+                start = body[0].lineno
+            if node.end_lineno - start + 1 > 60:
+                over.append(f"{name}: {node.name} {node.end_lineno - start + 1} lines")
+    assert over == []
+
+
+def test_one_module_decodes() -> None:
+    """One decode loop: llama_decode is called from engine/scheduler.py alone."""
+    callers = sorted(
+        path.relative_to(ROOT / "src").as_posix()
+        for path in (ROOT / "src" / "gptcli").rglob("*.py")
+        if "llama_decode(" in path.read_text(encoding="utf-8")
+    )
+    assert callers == ["gptcli/engine/scheduler.py"]
+
+
 @pytest.mark.slow
 def test_mypy_strict() -> None:
     done = _run("mypy")

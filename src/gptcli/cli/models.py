@@ -218,6 +218,11 @@ def info(
     if json_output:
         typer.echo(json.dumps(facts, indent=1))
         return
+    _print_info(facts, model.chat_template if template else None)
+
+
+def _print_info(facts: dict[str, Any], template: str | None) -> None:
+    """`models info` as a table, then the KV cache fit and the template's start when asked."""
     from gptcli.terminal.render import sanitize
 
     rows = []
@@ -230,12 +235,11 @@ def info(
             value = f"{_human_size(value)} ({value} bytes)"
         rows.append([key, sanitize(str(value))])
     print_table(["", ""], rows)
-    if fit:
+    if "kv_cache" in facts:
         _print_fit(facts["kv_cache"])
-    if template and model.chat_template:
-        lines = model.chat_template.splitlines()
+    if template:
         typer.echo("chat template (first 15 lines):")
-        for line in lines[:15]:
+        for line in template.splitlines()[:15]:
             typer.echo("  " + sanitize(line))
 
 

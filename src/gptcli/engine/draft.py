@@ -26,7 +26,7 @@ from typing import Any
 
 from gptcli.engine import native
 from gptcli.engine.base import Cancellation
-from gptcli.engine.scheduler import BATCH_TOKENS
+from gptcli.engine.scheduler import BATCH_TOKENS, decode_run
 from gptcli.engine.slots import SHARED_PREFIX_MIN, Layout, round_up_cells
 from gptcli.engine.speculate import NGRAM_COST, Acceptance, Drafter, best_length
 from gptcli.errors import ModelError, UsageError
@@ -268,15 +268,7 @@ class DraftContext:
         for start in range(0, len(tokens), self._n_batch):
             chunk = tokens[start : start + self._n_batch]
             first = len(cells)
-            for i, token in enumerate(chunk):
-                batch.token[i] = token
-                batch.pos[i] = first + i
-                batch.n_seq_id[i] = 1
-                batch.seq_id[i][0] = seq
-                batch.logits[i] = False
-            batch.logits[len(chunk) - 1] = True
-            batch.n_tokens = len(chunk)
-            if lib.llama_decode(self._ctx, batch) != 0 or self._cancelled():
+            if decode_run(lib, self._ctx, batch, seq, first, chunk) != 0 or self._cancelled():
                 self._forget(seq, first)
                 return False
             cells.extend(chunk)

@@ -4,8 +4,9 @@ The way llama-server serves everything from slots: a chat is a slot whose cells
 stay between turns, `ask` is one slot, `batch` and notes on a long document are
 many. Each step samples every answer that has logits, builds one batch (the
 next token of each answer, then prompt chunks of the slots that have a new
-request: engine/stepbatch.py) and calls ``llama_decode`` once; this is the only module that does,
-but for a draft model's own context (engine/draft.py, asked for drafts here).
+request: engine/stepbatch.py) and calls ``llama_decode`` once. This is the only module that calls
+it: a draft model's own context (engine/draft.py, asked for drafts here) is decoded through
+``decode_run`` below.
 
 Decoding is pipelined where it pays: llama.cpp on a GPU computes asynchronously
 until the logits are read, so with one slot the host turns token t into text,
@@ -27,7 +28,7 @@ from __future__ import annotations
 
 import ctypes
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from gptcli.config import SamplingOptions
@@ -49,6 +50,20 @@ from gptcli.engine.stepbatch import StepBatch
 from gptcli.errors import GptcliError
 
 BATCH_TOKENS = 512  # tokens per llama_decode call: answers' next tokens plus prompt chunks
+
+
+def decode_run(lib: Any, ctx: Any, batch: Any, seq: int, first: int, run: Sequence[int]) -> int:
+    """Decode ``run`` into sequence ``seq`` of ``ctx`` at positions from ``first``, logits at
+    its last token (a draft model's prompt, engine/draft.py): llama_decode's status."""
+    for i, token in enumerate(run):
+        batch.token[i] = token
+        batch.pos[i] = first + i
+        batch.n_seq_id[i] = 1
+        batch.seq_id[i][0] = seq
+        batch.logits[i] = False
+    batch.logits[len(run) - 1] = True
+    batch.n_tokens = len(run)
+    return int(lib.llama_decode(ctx, batch))
 
 
 class Scheduler:
@@ -332,6 +347,17 @@ class Scheduler:
                     if request.fed == len(request.prompt) and request.clock.prefilled is None:
                         request.clock.prefilled = now
             return True
+        return self._undo(filled, prompts, status, cancel)
+
+    def _undo(
+        self,
+        filled: list[tuple[Slot, Request, int]],
+        prompts: bool,
+        status: int,
+        cancel: Cancellation,
+    ) -> bool:
+        """Take a failed or interrupted step's batch out of the cache; False when interrupted,
+        True when the answers only ran out of cells, an error for anything else."""
         for slot, request, start in filled:  # nothing of this batch stays in the cache
             self._forget(slot, start)
             request.output, request.drafts = -2, []
