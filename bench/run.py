@@ -37,6 +37,9 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = Path(os.environ.get("GPTCLI_BENCH_CACHE", Path.home() / ".cache" / "gptcli-bench"))
 GPTCLI = str(Path(sys.executable).parent / "gptcli")
+# gptcli runs as installed: with its modules' compiled bytecode, which an environment with
+# PYTHONDONTWRITEBYTECODE (some containers set it) would have it recompile in every process.
+os.environ.pop("PYTHONDONTWRITEBYTECODE", None)
 
 
 def build_native() -> Path:
