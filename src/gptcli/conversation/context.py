@@ -212,11 +212,16 @@ def _summarize_oldest(
     bare = backend.count_tokens([*Conversation(conversation.system).as_messages(), latest])
     reserve = min(summary_reserve(budget), budget - bare)
     if reserve < 16:
+        room = f"the {size}-token context window with {size - budget} left for the answer"
+        if bare > budget:  # the message itself is too long: no policy makes room for it
+            problem = f"more than the {budget} that fit {room}"
+            hint = "a larger --ctx, a smaller --max-tokens or a shorter message"
+        else:
+            problem = f"and only {budget} fit {room}: no room for a summary of the earlier "
+            problem += "conversation"
+            hint = "--on-overflow truncate, a larger --ctx or a shorter message"
         raise ContextOverflowError(
-            f"the message is {bare} tokens with the system prompt and only {budget} fit the "
-            f"{size}-token context window with {size - budget} left for the answer: no room "
-            "for a summary of the earlier conversation (try a larger --ctx, or a shorter "
-            "message)",
+            f"the message is {bare} tokens with the system prompt, {problem} (try {hint})",
             needed=bare + 16,
             available=budget,
         )
