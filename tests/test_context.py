@@ -142,11 +142,29 @@ def test_summarize_without_room_for_a_summary_says_so_with_the_numbers() -> None
             Cancellation(),
         )
     assert refused.value.message == (
-        "the message is 82 tokens with the system prompt and only 90 fit the 100-token context "
+        "the message is 82 tokens with the system prompt, and only 90 fit the 100-token context "
         "window with 10 left for the answer: no room for a summary of the earlier conversation "
-        "(try a larger --ctx, or a shorter message)"
+        "(try --on-overflow truncate, a larger --ctx or a shorter message)"
     )
     assert len(conversation.messages) == 12  # nothing was dropped
+
+
+def test_summarize_of_a_message_over_the_budget_names_the_message() -> None:
+    conversation = long_conversation()
+    with pytest.raises(ContextOverflowError) as refused:
+        fit_conversation(
+            conversation,
+            "long " * 92,
+            EngineWindowBackend([]),
+            "summarize",
+            OPTIONS,
+            Cancellation(),
+        )
+    assert refused.value.message == (
+        "the message is 94 tokens with the system prompt, more than the 90 that fit the "
+        "100-token context window with 10 left for the answer (try a larger --ctx, a smaller "
+        "--max-tokens or a shorter message)"
+    )
 
 
 def test_a_message_too_long_alone_is_refused_under_every_policy() -> None:

@@ -283,11 +283,12 @@ def test_context_window_is_bounded_and_its_adjustments_are_noted(gptcli: Gptcli)
         refused = gptcli("ask", "--ctx", too_big, "-n", "1", "hi")
         assert refused.returncode == 2
         assert refused.stderr == "gptcli: error: --ctx must be at most 4294967295 tokens\n"
-    unallocatable = gptcli("ask", "--ctx", str(2**31), "-n", "1", "hi")
+    # The largest --ctx accepted is named as typed, not as llama.cpp would round it (2**32).
+    unallocatable = gptcli("ask", "--ctx", str(2**32 - 1), "-n", "1", "hi")
     assert unallocatable.returncode == 2
     assert unallocatable.stderr.count("\n") == 1
     assert unallocatable.stderr.startswith(
-        "gptcli: error: a 2,147,483,648-token context window needs "
+        "gptcli: error: a 4,294,967,295-token context window needs "
     )
     assert (
         "GiB of KV cache" in unallocatable.stderr and "try a smaller --ctx" in unallocatable.stderr

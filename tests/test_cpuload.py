@@ -65,3 +65,33 @@ def test_a_busy_process_elsewhere_is_seen_and_our_own_work_is_not() -> None:
         # of the same cores, so it cannot add a core; it must not make the machine look idler.
         assert busy > quiet - 0.5
     assert busy_elsewhere(CpuSample.take(), CpuSample.take()) is None  # too short to tell
+
+
+def test_the_thread_count_is_decided_again_while_decoding(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Once a second, from what the rest of the machine did since the last look: down to
+    one thread beside a process that took part of a core, back up once it is gone."""
+    from gptcli.engine import cpuload
+
+    clock = [100.0]  # seconds, wall
+    others = [0.0]  # CPU seconds the rest of the machine has used
+
+    def sample() -> CpuSample:  # 2 CPUs; this process uses none of its own here
+        return CpuSample(busy=others[0], total=clock[0] * 2, own=0.0, wall=clock[0])
+
+    def tick(seconds: float, elsewhere: float) -> None:
+        clock[0] += seconds
+        others[0] += seconds * elsewhere
+
+    monkeypatch.setattr("os.cpu_count", lambda: 2)
+    monkeypatch.setattr(cpuload.CpuSample, "take", staticmethod(sample))
+    monkeypatch.setattr("gptcli.engine.cpuload.time.monotonic", lambda: clock[0])
+    watch = cpuload.ThreadWatch(2, 2)
+    tick(0.5, 0.7)
+    assert watch.poll() is None  # not a second yet: only the clock is read
+    tick(0.6, 0.7)
+    assert watch.poll() == 1  # two thirds of a core taken beside our spinning threads
+    tick(1.1, 1.0)
+    assert watch.poll() is None  # still taken: stays at one
+    tick(1.1, 0.05)
+    assert watch.poll() == 2 and watch.threads == 2
+    assert cpuload.watch_threads(3, 3) is None  # a count a person gave stays

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterator
 from pathlib import Path
@@ -275,9 +276,10 @@ def test_show_gives_values_as_a_person_types_them(gptcli: Gptcli) -> None:
 def test_keys_typed_while_an_answer_streams_are_not_echoed(gptcli: Gptcli) -> None:
     """A Ctrl-C echoed as ^C into the live region moved the cursor under Rich's redraw and
     left the unfinished paragraph on screen twice: nothing is echoed while it streams."""
+    prompt = "Write a very long essay about the history of the Roman Empire."
     term = start(gptcli, "-t", "0", "--ignore-eos", "-n", "2000")
     try:
-        term.type_line("Write a very long essay about the history of the Roman Empire.")
+        term.type_line(prompt)
         term.wait_for(lambda screen: len(screen.split()) > 40)  # it is answering
         before = len(term.raw)
         term.send("xyz")
@@ -286,5 +288,16 @@ def test_keys_typed_while_an_answer_streams_are_not_echoed(gptcli: Gptcli) -> No
         term.wait_prompt(2, timeout=10)
         after = term.raw[before:]
         assert b"^C" not in after and b"xyz" not in after
+        shown = answer_after(term.scrollback(), prompt).replace("(interrupted)", "")
     finally:
         term.close()
+    # What the screen keeps is the saved answer, each word once: no paragraph shown twice.
+    (saved_file,) = (gptcli.home / "data" / "sessions").glob("*.json")
+    saved = json.loads(saved_file.read_text())["messages"][-1]
+    assert saved["finish_reason"] == "interrupted"
+
+    def words(text: str) -> list[str]:
+        return re.findall(r"[A-Za-z0-9']+", text)
+
+    assert len(words(saved["content"])) > 30
+    assert words(shown) == words(saved["content"])

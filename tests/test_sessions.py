@@ -308,6 +308,8 @@ def test_list_reports_a_corrupt_file_and_moves_it_aside(gptcli: Gptcli) -> None:
         assert line.startswith(f"gptcli: warning: session file {store.path(name)} is corrupt (")
         assert f"moved aside to {name}.json.corrupt-" in line
         assert len(list(store.directory.glob(f"{name}.json.corrupt-*"))) == 1
+        assert not (store.directory / f".{name}.lock").exists()  # no lock for a session gone
+    assert (store.directory / ".good.lock").exists()
     again = gptcli("sessions", "list")
     assert again.returncode == 0 and again.stderr == ""
     assert "good" in again.stdout

@@ -215,3 +215,21 @@ def test_template_time_and_size_bombs_are_stopped(template: str, problem: str) -
     with pytest.raises(TemplateError, match=problem):
         ChatTemplate("bomb", template).render([Message("user", "hi")])
     assert time.perf_counter() - started < patience(5)
+
+
+def test_show_wraps_a_long_value_under_its_column() -> None:
+    """/show's rows at the terminal's width: a path longer than the line goes on under the
+    value column, never back at column 0 (seen in a 100-column terminal)."""
+    from gptcli.terminal.repl.views import print_rows
+
+    out = io.StringIO()
+    console = Console(file=out, width=40, color_system=None)
+    path = "/home/someone/models/" + "deep/" * 6 + "SmolLM2-135M-Instruct-Q4_1.gguf"
+    print_rows(console, [("model", "SmolLM2"), ("file", path), ("seed", "random")])
+    lines = [line.rstrip() for line in out.getvalue().splitlines()]
+    assert lines[0] == "  model  SmolLM2"
+    assert lines[1].startswith("  file   /home/someone/")
+    continued = lines[2 : lines.index("  seed   random")]
+    assert len(continued) >= 2
+    assert all(line.startswith(" " * 9) and line[9] != " " for line in continued)
+    assert "".join(line.strip() for line in [lines[1][9:], *continued]) == path

@@ -198,6 +198,23 @@ def count_long(text: str, count: Callable[[str], int], cancel: Cancellation) -> 
     return total
 
 
+def _no_room_for_summary(bare: int, budget: int, size: int) -> ContextOverflowError:
+    """Why summarize cannot answer, with the numbers, and what would."""
+    room = f"the {size}-token context window with {size - budget} left for the answer"
+    if bare > budget:  # the message itself is too long: no policy makes room for it
+        problem = f"more than the {budget} that fit {room}"
+        hint = "a larger --ctx, a smaller --max-tokens or a shorter message"
+    else:
+        problem = f"and only {budget} fit {room}: no room for a summary of the earlier "
+        problem += "conversation"
+        hint = "--on-overflow truncate, a larger --ctx or a shorter message"
+    return ContextOverflowError(
+        f"the message is {bare} tokens with the system prompt, {problem} (try {hint})",
+        needed=bare + 16,
+        available=budget,
+    )
+
+
 def _summarize_oldest(
     conversation: Conversation,
     latest: Message,
@@ -212,14 +229,7 @@ def _summarize_oldest(
     bare = backend.count_tokens([*Conversation(conversation.system).as_messages(), latest])
     reserve = min(summary_reserve(budget), budget - bare)
     if reserve < 16:
-        raise ContextOverflowError(
-            f"the message is {bare} tokens with the system prompt and only {budget} fit the "
-            f"{size}-token context window with {size - budget} left for the answer: no room "
-            "for a summary of the earlier conversation (try a larger --ctx, or a shorter "
-            "message)",
-            needed=bare + 16,
-            available=budget,
-        )
+        raise _no_room_for_summary(bare, budget, size)
     # Take the oldest whole exchanges until what remains, plus a summary, fits.
     messages = conversation.messages
     cut = 0

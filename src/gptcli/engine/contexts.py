@@ -51,7 +51,7 @@ def check_window(window: int, requested: int, trained: int | None, cell_bytes: i
         have = f"; this machine has {memory / 2**30:,.1f} GiB" if memory is not None else ""
         trained_note = f"; the model was trained on {trained:,}" if trained else ""
         raise UsageError(
-            f"a {window:,}-token context window needs {needed / 2**30:,.1f} GiB of KV "
+            f"a {requested:,}-token context window needs {needed / 2**30:,.1f} GiB of KV "
             f"cache for this model{have} (try a smaller --ctx{trained_note})"
         )
     notes = []

@@ -17,6 +17,11 @@ from dataclasses import dataclass
 
 SHORTEST_WINDOW = 0.03  # seconds; over less, /proc/stat's 10 ms ticks say too little
 WHOLE_CORE = 0.75  # busy share elsewhere that counts as a core taken
+RECHECK_EVERY = 1.0  # seconds of decoding between two looks at the machine
+# While our threads spin they keep every core runnable, so a process sharing a core with
+# one of them gets only part of it: 2 threads beside one busy process on 2 cores leave it
+# about two thirds of a core. Half a core seen elsewhere then counts as a core taken.
+WHOLE_CORE_WHILE_DECODING = 0.5
 
 
 @dataclass(frozen=True)
@@ -58,12 +63,13 @@ def busy_elsewhere(before: CpuSample | None, after: CpuSample | None) -> float |
     return max(0.0, busy - own)
 
 
-def default_threads(physical: int, busy: float | None) -> int:
-    """Physical cores, less the cores others keep busy when that leaves fewer; at least one."""
+def default_threads(physical: int, busy: float | None, whole: float = WHOLE_CORE) -> int:
+    """Physical cores, less the cores others keep busy (a share of ``whole`` or more counts
+    as a core) when that leaves fewer; at least one."""
     if busy is None:
         return physical
     cpus = os.cpu_count() or physical
-    taken = math.floor(busy + (1 - WHOLE_CORE))
+    taken = math.floor(busy + (1 - whole))
     return max(1, min(physical, cpus - taken))
 
 
@@ -85,3 +91,43 @@ def physical_cores() -> int:
     except OSError:
         pass
     return max(1, (os.cpu_count() or 2) // 2) if (os.cpu_count() or 1) > 1 else 1
+
+
+class ThreadWatch:
+    """Decides the thread count again while a model decodes, for a machine that got busy
+    (or idle) after it loaded: a busy process beside spinning threads slows every step."""
+
+    def __init__(self, physical: int, threads: int) -> None:
+        self.threads = threads
+        self._physical = physical
+        self._last = CpuSample.take()
+        self._due = time.monotonic() + RECHECK_EVERY
+
+    def poll(self) -> int | None:
+        """The thread count to use from now on, when it changes; else None (a clock read)."""
+        now = time.monotonic()
+        if now < self._due:
+            return None
+        self._due = now + RECHECK_EVERY
+        sample = CpuSample.take()
+        busy = busy_elsewhere(self._last, sample)
+        self._last = sample
+        if busy is None:
+            return None
+        wanted = default_threads(self._physical, busy, WHOLE_CORE_WHILE_DECODING)
+        if wanted == self.threads:
+            return None
+        self.threads = wanted
+        return wanted
+
+
+def watch_threads(given: int | None, threads: int) -> ThreadWatch | None:
+    """A watch over the thread count chosen here; None for a count a person gave
+    (--threads, GPTCLI_THREADS, the config), which stays."""
+    return None if given else ThreadWatch(physical_cores(), threads)
+
+
+def thread_notice(threads: int, busy: float | None) -> str:
+    """What --debug says of the thread count chosen."""
+    seen = "unknown" if busy is None else f"{busy:.1f}"
+    return f"{threads} thread{'s' if threads != 1 else ''} (cores busy elsewhere: {seen})"

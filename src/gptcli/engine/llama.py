@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from gptcli.config import SamplingOptions, ThinkMode
-from gptcli.engine import native
+from gptcli.engine import cpuload, native
 from gptcli.engine.abilities import BatchEngine
 from gptcli.engine.base import (
     Cancellation,
@@ -35,7 +35,6 @@ from gptcli.engine.contexts import (
     check_window,
     requested_window,
 )
-from gptcli.engine.cpuload import CpuSample, busy_elsewhere, default_threads, physical_cores
 from gptcli.engine.draft import DraftModel, DraftOptions, Placement
 from gptcli.engine.grammar import ToolGrammar, tool_grammar
 from gptcli.engine.jobs import SlotBatch, default_parallel
@@ -95,7 +94,9 @@ class LlamaBackend:
         cancel: Cancellation | None = None,
         info: ModelFileInfo | None = None,
     ) -> None:
-        loading = CpuSample.take()  # how busy the machine is, measured while the model loads
+        loading = (
+            cpuload.CpuSample.take()
+        )  # how busy the machine is, measured while the model loads
         self._info = info or read_model_file(options.path)
         self._lib = native.bindings(options.debug)
         self._notices: list[str] = []
@@ -105,7 +106,7 @@ class LlamaBackend:
         self._projector: Projector | None = None
         self._draft: DraftModel | None = None
         self._load_model(options, cancel or Cancellation())
-        self._busy_elsewhere = busy_elsewhere(loading, CpuSample.take())
+        self._busy_elsewhere = cpuload.busy_elsewhere(loading, cpuload.CpuSample.take())
         self._create_context(options)
         if options.mmproj is not None:
             self._load_projector(options)
@@ -147,12 +148,10 @@ class LlamaBackend:
         except UsageError:
             self.close()
             raise
-        self._threads = options.threads or default_threads(physical_cores(), self._busy_elsewhere)
+        busy, self._given_threads = self._busy_elsewhere, options.threads
+        self._threads = options.threads or cpuload.default_threads(cpuload.physical_cores(), busy)
         if options.debug and not options.threads:
-            busy = self._busy_elsewhere
-            seen = "unknown" if busy is None else f"{busy:.1f}"
-            count = f"{self._threads} thread{'s' if self._threads != 1 else ''}"
-            self._notices.append(f"{count} (cores busy elsewhere: {seen})")
+            self._notices.append(cpuload.thread_notice(self._threads, busy))
         self._flash = attention_kernel(lib, options.kv_type, self.on_gpu)
         self._contexts = ContextMaker(
             lib, self._model, options.path, self._threads, self._flash, options.kv_type
@@ -164,6 +163,7 @@ class LlamaBackend:
             self.close()
             raise
         self._scheduler.draft_cost = GPU_COST if self.on_gpu else CPU_COST
+        self._scheduler.threads = cpuload.watch_threads(options.threads, self._threads)
 
     def _load_projector(self, options: LoadOptions) -> None:
         """The multimodal projector, beside the model; the scheduler decodes its embeddings."""
@@ -416,6 +416,7 @@ class LlamaBackend:
         scheduler = Scheduler(self._lib, self._vocab, layout, context)
         scheduler.draft_cost = self.scheduler.draft_cost
         scheduler.media = self._projector
+        scheduler.threads = cpuload.watch_threads(self._given_threads, self._threads)
         try:
             self._open_drafts(scheduler, layout)
         except ModelError:

@@ -33,6 +33,7 @@ from typing import Any
 
 from gptcli.config import SamplingOptions
 from gptcli.engine.base import Cancellation, Event, FinishReason, TextDelta, Usage, new_seed
+from gptcli.engine.cpuload import ThreadWatch
 from gptcli.engine.grammar import ToolGrammar
 from gptcli.engine.projector import Projector
 from gptcli.engine.sampler import build_sampler
@@ -78,6 +79,7 @@ class Scheduler:
         self._new_context = new_context
         self._ctx: Any = None
         self._size = 0
+        self.threads: ThreadWatch | None = None  # the thread count, decided again as it runs
         self._use_context(new_context(layout.initial if layout.grow else layout.cells))
         self._slots = [Slot(seq) for seq in range(layout.slots)]
         self._step = StepBatch(lib, BATCH_TOKENS)
@@ -108,6 +110,11 @@ class Scheduler:
         self._n_batch = min(self._size, BATCH_TOKENS)
         self._memory = self._lib.llama_get_memory(ctx)
         self._aborting = False
+        if self.threads is not None:  # a grown context: the count decided last
+            self._set_threads(self.threads.threads)
+
+    def _set_threads(self, count: int) -> None:
+        self._lib.llama_set_n_threads(self._ctx, count, count)
 
     @property
     def size(self) -> int:
@@ -218,6 +225,8 @@ class Scheduler:
                     yield from self._show(shown)
                 if not self._settle():
                     return
+                if self.threads is not None and (count := self.threads.poll()) is not None:
+                    self._set_threads(count)
                 if not self._launch(cancel):
                     yield from self._end_all("interrupted")
                     return

@@ -111,11 +111,16 @@ class SessionStore:
         path = self.path(name)
         ensure_private_dir(self.directory)
         lock_path = self.directory / f".{name}.lock"
+        held = False
         try:
             with FileLock(str(lock_path), timeout=30, mode=0o600):
+                held = True
                 yield path
         except Timeout:
             raise SessionError(f"session {name!r} is locked by another process") from None
+        finally:
+            if held and not path.exists():  # removed, renamed or moved aside: its lock too
+                lock_path.unlink(missing_ok=True)
 
     def _read(self, path: Path, name: str) -> Session:
         try:
@@ -271,7 +276,6 @@ class SessionStore:
             self._forget(name)
             for extra in self.directory.glob(f"{name}.kv"):
                 extra.unlink(missing_ok=True)
-        (self.directory / f".{name}.lock").unlink(missing_ok=True)
         if attached:
             self._remove_unused(attached)
 
@@ -310,7 +314,6 @@ class SessionStore:
             snapshot = self.directory / f"{old}.kv"
             if snapshot.exists():
                 os.replace(snapshot, self.directory / f"{new}.kv")
-        (self.directory / f".{old}.lock").unlink(missing_ok=True)
 
 
 def new_session_name() -> str:

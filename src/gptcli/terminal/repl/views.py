@@ -56,9 +56,21 @@ def show(console: Console, state: ChatState, what: str = "") -> None:
         *((key, shown(key, getattr(sampling, key))) for key in SAMPLING_KEYS),
         ("schema", "on" if sampling.grammar else "off"),
     ]
-    width = max(len(k) for k, _ in rows)
+    print_rows(console, rows)
+
+
+def print_rows(console: Console, rows: list[tuple[str, str]]) -> None:
+    """Names and values in two columns; a long value (a model's path) wraps under its column."""
+    from rich.padding import Padding
+    from rich.table import Table
+    from rich.text import Text
+
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(no_wrap=True)
+    grid.add_column(overflow="fold")
     for key, value in rows:
-        console.print(f"  {key:<{width}}  {sanitize(value)}", highlight=False, markup=False)
+        grid.add_row(key, Text(sanitize(value)))
+    console.print(Padding(grid, (0, 0, 0, 2), expand=False))
 
 
 def _kv_row(kv_type: str | None, per_token: int | None, window: int) -> list[tuple[str, str]]:
