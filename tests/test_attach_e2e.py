@@ -191,10 +191,14 @@ def test_chat_attach_at_path_edit_and_resume(gptcli: Gptcli, tmp_path: Path) -> 
         term.close()
     saved = json.loads((gptcli.home / "data" / "sessions" / "att.json").read_text())
     users = [m for m in saved["messages"] if m["role"] == "user"]
+    assert len(users) == 2  # the edited message replaced the one it was made from
     assert users[0]["attachments"][0]["name"] == "note.md"
     assert users[-1]["attachments"][0]["name"] == "codes.txt"  # kept through /edit
     assert users[-1]["content"].startswith("---\n\nWhat code name does @")
-    again = gptcli("ask", "--session", "att", "--json", "-t", "0", "-n", "12", "Secret word?")
+    # The note attached in the chat is in the resumed session's prompt.
+    again = gptcli(
+        "ask", "--session", "att", "--json", "-t", "0", "-n", "24", "What is the secret word?"
+    )
     assert "pelican" in json.loads(again.stdout)["text"].lower()
 
 
@@ -220,6 +224,7 @@ def test_chat_edit_of_a_resumed_turn_keeps_its_attachments(gptcli: Gptcli, tmp_p
         term.close()
     saved = json.loads((gptcli.home / "data" / "sessions" / "r.json").read_text())
     users = [m for m in saved["messages"] if m["role"] == "user"]
+    assert len(users) == 1  # a resumed chat goes on from the edited message, as this one did
     assert [a["name"] for a in users[-1]["attachments"]] == ["codes.txt"]
     assert users[-1]["content"].endswith("Code name? Answer in one word.")
 

@@ -119,13 +119,16 @@ class ChatTurns:
         )
 
     def take_back(self) -> str | None:
-        """Drop the last exchange for editing: the message as typed (its attachments go
-        back to pending, to be sent with the edited text), or None if there is none."""
+        """Drop the last exchange for editing, from the session file too (a resumed chat
+        goes on from the edited message, as this one does): the message as typed (its
+        attachments go back to pending, to be sent with the edited text), or None."""
         state = self.state
         text = state.conversation.last_user_text()
         if text is None:
             return None
         state.conversation.undo()
+        if state.recorder is not None:
+            state.recorder.undo()
         attached, state.last_attached = state.last_attached, ()
         try:
             typed = after_attachments(text, attached)
