@@ -145,3 +145,44 @@ def test_the_same_seed_gives_the_same_text_in_one_slot_and_in_a_batch(backend: A
         batch.close()
     assert [o.text for o in outcomes] == [single]
     assert outcomes[0].finished is not None and outcomes[0].finished.seed == 42
+
+
+def test_a_thread_count_changed_while_decoding_keeps_the_text(backend: Any) -> None:
+    """The count decided again mid-answer (cpuload.ThreadWatch) reaches llama.cpp, a context
+    that grows keeps the count of now, and the text is the same as at a fixed count."""
+
+    class Flipping:
+        """A watch that gives 2 threads for one step in eight and 1 for the rest (more steps
+        at 2 would meet the other test worker's threads: see tests/conftest.py)."""
+
+        def __init__(self) -> None:
+            self.threads = 1
+            self.polls = self.changes = 0
+
+        def poll(self) -> int | None:
+            self.polls += 1
+            wanted = 2 if self.polls % 8 == 0 else 1
+            if wanted == self.threads:
+                return None
+            self.threads = wanted
+            self.changes += 1
+            return wanted
+
+    def growing() -> Scheduler:  # 256 cells at first, 1,024 at most, as ask's slot
+        def context(size: int) -> Any:
+            return backend.parallel_context(1, size, BATCH_TOKENS)
+
+        return Scheduler(backend._lib, backend._vocab, Layout(1, 1024, True, 256), context)
+
+    question = prompt(backend, "Write a story about a lighthouse.")
+    options = SamplingOptions(temperature=0, max_tokens=230, ignore_eos=True)
+    fixed_scheduler = growing()
+    fixed = run(fixed_scheduler, (0, fixed_scheduler.request(question, options)))[0]
+    scheduler = growing()
+    watch = Flipping()
+    scheduler.thread_watch = watch  # type: ignore[assignment]
+    flipped = run(scheduler, (0, scheduler.request(question, options)))[0]
+    assert scheduler.size > 256  # it grew while the count kept changing
+    assert watch.changes >= 50
+    assert int(backend._lib.llama_n_threads(scheduler._ctx)) == watch.threads
+    assert flipped == fixed and len(fixed.split()) > 100

@@ -163,7 +163,7 @@ class LlamaBackend:
             self.close()
             raise
         self._scheduler.draft_cost = GPU_COST if self.on_gpu else CPU_COST
-        self._scheduler.threads = cpuload.watch_threads(options.threads, self._threads)
+        self._scheduler.thread_watch = cpuload.watch_threads(options.threads, self._threads)
 
     def _load_projector(self, options: LoadOptions) -> None:
         """The multimodal projector, beside the model; the scheduler decodes its embeddings."""
@@ -416,7 +416,7 @@ class LlamaBackend:
         scheduler = Scheduler(self._lib, self._vocab, layout, context)
         scheduler.draft_cost = self.scheduler.draft_cost
         scheduler.media = self._projector
-        scheduler.threads = cpuload.watch_threads(self._given_threads, self._threads)
+        scheduler.thread_watch = cpuload.watch_threads(self._given_threads, self._threads)
         try:
             self._open_drafts(scheduler, layout)
         except ModelError:

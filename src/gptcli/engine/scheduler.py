@@ -79,7 +79,7 @@ class Scheduler:
         self._new_context = new_context
         self._ctx: Any = None
         self._size = 0
-        self.threads: ThreadWatch | None = None  # the thread count, decided again as it runs
+        self.thread_watch: ThreadWatch | None = None  # the thread count, decided again
         self._use_context(new_context(layout.initial if layout.grow else layout.cells))
         self._slots = [Slot(seq) for seq in range(layout.slots)]
         self._step = StepBatch(lib, BATCH_TOKENS)
@@ -110,8 +110,8 @@ class Scheduler:
         self._n_batch = min(self._size, BATCH_TOKENS)
         self._memory = self._lib.llama_get_memory(ctx)
         self._aborting = False
-        if self.threads is not None:  # a grown context: the count decided last
-            self._set_threads(self.threads.threads)
+        if self.thread_watch is not None:  # a grown context: the count decided last
+            self._set_threads(self.thread_watch.threads)
 
     def _set_threads(self, count: int) -> None:
         self._lib.llama_set_n_threads(self._ctx, count, count)
@@ -212,6 +212,7 @@ class Scheduler:
         a batch that carries prompt tokens (one of generated tokens takes milliseconds).
         """
         self._cancel = cancel
+        watch = self.thread_watch
         try:
             while True:
                 if cancel.cancelled:
@@ -225,7 +226,7 @@ class Scheduler:
                     yield from self._show(shown)
                 if not self._settle():
                     return
-                if self.threads is not None and (count := self.threads.poll()) is not None:
+                if watch is not None and (count := watch.poll()) is not None:
                     self._set_threads(count)
                 if not self._launch(cancel):
                     yield from self._end_all("interrupted")
