@@ -46,6 +46,56 @@ def test_threads_from_the_environment_sit_between_the_file_and_the_flags() -> No
         resolve_settings({}, env_overrides({"GPTCLI_THREADS": "0"}), {})
 
 
+def test_thread_count_is_bounded_by_llama_cpps_thread_pool() -> None:
+    from gptcli.config import env_overrides
+
+    assert resolve_settings({"threads": 512}, {}, {}).engine.threads == 512
+    with pytest.raises(ConfigError, match=r"^--threads must be <= 512$"):
+        resolve_settings({}, {}, {"threads": 99999})
+    with pytest.raises(ConfigError, match=r"^GPTCLI_THREADS must be <= 512$"):
+        resolve_settings({}, env_overrides({"GPTCLI_THREADS": "513"}), {})
+    with pytest.raises(ConfigError, match=r"^config threads must be <= 512$"):
+        resolve_settings({"threads": 100000}, {}, {})
+    with pytest.raises(ValueError, match=r"^must be <= 512$"):
+        check_setting("threads", "1000")
+
+
+@pytest.mark.parametrize(
+    ("value", "problem"),
+    [("²", "must be an integer"), ("1.5", "must be an integer"), ("-1", "must be >= 1")],
+)
+def test_gptcli_threads_errors_name_the_variable_and_the_problem(value: str, problem: str) -> None:
+    from gptcli.config import env_overrides
+
+    with pytest.raises(ConfigError, match=rf"^GPTCLI_THREADS {problem}$"):
+        resolve_settings({}, env_overrides({"GPTCLI_THREADS": value}), {})
+
+
+def test_bad_thread_counts_end_to_end(gptcli: Gptcli) -> None:
+    for env, args, line in (
+        ({}, ("--threads", "99999"), "--threads must be <= 512"),
+        ({"GPTCLI_THREADS": "99999"}, (), "GPTCLI_THREADS must be <= 512"),
+        ({"GPTCLI_THREADS": "²"}, (), "GPTCLI_THREADS must be an integer"),
+        ({"GPTCLI_THREADS": "-1"}, (), "GPTCLI_THREADS must be >= 1"),
+    ):
+        result = gptcli("ask", "-n", "4", *args, "hi", env=env, timeout=60)
+        assert (result.returncode, result.stderr) == (2, f"gptcli: error: {line}\n"), env
+
+
+def test_doctor_reports_a_bad_thread_count(gptcli: Gptcli) -> None:
+    config = gptcli.home / "config" / "config.toml"
+    config.parent.mkdir(parents=True, exist_ok=True)
+    config.write_text("threads = 100000\n")
+    from_file = gptcli("doctor")
+    assert from_file.returncode == 1
+    assert "threads must be <= 512" in from_file.stdout
+    config.unlink()
+    from_env = gptcli("doctor", env={"GPTCLI_THREADS": "²"})
+    assert from_env.returncode == 1
+    assert "GPTCLI_THREADS must be an integer" in from_env.stdout
+    assert "Traceback" not in from_env.stderr + from_env.stdout
+
+
 def test_invalid_flag_values_are_named() -> None:
     with pytest.raises(ConfigError, match="--min-p must be between 0 and 1"):
         resolve_settings({}, {}, {"min_p": 2.0})

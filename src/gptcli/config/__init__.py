@@ -52,6 +52,7 @@ The config file is TOML at ``<config dir>/config.toml``::
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import replace
 from pathlib import Path
@@ -118,7 +119,10 @@ def env_overrides(environ: Mapping[str, str]) -> dict[str, Any]:
     if model := environ.get("GPTCLI_MODEL"):
         values["model"] = model
     if threads := environ.get("GPTCLI_THREADS", "").strip():
-        values["threads"] = int(threads) if threads.isdigit() else threads
+        # ASCII digits only: str.isdigit() also accepts "²", which int() refuses; a value that
+        # is not a whole number stays text, and the check says so, naming the variable.
+        numeric = re.fullmatch(r"[+-]?[0-9]+", threads)
+        values["threads"] = int(threads) if numeric else threads
     return values
 
 

@@ -86,6 +86,11 @@ def _number(at_most_one: bool = False) -> Validator:
     return check
 
 
+# llama.cpp's GGML_MAX_N_THREADS (ggml.h): its thread pool holds at most this many threads,
+# and far more than it crash the process (a segfault, or libgomp failing to start them).
+MAX_THREADS = 512
+
+
 def _integer(minimum: int, below: int | None = None) -> Validator:
     def check(value: Any) -> int:
         if isinstance(value, bool) or not isinstance(value, int):
@@ -93,7 +98,7 @@ def _integer(minimum: int, below: int | None = None) -> Validator:
         if value < minimum:
             raise ValueError(f"must be >= {minimum}")
         if below is not None and value >= below:
-            raise ValueError("must be < 2**32" if below == 2**32 else f"must be < {below}")
+            raise ValueError("must be < 2**32" if below == 2**32 else f"must be <= {below - 1}")
         return value
 
     return check
@@ -157,7 +162,7 @@ _VALIDATORS: dict[str, Validator] = {
     "max_tokens": _integer(1),
     "seed": _integer(0, below=2**32),
     "ctx": _context,
-    "threads": _integer(1),
+    "threads": _integer(1, below=MAX_THREADS + 1),
     "gpu_layers": _gpu_layers,
     "prompt_cache": _boolean,
     "prompt_cache_size": _size,

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 
-from gptcli.config import EngineOptions, load_config_file
+from gptcli.config import EngineOptions, env_overrides, load_config_file, resolve_settings
 from gptcli.engine.cpuprobe import CACHE_NAME, build_fingerprint, cpu_flags
 from gptcli.engine.modelfile import ModelFileInfo
 from gptcli.errors import GptcliError
@@ -141,8 +141,8 @@ def run_checks(paths: AppPaths, model: str, engine: EngineOptions | None = None)
         Check("data directory", str(paths.data_dir)),
         Check("cache directory", str(paths.cache_dir)),
     ]
-    try:
-        load_config_file(paths.config_file)
+    try:  # the file, and the environment's settings over it, as every command reads them
+        resolve_settings(load_config_file(paths.config_file), env_overrides(os.environ), {})
     except GptcliError as exc:
         checks.append(Check("config", exc.message, ok=False))
     quantization = None
