@@ -65,6 +65,31 @@ def test_stdin_as_an_attachment_is_sniffed(gptcli: Gptcli) -> None:
     assert result.returncode == 2 and "stdin is an image (PNG)" in result.stderr
 
 
+EMPTY_PATH = "gptcli: error: an empty path cannot be attached (an unset shell variable?)\n"
+
+
+def test_an_empty_attachment_path_is_refused(gptcli: Gptcli, tmp_path: Path) -> None:
+    """``-a ""`` (an unset variable) is not the current directory."""
+    (tmp_path / "secret.txt").write_text("not to be sent\n")
+    for command in (("ask", "-n", "4"), ("cmd",)):
+        result = gptcli(*command, "-a", "", "hi", cwd=tmp_path)
+        assert (result.returncode, result.stderr) == (2, EMPTY_PATH), command
+        assert "took" not in result.stderr
+
+
+def test_chat_refuses_an_empty_attachment_path(gptcli: Gptcli, tmp_path: Path) -> None:
+    from tests.conftest import gptcli_executable
+    from tests.terminal import Terminal
+
+    env = {**gptcli.env, "TERM": "xterm-256color"}
+    term = Terminal([gptcli_executable(), "chat", "-a", ""], env, cwd=tmp_path)
+    try:
+        assert term.wait_exit() == 2
+        assert EMPTY_PATH.strip() in term.screen_text()
+    finally:
+        term.close()
+
+
 def test_folder_lists_what_was_taken_and_skipped(gptcli: Gptcli, tmp_path: Path) -> None:
     root = tmp_path / "proj"
     root.mkdir()

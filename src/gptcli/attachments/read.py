@@ -33,8 +33,12 @@ def read_attachment(
     """Read ``source`` (a path, ``http(s)://`` URL, or ``-`` for ``stdin``) as an attachment.
 
     Raises AttachmentError (exit 2) with one line for anything that cannot be attached:
-    missing, unreadable, binary, over a cap, an image or audio (no projector here).
+    empty, missing, unreadable, binary, over a cap, an image or audio (no projector here).
     """
+    if not source:
+        # Path("") is the current directory: an unset shell variable (-a "$FILE") would
+        # attach every text file under it without a word.
+        raise AttachmentError("an empty path cannot be attached (an unset shell variable?)")
     start = time.perf_counter()
     if source == STDIN:
         if stdin is None:
