@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import random
 import signal
+import stat
 import subprocess
 import sys
 import time
@@ -141,6 +142,36 @@ def test_ask_continue_chains_context(gptcli: Gptcli) -> None:
     assert len(listed) == 1 and listed[0]["turns"] == 2
     alone = gptcli("ask", "-t", "0", "-n", "40", "What is the population of that city?")
     assert alone.stdout != second.stdout  # without -c there is no context
+
+
+def test_export_to_a_file_that_cannot_be_written_is_one_line(
+    gptcli: Gptcli, tmp_path: Path
+) -> None:
+    store = SessionStore(gptcli.home / "data")
+    store.update("geo", lambda s: s.messages.append(StoredMessage("user", FRANCE)), create=True)
+    missing = tmp_path / "no" / "such" / "x.md"
+    for target, why in (
+        (tmp_path, "Is a directory"),
+        (missing, "No such file or directory"),
+    ):
+        result = gptcli("sessions", "export", "geo", "-o", str(target))
+        assert (result.returncode, result.stderr) == (
+            2,
+            f"gptcli: error: cannot write {target}: {why}\n",
+        )
+    assert not missing.parent.exists()  # a missing folder is refused, not created
+    if Path("/proc/version").exists():
+        proc = gptcli("sessions", "export", "geo", "-o", "/proc/version")
+        assert proc.returncode == 2
+        assert proc.stderr.startswith("gptcli: error: cannot write /proc/version: ")
+        assert proc.stderr.count("\n") == 1
+    # A device is written to, as a shell's > does, not replaced by a file.
+    assert gptcli("sessions", "export", "geo", "-o", "/dev/null").returncode == 0
+    assert stat.S_ISCHR(Path("/dev/null").stat().st_mode)
+    written = tmp_path / "geo.md"
+    assert gptcli("sessions", "export", "geo", "-o", str(written)).returncode == 0
+    assert FRANCE in written.read_text()
+    assert stat.S_IMODE(written.stat().st_mode) == 0o600
 
 
 @pytest.mark.slow

@@ -13,6 +13,8 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from gptcli.errors import UsageError
+
 APP_NAME = "gptcli"
 
 
@@ -76,3 +78,20 @@ def write_private_file(path: Path, data: bytes) -> None:
             os.fsync(dir_fd)
         finally:
             os.close(dir_fd)
+
+
+def cannot_write(path: Path, exc: OSError) -> UsageError:
+    """The one line for an output file (``-o``) that cannot be written (exit 2)."""
+    return UsageError(f"cannot write {path}: {exc.strerror or exc}")
+
+
+def write_output_file(path: Path, data: bytes) -> None:
+    """Write ``data`` to a file the user named, as a shell's ``>`` does: created (mode 0600)
+    or truncated in place, so a device or FIFO is written to rather than replaced; a missing
+    folder is refused, not created. UsageError (:func:`cannot_write`) for what cannot be."""
+    try:
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+    except OSError as exc:
+        raise cannot_write(path, exc) from None

@@ -138,7 +138,7 @@ def export(
     ] = None,
 ) -> None:
     """Export a session as Markdown or JSON, to stdout or a file."""
-    from gptcli.paths import write_private_file
+    from gptcli.paths import write_output_file
     from gptcli.store.transcript import to_json, to_markdown
 
     if format not in ("md", "json"):
@@ -149,7 +149,7 @@ def export(
     if output is None:
         sys.stdout.write(text)
     else:
-        write_private_file(output, text.encode("utf-8"))
+        write_output_file(output, text.encode("utf-8"))
 
 
 @sessions_app.command("rm")

@@ -29,6 +29,7 @@ from gptcli.errors import (
     SchemaMismatchError,
     UsageError,
 )
+from gptcli.paths import cannot_write
 from gptcli.terminal.environment import stdin_is_interactive, terminal_environment
 from gptcli.terminal.render import GuardedStream
 
@@ -162,7 +163,7 @@ def _open_output(request: BatchCommand) -> tuple[IO[str] | None, set[str]]:
     try:
         handle = request.output.open("a" if request.resume else "w", encoding="utf-8")
     except OSError as exc:
-        raise UsageError(f"cannot write {request.output}: {exc.strerror}") from None
+        raise cannot_write(request.output, exc) from None
     return handle, done
 
 
