@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from gptcli.config import SamplingOptions
 from gptcli.conversation.chat import SUMMARY_HEADER, Conversation
 from gptcli.conversation.context import (
+    OverflowPolicy,
     PartProgress,
     chunked_messages,
     fit_conversation,
@@ -178,6 +179,36 @@ def test_a_message_too_long_alone_is_refused_under_every_policy() -> None:
                 OPTIONS,
                 Cancellation(),
             )
+
+
+ALONE_HINT = "(try a larger --ctx, --chunked for long documents, or a shorter input)"
+
+
+@pytest.mark.parametrize("policy", ["error", "truncate", "summarize"])
+@pytest.mark.parametrize("history", [False, True])
+def test_a_message_too_long_alone_is_not_advised_an_overflow_policy(
+    policy: OverflowPolicy, history: bool
+) -> None:
+    """No policy shrinks the new message, so none is offered for one that is too long."""
+    conversation = long_conversation() if history else Conversation(system="Be kind.")
+    with pytest.raises(ContextOverflowError) as refused:
+        fit_conversation(
+            conversation, "huge " * 200, WindowBackend([]), policy, OPTIONS, Cancellation()
+        )
+    if policy == "summarize" and history:
+        return  # summarize's own refusal names the message (the test above)
+    assert refused.value.message.endswith(ALONE_HINT)
+    assert "--on-overflow" not in refused.value.message
+
+
+def test_history_too_long_under_error_is_advised_an_overflow_policy() -> None:
+    with pytest.raises(ContextOverflowError) as refused:
+        fit_conversation(
+            long_conversation(), "new " * 10, WindowBackend([]), "error", OPTIONS, Cancellation()
+        )
+    assert refused.value.message.endswith(
+        "(try --on-overflow truncate|summarize to shrink the history, or a larger --ctx)"
+    )
 
 
 @settings(max_examples=200, deadline=None)

@@ -74,6 +74,30 @@ def test_long_stdin_is_refused_by_default(gptcli: Gptcli) -> None:
     assert "--chunked" in result.stderr
 
 
+@pytest.mark.parametrize("policy", ["error", "truncate", "summarize"])
+def test_an_attachment_too_long_alone_gets_only_advice_that_can_work(
+    gptcli: Gptcli, tmp_path: Path, policy: str
+) -> None:
+    prose = tmp_path / "prose.txt"
+    prose.write_text("The river ran past the quiet mill at dawn. " * 400)
+    result = gptcli(
+        "ask", "--ctx", "512", "-n", "4", "-a", str(prose), "--on-overflow", policy, "q"
+    )
+    assert result.returncode == 4
+    assert result.stderr.endswith(
+        "(try a larger --ctx, --chunked for long documents, or a shorter input)\n"
+    )
+    assert "--on-overflow" not in result.stderr
+
+
+def test_cmd_too_long_is_advised_what_cmd_can_do(gptcli: Gptcli, tmp_path: Path) -> None:
+    prose = tmp_path / "prose.txt"
+    prose.write_text("The river ran past the quiet mill at dawn. " * 600)
+    result = gptcli("cmd", "-a", str(prose), "list the files")
+    assert result.returncode == 4
+    assert result.stderr.endswith("(try a shorter request or smaller attachments)\n")
+
+
 def chronicle(sections: int, paragraphs: int) -> str:
     """Varied filler (about 75 tokens a paragraph), one fact at the start and one at the end."""
     import random

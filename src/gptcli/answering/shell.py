@@ -14,7 +14,7 @@ from gptcli.conversation.chat import Conversation
 from gptcli.conversation.context import complete, fit_conversation
 from gptcli.conversation.shellcmd import clean_command, detect_shell, os_description
 from gptcli.engine.base import Cancellation, Message
-from gptcli.errors import UsageError
+from gptcli.errors import ContextOverflowError, UsageError
 
 DESCRIBE = SamplingOptions(temperature=0.2, max_tokens=200)
 
@@ -71,7 +71,17 @@ def _complete(
                 messages = [*messages[:-1], Message("user", last)]
             # Too long for the window: refused (exit 4) rather than cut.
             conversation = Conversation(system=messages[0].content if len(messages) > 1 else None)
-            fit_conversation(conversation, messages[-1].content, backend, "error", options, cancel)
+            try:
+                fit_conversation(
+                    conversation, messages[-1].content, backend, "error", options, cancel
+                )
+            except ContextOverflowError as exc:  # cmd has no --ctx, --chunked or --on-overflow
+                reason = exc.message.rsplit(" (try ", 1)[0]
+                raise ContextOverflowError(
+                    f"{reason} (try a shorter request or smaller attachments)",
+                    needed=exc.needed,
+                    available=exc.available,
+                ) from None
             return complete(backend, messages, options, cancel)
         finally:
             backend.close()

@@ -223,7 +223,7 @@ class Conversation:
                 raise ContextOverflowError(
                     f"the message is {needed} tokens with the system prompt, but only {budget} "
                     "fit the context window with room for the answer (try a larger --ctx, "
-                    "or --chunked for long documents)",
+                    "--chunked for long documents, or a shorter input)",
                     needed=needed,
                     available=budget,
                 )

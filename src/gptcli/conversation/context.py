@@ -115,17 +115,37 @@ def fit_conversation(
     if needed <= budget:
         return FitReport(needed)
     if policy == "error" or not conversation.messages:
-        raise ContextOverflowError(
-            f"the input is {needed} tokens but only {budget} fit the {size}-token context window "
-            f"with {size - budget} left for the answer (try a larger --ctx, --on-overflow "
-            "truncate|summarize, or --chunked for long documents)",
-            needed=needed,
-            available=budget,
-        )
+        raise _too_long(conversation, latest, needed, budget, size, backend)
     if policy == "truncate":
         dropped = conversation.drop_to_fit(next_text, backend.count_tokens, budget)
         return FitReport(backend.count_tokens([*conversation.as_messages(), latest]), dropped)
     return _summarize_oldest(conversation, latest, backend, budget, options, cancel)
+
+
+def _too_long(
+    conversation: Conversation,
+    latest: Message,
+    needed: int,
+    budget: int,
+    size: int,
+    backend: Backend,
+) -> ContextOverflowError:
+    """The input does not fit: the advice names only what can make it fit. The overflow
+    policies shrink the history, never the new message, so for a message too long on its
+    own they are not offered."""
+    alone = needed
+    if conversation.messages:
+        alone = backend.count_tokens([*Conversation(conversation.system).as_messages(), latest])
+    if alone > budget:
+        hint = "a larger --ctx, --chunked for long documents, or a shorter input"
+    else:
+        hint = "--on-overflow truncate|summarize to shrink the history, or a larger --ctx"
+    return ContextOverflowError(
+        f"the input is {needed} tokens but only {budget} fit the {size}-token context window "
+        f"with {size - budget} left for the answer (try {hint})",
+        needed=needed,
+        available=budget,
+    )
 
 
 def input_limit(
