@@ -311,3 +311,15 @@ def test_a_path_pasted_or_dropped_alone_is_recognised(
         "",
     ):
         assert dropped_path(message) is None, message
+
+
+def test_a_folder_note_names_the_files_taken_after_took(tmp_path: Path) -> None:
+    folder = tmp_path / "t"
+    folder.mkdir()
+    (folder / "a.txt").write_text("alpha\n")
+    (folder / "b.txt").write_text("beta\n")
+    (folder / "c.bin").write_bytes(b"\x00\x01\x02\x03")
+    notes: list[str] = []
+    read_attachment(str(folder), notes.append)
+    assert notes[-1] == "t/: took 2 text files (11 bytes): a.txt, b.txt; skipped 1"
+    assert notes[0].startswith("t/c.bin: skipped")

@@ -98,9 +98,11 @@ def _read_folder(path: Path, shown: str, note: Note, limits: Limits) -> Attached
     listed = ", ".join(names[:LISTED]) + (
         f" and {len(names) - LISTED} more" if names[LISTED:] else ""
     )
+    # The taken files' names follow "took": the skipped ones each had a note of their own.
     note(
-        f"{label}/: took {len(names)} text files ({found.size:,} bytes), skipped "
-        f"{len(found.skipped)}{ignored}" + (f": {listed}" if names else "")
+        f"{label}/: took {len(names)} text files ({found.size:,} bytes)"
+        + (f": {listed}" if names else "")
+        + f"; skipped {len(found.skipped)}{ignored}"
     )
     if not found.taken:
         raise AttachmentError(f"{shown} has no text files to attach")
