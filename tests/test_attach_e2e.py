@@ -90,6 +90,14 @@ def test_chat_refuses_an_empty_attachment_path(gptcli: Gptcli, tmp_path: Path) -
         term.close()
 
 
+def test_a_utf16_file_is_read_as_text_not_audio(gptcli: Gptcli, tmp_path: Path) -> None:
+    u16 = tmp_path / "u16.txt"
+    u16.write_bytes("The code name is heron.\n".encode("utf-16"))  # with FF FE, the LE mark
+    result = gptcli("ask", "-a", str(u16), "--json", "-t", "0", "-n", "12", "Code name?")
+    assert result.returncode == 0, result.stderr
+    assert json.loads(result.stdout)["attachments"][0]["kind"] == "text"
+
+
 def test_folder_lists_what_was_taken_and_skipped(gptcli: Gptcli, tmp_path: Path) -> None:
     root = tmp_path / "proj"
     root.mkdir()

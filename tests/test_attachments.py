@@ -323,3 +323,15 @@ def test_a_folder_note_names_the_files_taken_after_took(tmp_path: Path) -> None:
     read_attachment(str(folder), notes.append)
     assert notes[-1] == "t/: took 2 text files (11 bytes): a.txt, b.txt; skipped 1"
     assert notes[0].startswith("t/c.bin: skipped")
+
+
+@pytest.mark.parametrize("codec", ["utf-16", "utf-16-le", "utf-16-be", "utf-32"])
+def test_unicode_text_with_a_byte_order_mark_is_text_not_audio(tmp_path: Path, codec: str) -> None:
+    text = "Hello, the code word is heron.\n"
+    data = ("\ufeff" + text if codec.endswith(("le", "be")) else text).encode(codec)
+    assert sniff(data).kind == "text"
+    path = tmp_path / "u.txt"
+    path.write_bytes(data)
+    notes: list[str] = []
+    attached = read_attachment(str(path), notes.append)
+    assert (attached.kind, attached.text, notes) == ("text", text, [])

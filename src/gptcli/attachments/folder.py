@@ -154,6 +154,6 @@ def _take(path: Path, limits: Limits, total: int) -> tuple[str | None, bytes | N
     if total + len(data) > limits.folder_bytes:
         return f"over the cap of {limits.folder_bytes:,} bytes in all", None
     kind = sniff(data[:SNIFF_BYTES])
-    if kind.kind != "text" or b"\0" in data:
+    if kind.kind != "text" or (not kind.format and b"\0" in data):
         return f"not text ({kind.format or 'binary data'})", None
     return None, data

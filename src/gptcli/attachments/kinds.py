@@ -11,7 +11,8 @@ SNIFF_BYTES = 8192  # what is read to decide
 
 @dataclass(frozen=True)
 class Sniffed:
-    """What the first bytes say: the kind and, for media and binaries, the format's name."""
+    """What the first bytes say: the kind and, for media and binaries, the format's name
+    (for text, the codec its byte-order mark names; empty for UTF-8)."""
 
     kind: Kind
     format: str = ""
@@ -44,8 +45,26 @@ _MAGIC: tuple[tuple[bytes, bytes | None, Kind, str], ...] = (
 )
 
 
+# Byte-order marks of Unicode text that is not UTF-8, checked in order (UTF-32 LE's mark
+# starts with UTF-16 LE's). Python's codecs of these names read the mark and drop it.
+_BOMS = (
+    (b"\xff\xfe\x00\x00", "utf-32"),
+    (b"\x00\x00\xfe\xff", "utf-32"),
+    (b"\xff\xfe", "utf-16"),
+    (b"\xfe\xff", "utf-16"),
+)
+
+
+def bom_encoding(head: bytes) -> str | None:
+    """The codec of text that starts with a UTF-16 or UTF-32 byte-order mark, else None."""
+    return next((codec for mark, codec in _BOMS if head.startswith(mark)), None)
+
+
 def sniff(head: bytes) -> Sniffed:
     """The kind of data that starts with ``head`` (its first SNIFF_BYTES or all of it)."""
+    # Before the magic numbers: UTF-16 LE's mark (FF FE) is also an MPEG audio frame's sync.
+    if codec := bom_encoding(head):
+        return Sniffed("text", codec)
     for prefix, at_eight, kind, name in _MAGIC:
         if head.startswith(prefix) and (at_eight is None or head[8:12] == at_eight):
             return Sniffed(kind, name)
