@@ -335,3 +335,20 @@ def test_unicode_text_with_a_byte_order_mark_is_text_not_audio(tmp_path: Path, c
     notes: list[str] = []
     attached = read_attachment(str(path), notes.append)
     assert (attached.kind, attached.text, notes) == ("text", text, [])
+
+
+def test_counts_in_messages_agree_with_their_nouns(tmp_path: Path) -> None:
+    from gptcli.wording import plural
+
+    assert [plural(1, "turn"), plural(2, "turn"), plural(0, "turn")] == [
+        "1 turn",
+        "2 turns",
+        "0 turns",
+    ]
+    assert plural(3291823, "entry", "entries") == "3,291,823 entries"
+    folder = tmp_path / "one"
+    folder.mkdir()
+    (folder / "a.txt").write_text("alpha\n")
+    notes: list[str] = []
+    read_attachment(str(folder), notes.append)
+    assert notes == ["one/: took 1 text file (6 bytes): a.txt; skipped 0"]

@@ -274,3 +274,15 @@ def test_chunked_messages_map_reduce() -> None:
     assert str(progress[-1]).endswith("(round 2)")
     asked = [m.content for call in backend.seen for m in call]
     assert any("Paragraph 0" in a for a in asked) and any("Paragraph 29" in a for a in asked)
+
+
+def test_a_refused_long_input_writes_its_counts_with_thousands_separators() -> None:
+    from gptcli.conversation.context import read_within
+
+    backend = WindowBackend([], window=5000)
+    with pytest.raises(ContextOverflowError) as refused:
+        read_within(["word " * 2000] * 3, backend, 4000, Cancellation())
+    assert refused.value.message.startswith("the input is at least 6,000 tokens but only 4,000 ")
+    assert "the 5,000-token context window with 1,000 left" in refused.value.message
+    with pytest.raises(ContextOverflowError, match=r"^the input is 6,000 tokens but only 4,990 "):
+        fit_conversation(Conversation(), "word " * 6000, backend, "error", OPTIONS, Cancellation())

@@ -149,7 +149,7 @@ def test_cache_list_and_clear(gptcli: Gptcli, tmp_path: Path) -> None:
     table = gptcli("cache", "list")
     assert "SmolLM2-135M-Instruct.Q4_1" in table.stdout and "1 entry" in table.stderr
     cleared = gptcli("cache", "clear")
-    assert cleared.returncode == 0 and "removed 1 entries" in cleared.stderr
+    assert cleared.returncode == 0 and "removed 1 entry (" in cleared.stderr
     assert entries(gptcli) == []
     assert json.loads(gptcli("cache", "list", "--json").stdout) == []
 

@@ -265,7 +265,7 @@ def test_repl_saves_resumes_and_keeps_retried_answers(gptcli: Gptcli) -> None:
     )
     try:
         resumed.wait_prompt(1)
-        assert "(resumed session trip: 1 turns)" in resumed.screen_text()
+        assert "(resumed session trip: 1 turn)" in resumed.screen_text()
         assert "(restored the saved state:" in resumed.screen_text()
         resumed.type_line("What is the population of that city?")
         resumed.wait_prompt(2)

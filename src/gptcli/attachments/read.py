@@ -14,6 +14,7 @@ from gptcli.attachments.attached import Attached, AttachmentError
 from gptcli.attachments.content import from_bytes
 from gptcli.attachments.limits import DEFAULT_LIMITS, Limits
 from gptcli.attachments.text import decode_text
+from gptcli.wording import plural
 
 Note = Callable[[str], None]
 STDIN = "-"
@@ -100,7 +101,7 @@ def _read_folder(path: Path, shown: str, note: Note, limits: Limits) -> Attached
     )
     # The taken files' names follow "took": the skipped ones each had a note of their own.
     note(
-        f"{label}/: took {len(names)} text files ({found.size:,} bytes)"
+        f"{label}/: took {plural(len(names), 'text file')} ({found.size:,} bytes)"
         + (f": {listed}" if names else "")
         + f"; skipped {len(found.skipped)}{ignored}"
     )

@@ -10,6 +10,7 @@ from typing import Annotated
 import typer
 
 from gptcli.cli.options import JsonOpt
+from gptcli.wording import plural
 
 cache_app = typer.Typer(
     help="List or clear the prompt cache: earlier runs' prompt prefixes, kept to answer faster.",
@@ -60,7 +61,7 @@ def list_entries(json_output: JsonOpt = False) -> None:
         ],
     )
     total = sum(e.size for e in entries)
-    count = f"{len(entries)} entr{'y' if len(entries) == 1 else 'ies'}"
+    count = plural(len(entries), "entry", "entries")
     typer.echo(f"{count}, {human_bytes(total)} in {_directory()}", err=True)
 
 
@@ -74,4 +75,4 @@ def clear(
 
     count, size = clear_directory(_directory())
     if not quiet:
-        typer.echo(f"removed {count} entries ({human_bytes(size)})", err=True)
+        typer.echo(f"removed {plural(count, 'entry', 'entries')} ({human_bytes(size)})", err=True)

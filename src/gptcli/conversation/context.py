@@ -141,8 +141,8 @@ def _too_long(
     else:
         hint = "--on-overflow truncate|summarize to shrink the history, or a larger --ctx"
     return ContextOverflowError(
-        f"the input is {needed} tokens but only {budget} fit the {size}-token context window "
-        f"with {size - budget} left for the answer (try {hint})",
+        f"the input is {needed:,} tokens but only {budget:,} fit the {size:,}-token context "
+        f"window with {size - budget:,} left for the answer (try {hint})",
         needed=needed,
         available=budget,
     )
@@ -191,8 +191,8 @@ def read_within(blocks: Iterable[str], backend: Backend, limit: int, cancel: Can
             seen = count_long("".join(parts), count, cancel)
             window = backend.details.context_size
             raise ContextOverflowError(
-                f"the input is at least {max(seen, limit + 1)} tokens but only {limit} fit the "
-                f"{window}-token context window with {window - limit} left for the answer "
+                f"the input is at least {max(seen, limit + 1):,} tokens but only {limit:,} fit "
+                f"the {window:,}-token context window with {window - limit:,} left for the answer "
                 "(try a larger --ctx, or --chunked for long documents)",
                 needed=max(seen, limit + 1),
                 available=limit,

@@ -13,6 +13,7 @@ from gptcli.errors import GptcliError
 from gptcli.paths import AppPaths
 from gptcli.store.sessions import SessionError, SessionStore, check_name, new_session_name
 from gptcli.terminal.render import sanitize
+from gptcli.wording import plural
 
 if TYPE_CHECKING:
     from rich.console import Console
@@ -71,8 +72,9 @@ class SessionKeeper:
             self.note("no saved sessions yet", "yellow")
         for summary in found[:30]:
             mark = "*" if summary.name == self.state.session_name else " "
+            turns = plural(summary.turns, "turn") + ("" if summary.turns != 1 else " ")
             self.console.print(
-                sanitize(f"{mark} {summary.name:<24} {summary.turns:>3} turns  {summary.title}"),
+                sanitize(f"{mark} {summary.name:<24} {turns:>9}  {summary.title}"),
                 highlight=False,
                 markup=False,
             )
@@ -138,7 +140,7 @@ class SessionKeeper:
         self.state.session_name = name
         self.state.recorder = self.recorder(name) if self.save_turns else None
         self.state.context_used = 0
-        self.note(f"(loaded session {name}: {session.turns} turns)", "dim")
+        self.note(f"(loaded session {name}: {plural(session.turns, 'turn')})", "dim")
         self.restore_snapshot()
         for message in session.messages[-2:]:
             who = "you" if message.role == "user" else "answer"
@@ -163,7 +165,8 @@ def resume(
             console.print(exc.message, style="red", markup=False)
         console.print(f"(new session {name})", style="dim", markup=False)
         return conversation, ()
-    console.print(f"(resumed session {name}: {session.turns} turns)", style="dim", markup=False)
+    resumed = f"(resumed session {name}: {plural(session.turns, 'turn')})"
+    console.print(resumed, style="dim", markup=False)
 
     def warn(message: str) -> None:
         console.print(message, style="yellow", markup=False)
