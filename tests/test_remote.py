@@ -241,6 +241,16 @@ def test_429_honours_retry_after_then_succeeds(gptcli: Gptcli, fake: FakeServer)
     assert second - first >= 0.9
 
 
+def test_a_retry_after_that_is_not_ascii_digits_is_ignored(
+    gptcli: Gptcli, fake: FakeServer
+) -> None:
+    fake.script.steps = ["429", "ok"]
+    fake.script.retry_after = "²"  # str.isdigit() says yes, int() says no
+    result = gptcli("ask", "--base-url", fake.url, "-m", "fake", "hi")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout == "Hello world\n"
+
+
 def test_5xx_is_retried_a_bounded_number_of_times(gptcli: Gptcli, fake: FakeServer) -> None:
     fake.script.steps = ["500"]
     result = gptcli("ask", "--base-url", fake.url, "-m", "fake", "hi")

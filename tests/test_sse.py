@@ -20,6 +20,7 @@ def test_comments_retry_id_event_and_unknown_fields() -> None:
     body = ": keep-alive\nretry: 3000\nid: 7\nevent: delta\nfoo: bar\ndata:x\n\n"
     assert events(body) == [ServerEvent("x", "delta", "7", 3000)]
     assert events("retry: soon\ndata: y\n\n") == [ServerEvent("y")]  # not a number: ignored
+    assert events("retry: ²\ndata: y\n\n") == [ServerEvent("y")]  # a digit, not ASCII
 
 
 def test_line_ends_crlf_cr_and_lf_even_split_across_chunks() -> None:

@@ -340,8 +340,8 @@ class OpenAIBackend:
             if not retryable or attempt == MAX_RETRIES or cancel.cancelled:
                 raise self._fail(response.status_code, body, estimate)
             delay = 0.5 * 2**attempt
-            retry_after = response.headers.get("Retry-After", "")
-            if retry_after.strip().isdigit():
+            retry_after = response.headers.get("Retry-After", "").strip()
+            if retry_after.isascii() and retry_after.isdigit():  # "²" is a digit to Python
                 delay = float(retry_after)
             if delay > MAX_RETRY_AFTER:
                 raise self._fail(response.status_code, body, estimate)

@@ -62,5 +62,5 @@ def sse_events(chunks: Iterable[str]) -> Iterator[ServerEvent]:
             event = value
         elif name == "id" and "\0" not in value:
             last_id = value
-        elif name == "retry" and value.isdigit():
+        elif name == "retry" and value.isascii() and value.isdigit():
             retry = int(value)
