@@ -78,6 +78,9 @@ def test_a_draft_model_of_another_vocabulary_is_one_line_and_exit_2(
     lines = result.stderr.strip().splitlines()
     assert len(lines) == 1 and "cannot draft for this model" in lines[0], result.stderr
     assert "49,152" in lines[0] and "Traceback" not in result.stderr
+    # With speculation off the draft model is not loaded at all: no refusal, an answer.
+    unused = gptcli("ask", "--speculate", "off", "--draft", str(tiny), "-n", "4", "hello")
+    assert unused.returncode == 0 and unused.stdout.strip(), unused.stderr
 
 
 @pytest.mark.slow

@@ -390,3 +390,12 @@ def test_save_false_stops_the_chat_but_not_an_explicit_ask_session(gptcli: Gptcl
     finally:
         term.close()
     assert len(json.loads(path.read_text())["messages"]) == 4  # the chat saved nothing
+
+
+def test_an_empty_session_name_is_refused_before_any_work(gptcli: Gptcli) -> None:
+    """`--session "$NAME"` with NAME unset: one line and exit 2, not an answer saved nowhere."""
+    done = gptcli("ask", "--session", "", "-n", "4", "hi")
+    assert done.returncode == 2
+    assert done.stdout == ""
+    assert done.stderr.startswith("gptcli: error: invalid session name ''")
+    assert not (gptcli.home / "data" / "sessions").exists()

@@ -80,6 +80,8 @@ def run_ask(request: AskRequest, env: Environment, display: Display) -> ExitStat
     """Answer ``request``: the answer goes to ``display`` as it comes, then its result."""
     from gptcli.models.loader import open_backend
 
+    if request.session is not None:
+        check_name(request.session)  # an empty name (an unset variable) would save nothing
     if request.chunked and (request.session or request.continue_last):
         raise UsageError("--chunked cannot be combined with sessions (-c, --session)")
     if request.chunked and (request.tools.names or request.tools.functions):

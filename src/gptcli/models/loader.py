@@ -112,7 +112,9 @@ def _open_local(
     verdict = decide_extra_buffers(path, info.quantization, paths.cache_dir, environ)
     engine = settings.engine
     projector = model_projector(path, engine.mmproj, paths.data_dir)
-    draft = _draft_options(settings, paths, environ) if engine.draft else None
+    # With speculation off a draft model would be loaded (or downloaded) for nothing.
+    wanted = engine.draft and settings.sampling.speculate != "off"
+    draft = _draft_options(settings, paths, environ) if wanted else None
     backend = LlamaBackend(
         LoadOptions(
             path=path,
