@@ -192,6 +192,11 @@ def test_add_rm_default_and_info(gptcli: Gptcli, tmp_path: Path, bundled_model: 
     assert gptcli("models", "rm", "mine").returncode == 2
     template = gptcli("models", "info", "smollm2", "--template")
     assert "<|im_start|>" in template.stdout
+    # Into a pipe: names and values as a person reads them, no header, no trailing spaces.
+    lines = gptcli("models", "info", "smollm2").stdout.splitlines()
+    assert lines[0].startswith("file ") and all(line == line.rstrip() for line in lines)
+    assert "trained_context  8,192" in lines and "chat_template    yes" in lines
+    assert not {"True", "False", "None"} & {word for line in lines for word in line.split()}
 
 
 def test_doctor_reports_and_fails_on_problems(gptcli: Gptcli) -> None:

@@ -232,7 +232,11 @@ def _print_info(facts: dict[str, Any], template: str | None) -> None:
         if key == "parameters":
             value = f"{value / 1e6:.1f}M"
         elif key == "size":
-            value = f"{_human_size(value)} ({value} bytes)"
+            value = f"{_human_size(value)} ({value:,} bytes)"
+        elif isinstance(value, bool) or value is None:
+            value = {True: "yes", False: "no", None: "none"}[value]
+        elif isinstance(value, int):
+            value = f"{value:,}"
         rows.append([key, sanitize(str(value))])
     print_table(["", ""], rows)
     if "kv_cache" in facts:

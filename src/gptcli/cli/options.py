@@ -278,7 +278,7 @@ def print_table(columns: list[str], rows: list[list[str]]) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    table = Table(*columns, box=None, pad_edge=False, highlight=False)
+    table = Table(*columns, box=None, pad_edge=False, highlight=False, show_header=any(columns))
     for row in rows:
         table.add_row(*row)
     Console().print(table)
@@ -295,8 +295,11 @@ def print_plain_table(columns: list[str], rows: list[list[str]]) -> None:
     widths = [cell_len(c) for c in columns]
     for row in rows:
         widths = [max(w, cell_len(cell)) for w, cell in zip(widths, row, strict=True)]
+    header = [columns] if any(columns) else []  # a table of names and values has none
     lines = [
-        "  ".join(cell + " " * (w - cell_len(cell)) for w, cell in zip(widths, row, strict=True))
-        for row in [columns, *rows]
+        "  ".join(
+            cell + " " * (w - cell_len(cell)) for w, cell in zip(widths, row, strict=True)
+        ).rstrip()
+        for row in [*header, *rows]
     ]
     sys.stdout.write("".join(line + "\n" for line in lines))
