@@ -28,7 +28,6 @@ from gptcli.terminal.render import (
     MarkdownRenderer,
     PlainRenderer,
     Renderer,
-    clipboard_sequence,
     sanitize,
     warm_up,
 )
@@ -432,23 +431,7 @@ class Repl:
         self._note("(edit the last prompt and press Enter; Ctrl-X Ctrl-E opens $EDITOR)", "dim")
 
     def _cmd_copy(self, arg: str) -> None:
-        answer = self.state.conversation.last_answer()
-        if answer is None:
-            self._note("nothing to copy yet")
-            return
-        if not self.console.is_terminal:
-            self._note("cannot copy: the output is not a terminal")
-            return
-        self.console.file.write(
-            clipboard_sequence(answer, inside_tmux=bool(os.environ.get("TMUX")))
-        )
-        self.console.file.flush()
-        self._note(
-            f"(sent {len(answer)} characters to the clipboard with OSC 52; terminals that do "
-            "not allow clipboard writes ignore it)",
-            "dim",
-        )
-
+        self._note(*views.copy_answer(self.console, self.state.conversation.last_answer()))
 
 def run_repl(settings: Settings, options: ReplOptions, console: Console | None = None) -> int:
     from rich.console import Console
