@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import stat
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -330,3 +331,161 @@ def test_cmd_takes_attachments_and_refuses_media(gptcli: Gptcli, tmp_path: Path)
     (tmp_path / "song.flac").write_bytes(b"fLaC\0\0\0\x22")
     refused = gptcli("cmd", "-a", str(tmp_path / "song.flac"), "play it", input=None)
     assert refused.returncode == 2 and "is audio (FLAC)" in refused.stderr
+
+
+def _users(gptcli: Gptcli, name: str) -> list[dict[str, Any]]:
+    saved = json.loads((gptcli.home / "data" / "sessions" / f"{name}.json").read_text())
+    return [m for m in saved["messages"] if m["role"] == "user"]
+
+
+def test_chat_never_queues_a_refused_attachment(gptcli: Gptcli, tmp_path: Path) -> None:
+    from tests.test_repl import start
+
+    image = tmp_path / "img.png"
+    image.write_bytes(PNG)
+    note = tmp_path / "note.md"
+    note.write_text("The secret word is pelican.\n")
+    term = start(gptcli, "-t", "0", "-n", "6", "--resume", "refused", cols=200)
+    try:
+        term.type_line(f"/attach {image}")
+        term.wait_text("img.png is an image (PNG)")
+        term.type_line(str(image))  # dropped on the terminal, answered yes
+        term.wait_text(f"attach {image}? [Y/n]")
+        term.type_line("y")
+        term.wait_for(lambda screen: screen.count("img.png is an image (PNG)") == 2)
+        term.type_line(f"what is @{image}")
+        term.wait_for(lambda screen: screen.count("img.png is an image (PNG)") == 3)
+        term.type_line("/attach")
+        term.wait_text("(attached to your next message: nothing)")
+        term.type_line(f"/attach {note}")
+        term.wait_text("(attached note.md")
+        term.type_line("/detach")
+        term.wait_text("(dropped note.md)")
+        term.type_line(f"/attach {note}")
+        term.wait_for(lambda screen: screen.count("(attached note.md") == 2)
+        term.type_line("/new")
+        term.wait_text("(new conversation; dropped note.md)")
+        term.type_line("/attach")
+        term.wait_for(lambda screen: screen.count("next message: nothing") == 2)
+        term.ctrl("d")
+        assert term.wait_exit() == 0
+    finally:
+        term.close()
+    # Nothing was sent: no message, and no attachment copied beside the sessions.
+    sessions = gptcli.home / "data" / "sessions"
+    assert not (sessions / "refused.json").exists() or _users(gptcli, "refused") == []
+    attachments = gptcli.home / "data" / "attachments"
+    assert not attachments.exists() or not any(attachments.iterdir())
+
+
+def test_chat_edit_shows_the_message_as_typed_and_attaches_once(
+    gptcli: Gptcli, tmp_path: Path
+) -> None:
+    from tests.test_repl import start
+
+    note = tmp_path / "a.txt"
+    note.write_text("hello text\n")
+    codes = tmp_path / "codes.txt"
+    codes.write_text("The code name is heron.\n")
+    term = start(gptcli, "-t", "0", "-n", "6", "--resume", "twice", cols=200)
+    try:
+        term.type_line(f"/attach {note}")
+        term.wait_text("(attached a.txt")
+        term.type_line("Summarise")
+        term.wait_prompt(3)
+        term.type_line("hi")
+        term.wait_prompt(4)
+        term.type_line("/undo")
+        term.wait_text("(dropped the last exchange)")
+        term.type_line("/edit")
+        term.wait_prompt(6)
+        term.pump(0.5)
+        screen = term.screen_text()
+        assert "=== a.txt" not in screen and ">>> Summarise" in screen  # as typed
+        term.type_line("")
+        term.wait_prompt(7)
+        term.type_line(f"What code name does @{codes} say?")
+        term.wait_prompt(8)
+        for count in (9, 11):
+            term.type_line("/edit")
+            term.wait_prompt(count)
+            term.pump(0.5)
+            term.type_line("")
+            term.wait_prompt(count + 1)
+        term.ctrl("d")
+        assert term.wait_exit() == 0
+    finally:
+        term.close()
+    users = _users(gptcli, "twice")
+    assert [[a["name"] for a in u["attachments"]] for u in users] == [
+        ["a.txt"],
+        ["codes.txt"],
+    ]
+    assert users[0]["content"] == "---\n\nSummarise"
+    assert users[1]["content"] == f"---\n\nWhat code name does @{codes} say?"
+
+
+def test_chat_edit_after_undo_in_a_resumed_chat(gptcli: Gptcli, tmp_path: Path) -> None:
+    from tests.test_repl import start
+
+    codes = tmp_path / "codes.txt"
+    codes.write_text("The code name is heron.\n")
+    first = gptcli("ask", "--session", "ru", "-a", str(codes), "-t", "0", "-n", "6", "Code name?")
+    assert first.returncode == 0, first.stderr
+    second = gptcli("ask", "--session", "ru", "-t", "0", "-n", "6", "Thanks")
+    assert second.returncode == 0, second.stderr
+    term = start(gptcli, "-t", "0", "-n", "6", "--resume", "ru", cols=200)
+    try:
+        term.type_line("/undo")
+        term.wait_text("(dropped the last exchange)")
+        term.type_line("/edit")
+        term.wait_prompt(3)
+        term.pump(0.5)
+        screen = term.screen_text()
+        assert "=== codes.txt" not in screen and ">>> Code name?" in screen
+        term.type_line("")
+        term.wait_prompt(4)
+        term.ctrl("d")
+        assert term.wait_exit() == 0
+    finally:
+        term.close()
+    users = _users(gptcli, "ru")
+    assert len(users) == 1
+    assert [a["name"] for a in users[0]["attachments"]] == ["codes.txt"]
+    assert users[0]["content"] == "---\n\nCode name?"
+
+
+def test_chat_a_cancelled_edit_keeps_the_exchange(gptcli: Gptcli, tmp_path: Path) -> None:
+    from tests.test_repl import start
+
+    note = tmp_path / "a.txt"
+    note.write_text("hello text\n")
+    term = start(gptcli, "-t", "0", "-n", "6", "--resume", "kept", cols=200)
+    try:
+        term.type_line(f"/attach {note}")
+        term.wait_text("(attached a.txt")
+        term.type_line("hi there")
+        term.wait_prompt(3)
+        term.type_line("/edit")
+        term.wait_prompt(4)
+        term.pump(0.5)
+        term.ctrl("c")
+        term.wait_text("(edit cancelled; the last exchange is kept)")
+        assert len(_users(gptcli, "kept")) == 1  # in the session file too
+        term.type_line("/retry")
+        term.wait_prompt(6)
+        assert "nothing to retry" not in term.screen_text()
+        term.type_line("/edit")
+        term.wait_prompt(7)
+        term.pump(0.5)
+        assert ">>> hi there" in term.screen_text()
+        term.type_line("")
+        term.wait_prompt(8)
+        term.ctrl("d")
+        assert term.wait_exit() == 0
+    finally:
+        term.close()
+    users = _users(gptcli, "kept")
+    assert len(users) == 1
+    assert [a["name"] for a in users[0]["attachments"]] == ["a.txt"]
+    assert users[0]["content"] == "---\n\nhi there"

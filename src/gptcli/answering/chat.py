@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from contextlib import ExitStack
 from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 from gptcli.answering.ask import keep_prompt, record_answer
@@ -30,7 +31,7 @@ from gptcli.config import Settings, ToolSettings
 from gptcli.conversation.chat import Conversation, Reply
 from gptcli.conversation.context import check_policy, fit_conversation
 from gptcli.conversation.kvstate import restore_state, save_state
-from gptcli.conversation.recorder import SessionRecorder
+from gptcli.conversation.recorder import SessionRecorder, last_attachments
 from gptcli.conversation.toolloop import AnswerEvent, ToolResult, ToolUse
 from gptcli.engine.base import Backend, Cancellation, Finished
 from gptcli.errors import GptcliError
@@ -55,7 +56,11 @@ class ChatState:
     last_tools: list[ToolResult] = field(default_factory=list)
     schema: dict[str, Any] | None = None  # answers are checked against it (/set schema)
     pending: list[Attached] = field(default_factory=list)  # sent with the next message
-    last_attached: tuple[Attached, ...] = ()  # what the last message sent had attached
+    # What the user messages sent had attached, by their text as sent (for /edit).
+    sent: dict[str, tuple[Attached, ...]] = field(default_factory=dict)
+    # While the last exchange is being edited: the attachments it goes with again. The
+    # exchange stays until the edited message is sent, so a cancelled edit changes nothing.
+    editing: tuple[Attached, ...] | None = None
 
 
 class ChatTurns:
@@ -86,58 +91,126 @@ class ChatTurns:
     def attach(self, source: str) -> AttachmentInfo:
         """Read ``source`` now (AttachmentError if it cannot be); it goes with the next
         message."""
+        attached, info = self._read(source)
+        self.state.pending.append(attached)
+        return info
+
+    def _read(self, source: str) -> tuple[Attached, AttachmentInfo]:
+        """``source`` as the model takes it; refused (AttachmentError) before it is kept
+        anywhere."""
         (read,) = read_attachments([source], self.env)
         state = self.state
         (attached,) = for_model([read], state.backend, state.settings.pdf_pages, self.env.note)
-        state.pending.append(attached)
-        return counted([attached], self.state.backend)[0]
+        (info,) = counted([attached], state.backend)
+        return attached, info
+
+    def detach(self) -> list[Attached]:
+        """Drop the attachments waiting for the next message; those dropped."""
+        dropped, self.state.pending = self.state.pending, []
+        return dropped
 
     def send(self, message: str, display: Display) -> Reply:
         """Answer ``message`` (with the pending attachments, and the files its ``@path``
         words name); raises ContextOverflowError (nothing sent, the attachments stay
         pending) when it cannot fit, KeyboardInterrupt when a summary to make room is
-        interrupted."""
+        interrupted. While an edit is under way (:meth:`edit`) the message replaces the
+        last exchange, and goes with that exchange's attachments."""
         state = self.state
-        for path in mentioned_paths(message):
-            self.attach(path)
-        attached = tuple(state.pending)
+        editing, state.editing = state.editing, None
+        again = editing or ()
+        known = {item.name for item in again}  # sent again from their copies
+        mentioned = [
+            self._read(path)[0]
+            for path in mentioned_paths(message)
+            if Path(path).expanduser().name not in known
+        ]  # all read before any is kept: a message refused leaves nothing attached
+        state.pending.extend(mentioned)
+        attached = (*again, *state.pending)
         head = "\n\n".join(item.block() for item in attached)
         text = compose_prompt(message, head) if attached else message
-        backend, sampling = state.backend, state.settings.sampling
-        policy = check_policy(state.settings.on_overflow or "truncate")
-        cancel = Cancellation()
-        with self.env.cancelling(cancel):
-            fit = fit_conversation(state.conversation, text, backend, policy, sampling, cancel)
-        if fit.notice():
-            self.env.note(f"({fit.notice()})")
-        state.pending, state.last_attached = [], attached
+        self._fit(text, replacing=editing is not None)
+        state.pending = []
+        self._remember(text, attached)
         if state.recorder is not None:  # on disk before the answer starts
+            if editing is not None:
+                state.recorder.undo()
             state.recorder.user(after_attachments(text, attached), attached)
-        tools = state.tools
+        tools, backend, sampling = state.tools, state.backend, state.settings.sampling
         return self._answer(
             lambda c, r: state.conversation.send(text, backend, sampling, c, r, tools), display
         )
 
-    def take_back(self) -> str | None:
-        """Drop the last exchange for editing, from the session file too (a resumed chat
-        goes on from the edited message, as this one does): the message as typed (its
-        attachments go back to pending, to be sent with the edited text), or None."""
+    def _fit(self, text: str, replacing: bool) -> None:
+        """Make room for ``text`` (after the last exchange, or in its place); when it cannot
+        be made, the conversation is as it was."""
+        state = self.state
+        conversation = state.conversation
+        before = (list(conversation.messages), conversation.summary)
+        if replacing:
+            conversation.undo()
+        policy = check_policy(state.settings.on_overflow or "truncate")
+        cancel = Cancellation()
+        try:
+            with self.env.cancelling(cancel):
+                fit = fit_conversation(
+                    conversation, text, state.backend, policy, state.settings.sampling, cancel
+                )
+        except BaseException:
+            conversation.messages, conversation.summary = before
+            raise
+        if fit.notice():
+            self.env.note(f"({fit.notice()})")
+
+    def _remember(self, text: str, attached: tuple[Attached, ...]) -> None:
+        """Keep what ``text`` had attached, for as long as the conversation has it."""
+        state = self.state
+        users = {m.content for m in state.conversation.messages if m.role == "user"}
+        state.sent = {key: value for key, value in state.sent.items() if key in users}
+        if attached:
+            state.sent[text] = attached
+
+    def edit(self) -> str | None:
+        """Start editing the last exchange: the message as typed (None when there is none).
+        Nothing changes until the edited message is sent (:meth:`send` replaces the
+        exchange, in the session file too, so a resumed chat goes on from the edited
+        message); :meth:`cancel_edit` leaves the exchange as it was."""
         state = self.state
         text = state.conversation.last_user_text()
         if text is None:
             return None
-        state.conversation.undo()
-        if state.recorder is not None:
-            state.recorder.undo()
-        attached, state.last_attached = state.last_attached, ()
+        attached = self._attachments_of(text)
         try:
             typed = after_attachments(text, attached)
         except ValueError:  # not the message they came with: edit it whole
-            return text
-        if attached:
-            state.pending = [*attached, *state.pending]
-            typed = typed.removeprefix("---\n\n")
-        return typed
+            attached, typed = (), text
+        state.editing = attached
+        return typed.removeprefix("---\n\n") if attached else typed
+
+    def cancel_edit(self) -> bool:
+        """Leave the exchange being edited as it was; whether one was."""
+        editing, self.state.editing = self.state.editing, None
+        return editing is not None
+
+    def resumed(self, attached: tuple[Attached, ...]) -> None:
+        """The conversation is one read back (or a new one): ``attached`` is what its last
+        message had attached."""
+        state = self.state
+        text = state.conversation.last_user_text()
+        state.sent = {text: attached} if text is not None and attached else {}
+        state.editing = None
+
+    def _attachments_of(self, text: str) -> tuple[Attached, ...]:
+        """What the user message ``text`` had attached: known since it was sent, or read
+        back from the session file (a resumed chat's message)."""
+        state = self.state
+        found = state.sent.get(text)
+        if found is not None or state.recorder is None:
+            return found or ()
+        store = state.recorder.store
+        try:
+            return last_attachments(store.load(state.recorder.name), store.blobs)
+        except GptcliError:  # no file yet, or one that cannot be read: edit it whole
+            return ()
 
     def retry(self, display: Display) -> Reply:
         """Answer the last message again; the earlier answer is kept as an alternative."""

@@ -28,7 +28,6 @@ from gptcli.terminal.render import (
     MarkdownRenderer,
     PlainRenderer,
     Renderer,
-    clipboard_sequence,
     sanitize,
     warm_up,
 )
@@ -121,6 +120,8 @@ class Repl:
             try:
                 return self._session.prompt(default=default)
             except KeyboardInterrupt:
+                if self._cancel_edit():
+                    continue  # one Ctrl-C cancels the edit; the chat goes on
                 interrupts += 1
                 if interrupts >= 2:
                     return None
@@ -156,8 +157,11 @@ class Repl:
             if line is None:
                 return 0
             if not line.strip():
+                self._cancel_edit()
                 continue
             parsed = commands.parse(line)
+            if parsed is not None or dropped_path(line) is not None:
+                self._cancel_edit()  # a command instead of the edited message
             if self._offered_as_attachment(line, parsed):
                 continue
             if parsed is None:
@@ -270,8 +274,10 @@ class Repl:
         self.console.print(text, highlight=False, markup=False, soft_wrap=True)
 
     def _cmd_new(self, arg: str) -> None:
+        dropped = self.turns.detach()
         self.sessions.start_new()
-        self._note("(new conversation)", "dim")
+        names = ", ".join(item.name for item in dropped)
+        self._note(f"(new conversation; dropped {names})" if names else "(new conversation)", "dim")
 
     def _cmd_clear(self, arg: str) -> None:
         self.console.clear()
@@ -415,6 +421,11 @@ class Repl:
             "dim",
         )
 
+    def _cmd_detach(self, arg: str) -> None:
+        dropped = self.turns.detach()
+        names = ", ".join(item.name for item in dropped)
+        self._note(f"(dropped {names})" if names else "nothing is attached", "dim")
+
     def _cmd_undo(self, arg: str) -> None:
         if self.state.conversation.undo():
             if self.state.recorder is not None:
@@ -424,30 +435,23 @@ class Repl:
             self._note("nothing to undo")
 
     def _cmd_edit(self, arg: str) -> None:
-        text = self.turns.take_back()
+        text = self.turns.edit()
         if text is None:
             self._note("nothing to edit")
             return
         self._prefill = text
-        self._note("(edit the last prompt and press Enter; Ctrl-X Ctrl-E opens $EDITOR)", "dim")
+        hint = "Ctrl-X Ctrl-E opens $EDITOR; Ctrl-C or an empty line keeps it as it was"
+        self._note(f"(edit the last prompt and press Enter; {hint})", "dim")
+
+    def _cancel_edit(self) -> bool:
+        """Leave the exchange being edited as it was; whether one was."""
+        if not self.turns.cancel_edit():
+            return False
+        self._note("(edit cancelled; the last exchange is kept)", "dim")
+        return True
 
     def _cmd_copy(self, arg: str) -> None:
-        answer = self.state.conversation.last_answer()
-        if answer is None:
-            self._note("nothing to copy yet")
-            return
-        if not self.console.is_terminal:
-            self._note("cannot copy: the output is not a terminal")
-            return
-        self.console.file.write(
-            clipboard_sequence(answer, inside_tmux=bool(os.environ.get("TMUX")))
-        )
-        self.console.file.flush()
-        self._note(
-            f"(sent {len(answer)} characters to the clipboard with OSC 52; terminals that do "
-            "not allow clipboard writes ignore it)",
-            "dim",
-        )
+        self._note(*views.copy_answer(self.console, self.state.conversation.last_answer()))
 
 
 def run_repl(settings: Settings, options: ReplOptions, console: Console | None = None) -> int:
@@ -469,9 +473,10 @@ def run_repl(settings: Settings, options: ReplOptions, console: Console | None =
         backend, notices = open_backend(settings, env.paths, cancel, options.debug, report=report)
     for notice in notices:
         sys.stderr.write(f"gptcli: note: {notice}\n")
-    state = ChatState(settings, backend, conversation, last_attached=attached)
+    state = ChatState(settings, backend, conversation)
     state.session_name = name or new_session_name()
     repl = Repl(ChatTurns(state, env), options, console)
+    repl.turns.resumed(attached)
     if options.save:
         state.recorder = repl.sessions.recorder(state.session_name)
     if name is not None:

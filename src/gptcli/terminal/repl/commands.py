@@ -23,7 +23,7 @@ COMMANDS: tuple[Command, ...] = (
     Command("help", "", "show this help"),
     Command("exit", "", "leave gptcli (also /quit, Ctrl-D)"),
     Command("quit", "", "leave gptcli"),
-    Command("new", "", "start a fresh conversation"),
+    Command("new", "", "start a fresh conversation (what is attached is dropped)"),
     Command("clear", "", "clear the screen"),
     Command("system", "[TEXT]", "show the system prompt, or set it to TEXT ('-' clears it)"),
     Command(
@@ -48,9 +48,12 @@ COMMANDS: tuple[Command, ...] = (
         "attach a file, folder or URL to your next message (@path in a message does too); "
         "alone, list what is attached",
     ),
+    Command("detach", "", "drop what is attached to your next message"),
     Command("retry", "", "answer the last prompt again"),
     Command("undo", "", "drop the last exchange"),
-    Command("edit", "", "edit the last prompt and send it again"),
+    Command(
+        "edit", "", "edit the last prompt and send it again (Ctrl-C or an empty line keeps it)"
+    ),
     Command("copy", "", "copy the last answer to the clipboard (OSC 52)"),
     Command("stats", "", "context used, speed and time to first token of the last answer"),
     Command("save", "NAME", "name this session (it is saved as you go)"),

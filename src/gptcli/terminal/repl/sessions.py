@@ -62,6 +62,7 @@ class SessionKeeper:
         state = self.state
         self.save_snapshot()
         state.conversation = Conversation(system=state.conversation.system)
+        self.turns.resumed(())
         state.context_used = 0
         state.session_name = new_session_name()
         state.recorder = self.recorder(state.session_name) if self.save_turns else None
@@ -136,7 +137,7 @@ class SessionKeeper:
         self.save_snapshot()
         warn = lambda message: self.note(message, "yellow")  # noqa: E731
         self.state.conversation = conversation_of(session, None, self.store.blobs, warn)
-        self.state.last_attached = last_attachments(session, self.store.blobs)
+        self.turns.resumed(last_attachments(session, self.store.blobs))
         self.state.session_name = name
         self.state.recorder = self.recorder(name) if self.save_turns else None
         self.state.context_used = 0

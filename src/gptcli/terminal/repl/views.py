@@ -1,15 +1,17 @@
-"""What the chat shows on request: its options and model (/show), speed (/stats), notes;
-and the one question it asks in a line of its own (yes or no)."""
+"""What the chat shows on request: its options and model (/show), speed (/stats), notes,
+the last answer for the clipboard (/copy); and the one question it asks in a line of its own
+(yes or no)."""
 
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
 from gptcli.answering.chat import ChatState
 from gptcli.config import SAMPLING_KEYS
-from gptcli.terminal.render import sanitize
+from gptcli.terminal.render import clipboard_sequence, sanitize
 from gptcli.terminal.tools import show_results
 
 if TYPE_CHECKING:
@@ -137,3 +139,19 @@ def yes_or_no(session: PromptSession[str], question: str) -> bool | None:
     except (KeyboardInterrupt, EOFError):
         return None
     return answer.strip().lower() in ("", "y", "yes")
+
+
+def copy_answer(console: Console, answer: str | None) -> tuple[str, str]:
+    """Send ``answer`` to the terminal's clipboard (OSC 52): the note that says how it went,
+    and its style."""
+    if answer is None:
+        return "nothing to copy yet", "yellow"
+    if not console.is_terminal:
+        return "cannot copy: the output is not a terminal", "yellow"
+    console.file.write(clipboard_sequence(answer, inside_tmux=bool(os.environ.get("TMUX"))))
+    console.file.flush()
+    return (
+        f"(sent {len(answer)} characters to the clipboard with OSC 52; terminals that do "
+        "not allow clipboard writes ignore it)",
+        "dim",
+    )
