@@ -174,7 +174,8 @@ def test_context_overflow_generates_nothing(gptcli: Gptcli) -> None:
     result = gptcli("ask", "--ctx", "256", "Summarise this.", input=long_text)
     assert result.returncode == 4
     assert result.stdout == ""
-    assert "the input is 2040 tokens but only 224 fit the 256-token context window" in result.stderr
+    refusal = "the input is 2,040 tokens but only 224 fit the 256-token context window"
+    assert refusal in result.stderr
 
 
 def test_version_and_module_entry_point(gptcli: Gptcli) -> None:

@@ -109,7 +109,7 @@ def test_a_long_input_to_a_server_that_does_not_say_its_window(
     )
     told = gptcli(*ask, "--ctx", "2048", input=document)
     assert told.returncode == 4
-    assert "fit the 2048-token context window" in told.stderr
+    assert "fit the 2,048-token context window" in told.stderr
 
 
 @pytest.mark.slow
@@ -306,7 +306,7 @@ def test_llama_server_props_give_the_window_and_the_policies_use_it(
     refused = gptcli(*ask, "--on-overflow", "error", FRANCE)
     assert refused.returncode == 4
     assert refused.stdout == ""
-    assert "but only 1792 fit the 2048-token context window" in refused.stderr
+    assert "but only 1,792 fit the 2,048-token context window" in refused.stderr
     assert refused.stderr.count("\n") == 1
     assert len(fake.script.bodies) == 1  # refused before anything was sent
     truncated = gptcli(*ask, "--on-overflow", "truncate", FRANCE)
