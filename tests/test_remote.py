@@ -358,7 +358,7 @@ def test_a_stalled_props_costs_seconds_and_leaves_the_fallback(
 
 
 REFUSED = (
-    "gptcli: error: the input is 3539 tokens but the server's context window holds 2048 (the "
+    "gptcli: error: the input is 3,539 tokens but the server's context window holds 2,048 (the "
     "server refused it; try --ctx 2048 with --on-overflow truncate|summarize, or --chunked for "
     "long documents)\n"
 )

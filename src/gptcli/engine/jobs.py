@@ -150,8 +150,8 @@ class SlotBatch:
             wanted = options.max_tokens or 1
             if len(tokens) + wanted > self._cells:
                 raise ContextOverflowError(
-                    f"the prompt is {len(tokens)} tokens and {wanted} more are needed for the "
-                    f"answer, but each sequence holds {self._cells} (try a larger --ctx)",
+                    f"the prompt is {len(tokens):,} tokens and {wanted:,} more are needed for "
+                    f"the answer, but each sequence holds {self._cells:,} (try a larger --ctx)",
                     needed=len(tokens) + wanted,
                     available=self._cells,
                 )

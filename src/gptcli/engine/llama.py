@@ -336,8 +336,8 @@ class LlamaBackend:
         wanted = options.max_tokens or 1
         if room < wanted:
             raise ContextOverflowError(
-                f"the input is {prompt_tokens} tokens and {wanted} more are needed for the "
-                f"answer, but the context window holds {self._window} (try a larger --ctx)",
+                f"the input is {prompt_tokens:,} tokens and {wanted:,} more are needed for the "
+                f"answer, but the context window holds {self._window:,} (try a larger --ctx)",
                 needed=prompt_tokens + wanted,
                 available=self._window,
             )

@@ -206,8 +206,8 @@ class OpenAIBackend:
         needed = refusal.prompt_tokens
         window = refusal.window
         assumed = self.details.context_size
-        size = f"{needed} tokens" if needed else f"about {estimate} tokens"
-        holds = f"holds {window}" if window else "cannot hold it"
+        size = f"{needed:,} tokens" if needed else f"about {estimate:,} tokens"
+        holds = f"holds {window:,}" if window else "cannot hold it"
         ctx = f"--ctx {window}" if window and window < assumed else "a smaller --ctx"
         self._window = min(window or assumed, assumed)
         return ContextOverflowError(
