@@ -146,10 +146,17 @@ def test_cache_list_and_clear(gptcli: Gptcli, tmp_path: Path) -> None:
     [entry] = json.loads(listed.stdout)
     assert entry["model"] == "SmolLM2-135M-Instruct.Q4_1"
     assert entry["tokens"] > 256 and entry["bytes"] == entries(gptcli)[0].stat().st_size
+    assert entry["kv_type"] == "f16"
+    # The same prompt in another KV type is an entry of its own, and the table tells them
+    # apart: a short id each, and the type.
+    ask(gptcli, doc, "What is this about?", "--kv-type", "q8_0")
     table = gptcli("cache", "list")
-    assert "SmolLM2-135M-Instruct.Q4_1" in table.stdout and "1 entry" in table.stderr
+    assert "SmolLM2-135M-Instruct.Q4_1" in table.stdout and "2 entries" in table.stderr
+    rows = [line.split() for line in table.stdout.splitlines()[1:]]
+    assert sorted(row[2] for row in rows) == ["f16", "q8_0"]
+    assert len({row[0] for row in rows}) == 2
     cleared = gptcli("cache", "clear")
-    assert cleared.returncode == 0 and "removed 1 entry (" in cleared.stderr
+    assert cleared.returncode == 0 and "removed 2 entries (" in cleared.stderr
     assert entries(gptcli) == []
     assert json.loads(gptcli("cache", "list", "--json").stdout) == []
 

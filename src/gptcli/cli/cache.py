@@ -27,7 +27,7 @@ def _directory() -> Path:
 
 @cache_app.command("list")
 def list_entries(json_output: JsonOpt = False) -> None:
-    """Entries, most recently used first: model, tokens, bytes, last used."""
+    """Entries, most recently used first: model, KV cache type, tokens, bytes, last used."""
     from gptcli.cli.options import print_table
     from gptcli.engine.kvcache import human_bytes
     from gptcli.store.promptcache import list_entries as entries_in
@@ -39,6 +39,7 @@ def list_entries(json_output: JsonOpt = False) -> None:
             {
                 "entry": e.name.removesuffix(".kv"),
                 "model": e.model,
+                "kv_type": e.kv_type,
                 "tokens": e.tokens,
                 "bytes": e.size,
                 "last_used": time.strftime("%Y-%m-%dT%H:%M:%S", time.localtime(e.last_used)),
@@ -48,11 +49,12 @@ def list_entries(json_output: JsonOpt = False) -> None:
         typer.echo(json.dumps(rows, ensure_ascii=False, indent=1))
         return
     print_table(
-        ["entry", "model", "tokens", "bytes", "last used"],
+        ["entry", "model", "kv", "tokens", "bytes", "last used"],
         [
             [
-                e.name[-19:-3],  # the digest of its tokens
+                e.short_id,
                 sanitize(e.model),
+                sanitize(e.kv_type),
                 f"{e.tokens:,}",
                 human_bytes(e.size),
                 time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(e.last_used)),

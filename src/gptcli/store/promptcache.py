@@ -59,6 +59,14 @@ class CacheEntry:
     tokens: int
     size: int
     last_used: float
+    kv_type: str  # the KV cache's type the state was saved in ("?" when unreadable)
+
+    @property
+    def short_id(self) -> str:
+        """Unique among the entries, short enough for a table: the digest of what the
+        entry is valid for (model file, llama.cpp, KV type) and of its tokens."""
+        keyed, _, full = self.name.removesuffix(".kv").partition("-")
+        return f"{keyed[:6]}-{full.rpartition('-')[2][:10]}"
 
 
 class PromptCacheDir:
@@ -183,9 +191,12 @@ def list_entries(directory: Path) -> list[CacheEntry]:
         try:
             header, _ = read_kv_header(path, MAGIC)
             model, tokens = str(header.get("model", "?")), len(header["tokens"])
-        except (OSError, ValueError):
-            model, tokens = "?", 0
-        entries.append(CacheEntry(path.name, model, tokens, stat.st_size, stat.st_mtime))
+            key = header.get("key")
+            kv_type = str(key.get("kv_type", "?")) if isinstance(key, dict) else "?"
+        except (OSError, ValueError, KeyError, TypeError):
+            model, tokens, kv_type = "?", 0, "?"
+        entry = CacheEntry(path.name, model, tokens, stat.st_size, stat.st_mtime, kv_type)
+        entries.append(entry)
     return sorted(entries, key=lambda entry: entry.last_used, reverse=True)
 
 
