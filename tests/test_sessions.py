@@ -399,3 +399,13 @@ def test_an_empty_session_name_is_refused_before_any_work(gptcli: Gptcli) -> Non
     assert done.stdout == ""
     assert done.stderr.startswith("gptcli: error: invalid session name ''")
     assert not (gptcli.home / "data" / "sessions").exists()
+
+
+def test_continue_and_a_named_session_together_are_refused(gptcli: Gptcli) -> None:
+    assert gptcli("ask", "--session", "older", "-n", "2", "hi").returncode == 0
+    both = gptcli("ask", "-c", "--session", "other", "-n", "2", "hi")
+    assert both.returncode == 2 and both.stdout == ""
+    assert both.stderr == (
+        "gptcli: error: -c continues the most recent session: not with --session NAME\n"
+    )
+    assert not (gptcli.home / "data" / "sessions" / "other.json").exists()

@@ -82,6 +82,8 @@ def run_ask(request: AskRequest, env: Environment, display: Display) -> ExitStat
 
     if request.session is not None:
         check_name(request.session)  # an empty name (an unset variable) would save nothing
+        if request.continue_last:  # two sessions named: which one was meant is not known
+            raise UsageError("-c continues the most recent session: not with --session NAME")
     if request.chunked and (request.session or request.continue_last):
         raise UsageError("--chunked cannot be combined with sessions (-c, --session)")
     if request.chunked and (request.tools.names or request.tools.functions):
